@@ -1,0 +1,149 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { isTealError, type TealError } from '../errors.js';
+import { loadConfig, type Problem, parseConfig } from './load.js';
+
+function problemsOf(text: string): Problem[] {
+  try {
+    parseConfig(text, '/srv/app/teal.yml');
+  } catch (err) {
+    if (isTealError(err, 'TEAL_CONFIG_INVALID')) return (err.details as { problems: Problem[] }).problems;
+    throw err;
+  }
+  throw new Error('expected the config to be refused');
+}
+
+const minimal = 'services:\n  web:\n    command: [node, server.js]\n';
+
+describe('loadConfig', () => {
+  it('fills every default for a minimal service', () => {
+    const { config, stateDir, dir } = parseConfig(minimal, '/srv/app/teal.yml');
+    expect(dir).toBe('/srv/app');
+    expect(stateDir).toBe('/srv/app/.teal');
+    expect(config.store).toEqual({ kind: 'sqlite' });
+    expect(config.proxy).toEqual({ kind: 'builtin', listen: { host: '0.0.0.0', port: 8080 } });
+    expect(config.api.listen).toEqual({ host: '127.0.0.1', port: 7070 });
+    expect(config.services.web).toMatchObject({
+      runtime: 'process',
+      cwd: '.',
+      instances: 1,
+      routes: [{ path: '/' }],
+      health: { path: '/health', interval: 500, timeout: 2000, healthyThreshold: 2, deadline: 60_000 },
+      drain: 30_000,
+      keepWarm: 600_000,
+      stopTimeout: 10_000,
+      verify: [],
+    });
+  });
+
+  it('turns durations into milliseconds', () => {
+    const { config } = parseConfig(
+      'services:\n  web:\n    command: [x]\n    drain: 1m30s\n    keepWarm: 1h\n    health: { interval: 250ms, deadline: 1.5s }\n',
+      '/t/teal.yml',
+    );
+    expect(config.services.web!.drain).toBe(90_000);
+    expect(config.services.web!.keepWarm).toBe(3_600_000);
+    expect(config.services.web!.health.interval).toBe(250);
+    expect(config.services.web!.health.deadline).toBe(1_500);
+  });
+
+  it('names the file, line, path and expectation of a bad duration', () => {
+    const problems = problemsOf(`${minimal}    health:\n      timeout: fast\n`);
+    expect(problems).toEqual([
+      {
+        file: '/srv/app/teal.yml',
+        line: 5,
+        column: 16,
+        path: 'services.web.health.timeout',
+        message: 'expected a duration like "2s", got "fast"',
+      },
+    ]);
+  });
+
+  it('the error message lists every problem, one per line', () => {
+    let err: TealError | undefined;
+    try {
+      parseConfig(`${minimal}    helth: {}\n    instances: two\n    drain: 30\n`, '/srv/app/teal.yml');
+    } catch (e) {
+      err = e as TealError;
+    }
+    expect(err?.code).toBe('TEAL_CONFIG_INVALID');
+    expect(err?.exitCode).toBe(2);
+    expect(err?.message.split('\n')).toEqual([
+      '/srv/app/teal.yml has 3 problems:',
+      expect.stringMatching(
+        /^ {2}\/srv\/app\/teal.yml:4:5 services.web.helth: unknown key \(expected one of: runtime, command, .*health.*\)$/,
+      ),
+      '  /srv/app/teal.yml:5:16 services.web.instances: expected number, got "two"',
+      '  /srv/app/teal.yml:6:12 services.web.drain: expected a duration like "30s", got 30',
+    ]);
+  });
+
+  it('reports malformed YAML with its position', () => {
+    const problems = problemsOf('services:\n  web:\n    command: [node, server.js\n');
+    expect(problems[0]).toMatchObject({ file: '/srv/app/teal.yml', line: expect.any(Number) });
+    expect(problems[0]!.message).toMatch(/^YAML syntax: /);
+  });
+
+  it('refuses duplicate keys', () => {
+    const problems = problemsOf(`${minimal}services:\n  api:\n    command: [x]\n`);
+    expect(problems[0]!.message).toMatch(/YAML syntax: .*[Uu]nique/);
+  });
+
+  it('refuses a command given as one string, since teal runs it without a shell', () => {
+    const problems = problemsOf('services:\n  web:\n    command: node server.js\n');
+    expect(problems).toMatchObject([
+      {
+        path: 'services.web.command',
+        message: 'expected a list of arguments like [node, server.js], got "node server.js"',
+      },
+    ]);
+  });
+
+  it('refuses a missing command, bad ports, bad names and unknown placeholders', () => {
+    const problems = problemsOf(
+      'services:\n  Web_1:\n    command: [x]\n  api:\n    ports: { blue: 9001, green: 70000 }\n    env: { V: "{{vresion}}" }\n',
+    );
+    expect(problems.map((p) => `${p.path}: ${p.message}`)).toEqual([
+      'services.Web_1: expected a service name of lower-case letters, digits and dashes, got "Web_1"',
+      'services.api.command: required: expected a list of arguments like [node, server.js]',
+      'services.api.ports.green: expected a port number (1-65535), got 70000',
+      'services.api.env.V: unknown placeholder {{vresion}} (known: {{version}}, {{service}}, {{slot}})',
+    ]);
+  });
+
+  it('points at the branch of a verify step the user meant', () => {
+    const problems = problemsOf(
+      `${minimal}    verify:\n      - http: { status: ok }\n      - { script: x }\n`,
+    );
+    expect(problems.map((p) => `${p.path}: ${p.message}`)).toEqual([
+      'services.web.verify.0.http.status: expected number, got "ok"',
+      'services.web.verify.1: expected a step with "run: <command>" or "http: {path, status, body}"',
+    ]);
+  });
+
+  it('refuses a config without services', () => {
+    expect(problemsOf('services: {}\n').map((p) => p.message)).toEqual(['expected at least one service']);
+    expect(problemsOf('proxy: { kind: builtin }\n').map((p) => p.message)).toEqual([
+      'required (expected record)',
+    ]);
+  });
+
+  it('says where to create the file when it does not exist', () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'teal-cfg-'));
+    expect(() => loadConfig(path.join(dir, 'teal.yml'))).toThrow(
+      /no configuration at .*teal.yml; create a teal.yml/,
+    );
+  });
+
+  it('loads the example app config', () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'teal-cfg-'));
+    writeFileSync(path.join(dir, 'teal.yml'), minimal);
+    expect(loadConfig(path.join(dir, 'teal.yml')).config.services.web?.command).toEqual([
+      'node',
+      'server.js',
+    ]);
+  });
+});

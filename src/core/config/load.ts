@@ -1,0 +1,238 @@
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { type Document, isMap, isScalar, LineCounter, type Node, parseDocument } from 'yaml';
+import type { z } from 'zod';
+import { TealError } from '../errors.js';
+import { unknownPlaceholders } from './interpolate.js';
+import { describeValue, TealConfig } from './schema.js';
+
+/** One thing wrong with a config file, located as precisely as the file allows. */
+export interface Problem {
+  file: string;
+  line?: number;
+  column?: number;
+  /** Dotted path inside the document: services.web.health.timeout */
+  path: string;
+  message: string;
+}
+
+export interface LoadedConfig {
+  config: TealConfig;
+  /** Absolute path of the file read. */
+  file: string;
+  /** Folder of the file: relative paths in it resolve from here. */
+  dir: string;
+  /** Absolute state dir (config.stateDir resolved). */
+  stateDir: string;
+}
+
+export function formatProblem(p: Problem): string {
+  const where = p.line === undefined ? p.file : `${p.file}:${p.line}:${p.column ?? 1}`;
+  return p.path ? `${where} ${p.path}: ${p.message}` : `${where} ${p.message}`;
+}
+
+function invalid(file: string, problems: Problem[]): TealError {
+  const lines = problems.map(formatProblem);
+  const count = problems.length === 1 ? '1 problem' : `${problems.length} problems`;
+  return new TealError('TEAL_CONFIG_INVALID', `${file} has ${count}:\n  ${lines.join('\n  ')}`, {
+    problems,
+  });
+}
+
+/** Reads, parses and validates a teal.yml; throws TEAL_CONFIG_INVALID listing every problem. */
+export function loadConfig(file: string): LoadedConfig {
+  const abs = path.resolve(file);
+  if (!existsSync(abs)) {
+    throw new TealError(
+      'TEAL_CONFIG_NOT_FOUND',
+      `no configuration at ${abs}; create a teal.yml there or name one with -c <file>`,
+      { file: abs },
+    );
+  }
+  return parseConfig(readFileSync(abs, 'utf8'), abs);
+}
+
+/** Validates config text as if it were the file `file` (which need not exist). */
+export function parseConfig(text: string, file: string): LoadedConfig {
+  const relative = path.relative(process.cwd(), file);
+  const display = relative && !relative.startsWith('..') ? relative : file;
+  const lineCounter = new LineCounter();
+  const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
+
+  if (doc.errors.length > 0) {
+    throw invalid(
+      display,
+      doc.errors.map((e) => ({
+        file: display,
+        line: lineCounter.linePos(e.pos[0]).line,
+        column: lineCounter.linePos(e.pos[0]).col,
+        path: '',
+        message: `YAML syntax: ${e.message.split('\n')[0]}`,
+      })),
+    );
+  }
+
+  const data: unknown = doc.toJS() ?? {};
+  const result = TealConfig.safeParse(data, { reportInput: true });
+  const problems: Problem[] = [];
+  if (!result.success) {
+    for (const issue of result.error.issues) problems.push(...toProblems(issue, doc, lineCounter, display));
+  }
+  problems.push(...placeholderProblems(data, doc, lineCounter, display));
+  if (problems.length > 0) {
+    problems.sort((a, b) => (a.line ?? 0) - (b.line ?? 0) || (a.column ?? 0) - (b.column ?? 0));
+    throw invalid(display, problems);
+  }
+
+  const config = result.data as TealConfig;
+  const dir = path.dirname(file);
+  return { config, file, dir, stateDir: path.resolve(dir, config.stateDir) };
+}
+
+/** Unknown {{placeholders}} in the raw text, so they are found alongside schema problems. */
+function placeholderProblems(data: unknown, doc: Document, lc: LineCounter, file: string): Problem[] {
+  const services = (data as { services?: unknown }).services;
+  if (!services || typeof services !== 'object') return [];
+  const problems: Problem[] = [];
+  const check = (at: string[], value: unknown) => {
+    if (typeof value !== 'string') return;
+    for (const bad of unknownPlaceholders(value)) {
+      problems.push({
+        ...locate(doc, lc, at),
+        file,
+        path: at.join('.'),
+        message: `unknown placeholder {{${bad}}} (known: {{version}}, {{service}}, {{slot}})`,
+      });
+    }
+  };
+  for (const [name, svc] of Object.entries(services as Record<string, Record<string, unknown>>)) {
+    if (!svc || typeof svc !== 'object') continue;
+    if (Array.isArray(svc.command)) {
+      for (const [i, arg] of svc.command.entries()) check(['services', name, 'command', String(i)], arg);
+    }
+    check(['services', name, 'cwd'], svc.cwd);
+    if (svc.env && typeof svc.env === 'object') {
+      for (const [k, v] of Object.entries(svc.env)) check(['services', name, 'env', k], v);
+    }
+  }
+  return problems;
+}
+
+function toProblems(issue: z.core.$ZodIssue, doc: Document, lc: LineCounter, file: string): Problem[] {
+  const at = issue.path.map(String);
+  if (issue.code === 'unrecognized_keys') {
+    const known = knownKeys(issue.path);
+    return issue.keys.map((key) => ({
+      ...locate(doc, lc, [...at, key], true),
+      file,
+      path: [...at, key].join('.'),
+      message: known ? `unknown key (expected one of: ${known.join(', ')})` : 'unknown key',
+    }));
+  }
+  if (issue.code === 'invalid_union' && issue.errors.length > 1) {
+    // Report the branch the user evidently meant (the one with the fewest complaints), not "no match".
+    const sizes = issue.errors.map((branch) => branch.length);
+    const best = Math.min(...sizes);
+    if (sizes.filter((n) => n === best).length === 1) {
+      const branch = issue.errors[sizes.indexOf(best)]!;
+      return branch.flatMap((sub) =>
+        toProblems({ ...sub, path: [...issue.path, ...sub.path] } as z.core.$ZodIssue, doc, lc, file),
+      );
+    }
+  }
+  if (issue.code === 'invalid_key') {
+    return [
+      {
+        ...locate(doc, lc, at, true),
+        file,
+        path: at.join('.'),
+        message: issue.issues[0]?.message ?? issue.message,
+      },
+    ];
+  }
+  let message = issue.message;
+  if (issue.code === 'invalid_type' && issue.input === undefined) {
+    message = message.startsWith('Invalid input')
+      ? `required (expected ${issue.expected})`
+      : `required: ${message.replace(/, got nothing$/, '')}`;
+  } else if (issue.code === 'invalid_type' && message.startsWith('Invalid input')) {
+    message = `expected ${issue.expected}, got ${describeValue(issue.input)}`;
+  } else if (issue.code === 'invalid_value' && message.startsWith('Invalid')) {
+    message = `expected ${issue.values.map((v) => JSON.stringify(v)).join(' or ')}, got ${describeValue(issue.input)}`;
+  } else if ((issue.code === 'too_small' || issue.code === 'too_big') && message.startsWith('Too')) {
+    message = `${message.replace(/^Too (small|big): expected (number|string|array) to (have )?/, 'expected ')}, got ${describeValue(issue.input)}`;
+  }
+  return [{ ...locate(doc, lc, at), file, path: at.join('.'), message }];
+}
+
+/** Line and column of the node at `at` (or of its key, for unknown keys), else of its nearest parent. */
+function locate(
+  doc: Document,
+  lc: LineCounter,
+  at: string[],
+  wantKey = false,
+): { line?: number; column?: number } {
+  const keys = at.map((k) => (/^\d+$/.test(k) ? Number(k) : k));
+  for (let depth = keys.length; depth >= 0; depth--) {
+    const node =
+      wantKey && depth === keys.length && depth > 0
+        ? keyNode(doc, keys)
+        : depth === 0
+          ? doc.contents
+          : (doc.getIn(keys.slice(0, depth), true) as Node | undefined);
+    if (node?.range) {
+      const pos = lc.linePos(node.range[0]);
+      return { line: pos.line, column: pos.col };
+    }
+  }
+  return {};
+}
+
+function keyNode(doc: Document, keys: (string | number)[]): Node | undefined {
+  const parent = doc.getIn(keys.slice(0, -1), true);
+  if (!isMap(parent)) return undefined;
+  const last = String(keys[keys.length - 1]);
+  const pair = parent.items.find((p) => isScalar(p.key) && String(p.key.value) === last);
+  return pair?.key as Node | undefined;
+}
+
+/** The keys a strict object accepts, to suggest them next to an unknown one. */
+function knownKeys(at: PropertyKey[]): string[] | undefined {
+  let schema: z.ZodType = TealConfig;
+  for (const step of at) {
+    schema = unwrap(schema);
+    const def = (
+      schema as {
+        def?: {
+          type?: string;
+          shape?: Record<string, z.ZodType>;
+          valueType?: z.ZodType;
+          element?: z.ZodType;
+          options?: z.ZodType[];
+        };
+      }
+    ).def;
+    if (def?.type === 'object' && def.shape) schema = def.shape[String(step)] as z.ZodType;
+    else if (def?.type === 'record' && def.valueType) schema = def.valueType;
+    else if (def?.type === 'array' && def.element) schema = def.element;
+    else return undefined;
+    if (!schema) return undefined;
+  }
+  schema = unwrap(schema);
+  const def = (schema as { def?: { type?: string; shape?: Record<string, unknown> } }).def;
+  return def?.type === 'object' && def.shape
+    ? Object.keys(def.shape).filter((k) => k !== '$schema')
+    : undefined;
+}
+
+function unwrap(schema: z.ZodType): z.ZodType {
+  let s = schema as { def?: { type?: string; innerType?: z.ZodType; in?: z.ZodType; options?: z.ZodType[] } };
+  for (;;) {
+    const t = s.def?.type;
+    if ((t === 'default' || t === 'prefault' || t === 'optional' || t === 'nullable') && s.def?.innerType)
+      s = s.def.innerType as typeof s;
+    else if (t === 'pipe' && s.def?.in) s = s.def.in as typeof s;
+    else if (t === 'union' && s.def?.options?.length === 1) s = s.def.options[0] as typeof s;
+    else return s as z.ZodType;
+  }
+}

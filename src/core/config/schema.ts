@@ -1,0 +1,230 @@
+import { z } from 'zod';
+import { DURATION_PATTERN, parseDuration } from './duration.js';
+
+/**
+ * The one schema of teal.yml. `loadConfig` validates with it; `json-schema.ts` turns the same schema
+ * into schema/teal.schema.json for editors. Durations come out as milliseconds, addresses as
+ * `{host, port}`, so no consumer parses strings again.
+ */
+
+function describe(value: unknown): string {
+  if (value === undefined) return 'nothing';
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'a list';
+  if (typeof value === 'object') return 'a mapping';
+  return JSON.stringify(value);
+}
+
+const duration = (example: string, description: string) =>
+  z
+    .string({ error: (iss) => `expected a duration like "${example}", got ${describe(iss.input)}` })
+    .regex(new RegExp(DURATION_PATTERN), {
+      abort: true,
+      error: (iss) => `expected a duration like "${example}", got ${describe(iss.input)}`,
+    })
+    .transform(parseDuration)
+    .meta({ description: `${description} A duration with units: 250ms, 2s, 1m30s, 10m.` });
+
+const port = z
+  .number({ error: (iss) => `expected a port number (1-65535), got ${describe(iss.input)}` })
+  .int({ error: (iss) => `expected a port number (1-65535), got ${describe(iss.input)}` })
+  .min(1, { error: (iss) => `expected a port number (1-65535), got ${describe(iss.input)}` })
+  .max(65535, { error: (iss) => `expected a port number (1-65535), got ${describe(iss.input)}` });
+
+export interface Address {
+  host: string;
+  port: number;
+}
+
+const ADDRESS = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/;
+
+/** "host:port", with port 0 meaning "any free port" (tests use it). */
+export function parseAddress(text: string): Address {
+  const m = ADDRESS.exec(text);
+  const portNumber = m ? Number(m[2]) : Number.NaN;
+  if (!m || portNumber > 65535)
+    throw new Error(`expected an address like "127.0.0.1:8080", got ${describe(text)}`);
+  return { host: m[1]!.replace(/^\[|\]$/g, ''), port: portNumber };
+}
+
+const address = (example: string, description: string) =>
+  z
+    .string({ error: (iss) => `expected an address like "${example}", got ${describe(iss.input)}` })
+    .regex(ADDRESS, {
+      abort: true,
+      error: (iss) => `expected an address like "${example}", got ${describe(iss.input)}`,
+    })
+    .refine((s) => Number(s.split(':').pop()) <= 65535, {
+      error: (iss) => `expected an address like "${example}", got ${describe(iss.input)}`,
+    })
+    .transform(parseAddress)
+    .meta({ description });
+
+const SERVICE_NAME = /^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$/;
+
+export const StoreConfig = z
+  .discriminatedUnion(
+    'kind',
+    [
+      z.strictObject({
+        kind: z.literal('sqlite'),
+        path: z
+          .string()
+          .optional()
+          .meta({ description: 'Database file; default store.db in the state dir.' }),
+      }),
+    ],
+    { error: () => 'expected kind: sqlite (etcd arrives with the etcd store)' },
+  )
+  .prefault({ kind: 'sqlite' })
+  .meta({ description: 'Where teal keeps its state. The embedded SQLite store needs nothing else.' });
+
+export const ProxyConfig = z
+  .discriminatedUnion(
+    'kind',
+    [
+      z.strictObject({
+        kind: z.literal('builtin'),
+        listen: address('0.0.0.0:8080', 'Where the data plane accepts user traffic.').prefault(
+          '0.0.0.0:8080',
+        ),
+      }),
+    ],
+    { error: () => 'expected kind: builtin' },
+  )
+  .prefault({ kind: 'builtin' })
+  .meta({ description: 'The traffic switch in front of the services.' });
+
+export const ApiConfig = z
+  .strictObject({
+    listen: address('127.0.0.1:7070', 'Where the control API and dashboard listen.').prefault(
+      '127.0.0.1:7070',
+    ),
+  })
+  .prefault({})
+  .meta({
+    description: 'The control API. Its token comes from TEAL_TOKEN or is generated into the state dir.',
+  });
+
+export const HealthConfig = z
+  .strictObject({
+    path: z.string().startsWith('/', { error: 'expected a path starting with "/"' }).default('/health'),
+    interval: duration('250ms', 'Time between probes.').prefault('500ms'),
+    timeout: duration('2s', 'Time one probe may take.').prefault('2s'),
+    healthyThreshold: z.number().int().min(1).default(2).meta({
+      description: 'Consecutive passing probes before an instance counts as healthy.',
+    }),
+    deadline: duration('60s', 'Give up on an instance that is not healthy by then.').prefault('60s'),
+  })
+  .prefault({})
+  .meta({ description: 'The HTTP readiness probe; any 2xx passes.' });
+
+const HttpVerify = z.strictObject({
+  http: z.strictObject({
+    path: z.string().startsWith('/', { error: 'expected a path starting with "/"' }).default('/'),
+    method: z.enum(['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'OPTIONS', 'PATCH']).default('GET'),
+    headers: z.record(z.string(), z.string()).default({}),
+    status: z.number().int().min(100).max(599).default(200),
+    body: z.string().optional().meta({ description: 'A substring the response body must contain.' }),
+    timeout: duration('5s', 'How long the request may take.').prefault('5s'),
+  }),
+});
+
+const RunVerify = z.strictObject({
+  run: z.string().min(1, { error: 'expected a shell command, like "npm run smoke"' }).meta({
+    description:
+      'A shell command run with TEAL_URL, TEAL_SLOT, TEAL_VERSION and TEAL_SERVICE set; exit 0 passes.',
+  }),
+  timeout: duration('60s', 'How long the command may run.').prefault('60s'),
+});
+
+export const VerifyStep = z
+  .union([HttpVerify, RunVerify], {
+    error: () => 'expected a step with "run: <command>" or "http: {path, status, body}"',
+  })
+  .meta({ description: 'A check run against the new slot before it takes traffic.' });
+
+const Route = z.strictObject({
+  host: z.string().min(1).optional().meta({ description: 'Host header to match; any host when absent.' }),
+  path: z.string().startsWith('/', { error: 'expected a path prefix starting with "/"' }).default('/'),
+});
+
+const envValue = z.union([z.string(), z.number(), z.boolean()], {
+  error: (iss) => `expected a string, number or boolean, got ${describe(iss.input)}`,
+});
+
+export const ServiceConfig = z
+  .strictObject({
+    runtime: z
+      .enum(['process'], {
+        error: () => 'expected runtime: process (docker arrives with the docker runtime)',
+      })
+      .default('process'),
+    command: z
+      .array(z.string(), {
+        error: (iss) => `expected a list of arguments like [node, server.js], got ${describe(iss.input)}`,
+      })
+      .min(1, { error: 'expected at least the program to run, like [node, server.js]' })
+      .meta({
+        description:
+          'Program and arguments, run without a shell. PORT is set in its env. {{version}} is replaced.',
+      }),
+    cwd: z.string().default('.').meta({ description: 'Working directory, relative to teal.yml.' }),
+    env: z
+      .record(z.string(), envValue)
+      .default({})
+      .meta({ description: 'Extra environment; values may use {{version}}.' }),
+    ports: z
+      .strictObject({ blue: port, green: port })
+      .optional()
+      .meta({ description: 'Fixed port per slot (instance i gets port + i); free ports when absent.' }),
+    instances: z.number().int().min(1).max(64).default(1).meta({ description: 'Instances per slot.' }),
+    routes: z
+      .array(Route)
+      .min(1)
+      .prefault([{}])
+      .meta({ description: 'Host and path prefixes routed to this service; the longest prefix wins.' }),
+    health: HealthConfig,
+    verify: z.array(VerifyStep).default([]),
+    drain: duration(
+      '30s',
+      'How long in-flight requests and streams on the old slot may take after the switch.',
+    ).prefault('30s'),
+    keepWarm: duration(
+      '10m',
+      'How long the old slot keeps running after the switch, for an instant rollback.',
+    ).prefault('10m'),
+    stopTimeout: duration('10s', 'Time between SIGTERM and SIGKILL when stopping an instance.').prefault(
+      '10s',
+    ),
+  })
+  .meta({ description: 'One web app that teal deploys blue-green.' });
+
+export const TealConfig = z
+  .strictObject({
+    $schema: z.string().optional(),
+    stateDir: z
+      .string()
+      .default('.teal')
+      .meta({ description: 'Where teal keeps its state, relative to teal.yml.' }),
+    store: StoreConfig,
+    proxy: ProxyConfig,
+    api: ApiConfig,
+    services: z
+      .record(
+        z.string().regex(SERVICE_NAME, {
+          error: (iss) =>
+            `expected a service name of lower-case letters, digits and dashes, got ${describe(iss.input)}`,
+        }),
+        ServiceConfig,
+      )
+      .refine((s) => Object.keys(s).length > 0, { error: 'expected at least one service' }),
+  })
+  .meta({ title: 'teal.yml', description: 'teal: blue-green deploys with zero downtime.' });
+
+export type TealConfig = z.output<typeof TealConfig>;
+export type ServiceConfig = z.output<typeof ServiceConfig>;
+export type HealthConfig = z.output<typeof HealthConfig>;
+export type VerifyStep = z.output<typeof VerifyStep>;
+export type RouteConfig = z.output<typeof Route>;
+export { describe as describeValue };

@@ -1,0 +1,1 @@
+export { cliEntry, distEntry, packageRoot } from '../paths.js';

@@ -1,0 +1,27 @@
+import { CommanderError, type Command } from 'commander';
+import { EXIT, toTealError } from '../core/errors.js';
+
+/**
+ * The one place errors become exit codes: every verb throws TealErrors (or anything else, which is
+ * an internal error), and this prints the message (or, with --json, one JSON document) and exits.
+ */
+export async function run(program: Command, argv: string[]): Promise<void> {
+  program.exitOverride();
+  try {
+    await program.parseAsync(argv);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // --help and --version end here with code 0; usage mistakes were already printed by commander.
+      process.exitCode = err.exitCode === 0 ? EXIT.ok : EXIT.usage;
+      return;
+    }
+    const e = toTealError(err);
+    if (argv.includes('--json')) {
+      process.stdout.write(`${JSON.stringify({ error: e.toJSON() })}\n`);
+    } else {
+      process.stderr.write(`teal: ${e.message}\n`);
+      if (e.code === 'TEAL_INTERNAL' && err instanceof Error && err.stack) process.stderr.write(`${err.stack}\n`);
+    }
+    process.exitCode = e.exitCode;
+  }
+}

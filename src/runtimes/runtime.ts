@@ -1,0 +1,83 @@
+import type { Endpoint, Slot } from '../core/model.js';
+
+/**
+ * A Runtime runs instances of releases: processes (process.ts) or containers (docker.ts). Instances
+ * carry labels, so a control plane that restarts finds them again with `list` and adopts or removes
+ * them. Every implementation passes runtime.contract.ts.
+ */
+
+/** Recorded with every instance, so it can be recognised after a control-plane restart. */
+export interface InstanceLabels {
+  service: string;
+  slot: Slot;
+  /** Release number (the n of /services/<svc>/releases/<n>). */
+  release: number;
+  /** Deployment number that started it. */
+  deployment: number;
+  version: string;
+}
+
+export interface InstanceSpec {
+  labels: InstanceLabels;
+  /** 0-based instance number within the slot. */
+  index: number;
+  /** Program and arguments, already interpolated; run without a shell. */
+  command: string[];
+  /** Absolute working directory. */
+  cwd: string;
+  /** The service's env, already interpolated. The runtime adds PORT (and HOST). */
+  env: Record<string, string>;
+  /** Address the instance listens on and the proxy reaches it at. */
+  host: string;
+  /** Fixed port; when absent the runtime picks a free one. */
+  port?: number;
+  /** Human hint for errors about the port: "services.web.ports.blue". */
+  portSource?: string;
+}
+
+export interface Instance extends Endpoint {
+  /** Unique and stable across control-plane restarts: "web-blue-r3-0-<random>". */
+  id: string;
+  labels: InstanceLabels;
+  index: number;
+  /** Epoch ms. */
+  startedAt: number;
+  /** Process id for the process runtime (diagnostics only). */
+  pid?: number;
+}
+
+export type InstanceStatus =
+  | { state: 'running' }
+  | { state: 'exited'; code: number | null; signal: string | null }
+  /** The runtime has no record of it (removed, or never existed). */
+  | { state: 'unknown' };
+
+export interface ExitInfo {
+  code: number | null;
+  signal: string | null;
+}
+
+export interface ListedInstance extends Instance {
+  status: InstanceStatus;
+}
+
+export interface Runtime {
+  readonly kind: string;
+  /**
+   * Starts one instance and returns once it has been launched (not once it is healthy).
+   * Throws TEAL_START_FAILED (program missing, not executable, cwd missing) or TEAL_PORT_IN_USE.
+   */
+  start(spec: InstanceSpec, options: { signal: AbortSignal }): Promise<Instance>;
+  /** SIGTERM (or the runtime's equivalent), then SIGKILL after timeoutMs; idempotent; forgets the instance. */
+  stop(instance: Instance, options: { timeoutMs: number }): Promise<void>;
+  /** Every instance this runtime has a record of, optionally of one service. */
+  list(filter?: { service?: string }): Promise<ListedInstance[]>;
+  status(instance: Instance): Promise<InstanceStatus>;
+  /** Resolves when the instance exits (with its code when the runtime can know it). */
+  exited(instance: Instance, options: { signal: AbortSignal }): Promise<ExitInfo>;
+  /** The last `lines` lines of its output (stdout and stderr interleaved). */
+  logTail(instance: Instance, lines: number): Promise<string[]>;
+  /** Its output line by line; with follow, waits for new lines until the signal aborts. */
+  logs(instance: Instance, options: { follow: boolean; signal: AbortSignal; tail?: number }): AsyncIterable<string>;
+  close(): Promise<void>;
+}

@@ -29,7 +29,15 @@ const server = http.createServer((req, res) => {
   }
   if (url.pathname === '/info') {
     res.writeHead(200, { 'content-type': 'application/json' });
-    res.end(JSON.stringify({ version, pid: process.pid, port, uptimeMs: Date.now() - bootedAt, headers: req.headers }));
+    res.end(
+      JSON.stringify({
+        version,
+        pid: process.pid,
+        port,
+        uptimeMs: Date.now() - bootedAt,
+        headers: req.headers,
+      }),
+    );
     return;
   }
   res.writeHead(200, { 'content-type': 'text/plain', 'x-app-version': version });

@@ -1,4 +1,4 @@
-import { CommanderError, type Command } from 'commander';
+import { type Command, CommanderError } from 'commander';
 import { EXIT, toTealError } from '../core/errors.js';
 
 /**
@@ -6,7 +6,6 @@ import { EXIT, toTealError } from '../core/errors.js';
  * an internal error), and this prints the message (or, with --json, one JSON document) and exits.
  */
 export async function run(program: Command, argv: string[]): Promise<void> {
-  program.exitOverride();
   try {
     await program.parseAsync(argv);
   } catch (err) {
@@ -20,7 +19,8 @@ export async function run(program: Command, argv: string[]): Promise<void> {
       process.stdout.write(`${JSON.stringify({ error: e.toJSON() })}\n`);
     } else {
       process.stderr.write(`teal: ${e.message}\n`);
-      if (e.code === 'TEAL_INTERNAL' && err instanceof Error && err.stack) process.stderr.write(`${err.stack}\n`);
+      if (e.code === 'TEAL_INTERNAL' && err instanceof Error && err.stack)
+        process.stderr.write(`${err.stack}\n`);
     }
     process.exitCode = e.exitCode;
   }

@@ -78,6 +78,9 @@ export interface Runtime {
   /** The last `lines` lines of its output (stdout and stderr interleaved). */
   logTail(instance: Instance, lines: number): Promise<string[]>;
   /** Its output line by line; with follow, waits for new lines until the signal aborts. */
-  logs(instance: Instance, options: { follow: boolean; signal: AbortSignal; tail?: number }): AsyncIterable<string>;
+  logs(
+    instance: Instance,
+    options: { follow: boolean; signal: AbortSignal; tail?: number },
+  ): AsyncIterable<string>;
   close(): Promise<void>;
 }

@@ -1,6 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { hostname } from 'node:os';
 import { TealError } from '../core/errors.js';
+import { pidAlive } from '../proc.js';
 import { acquireLock, lockHolder } from './lock.js';
 import type {
   Change,
@@ -27,15 +28,6 @@ export interface LocalStoreOptions {
 }
 
 const HOST = hostname();
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 /**
  * etcd's semantics (global revision, compare-and-swap, txn, prefix watch with resume, leases) over

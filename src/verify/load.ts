@@ -8,7 +8,7 @@ import { performance } from 'node:perf_hooks';
  */
 
 export interface LoadSample {
-  /** Epoch ms (fractional) when the request was sent and when its response ended. */
+  /** Epoch ms (Date.now(), the clock other processes record events with) when the request was sent and when its response ended. */
   start: number;
   end: number;
   /** HTTP status, or null when no response came (socket error, timeout). */
@@ -50,21 +50,23 @@ export interface LoadReport {
   failures: LoadSample[];
 }
 
-const now = () => performance.timeOrigin + performance.now();
+const now = () => Date.now();
+const tick = () => performance.now();
 
 function percentile(sorted: number[], p: number): number {
   if (sorted.length === 0) return 0;
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
 }
 
-function once(agent: http.Agent, url: URL, options: LoadOptions): Promise<LoadSample> {
+function once(agent: http.Agent, url: URL, options: LoadOptions): Promise<LoadSample & { ms: number }> {
   const start = now();
+  const t0 = tick();
   return new Promise((resolve) => {
     let settled = false;
     const finish = (status: number | null, body: string | undefined, error?: string) => {
       if (settled) return;
       settled = true;
-      const sample: LoadSample = { start, end: now(), status };
+      const sample: LoadSample & { ms: number } = { start, end: now(), status, ms: tick() - t0 };
       if (body !== undefined) sample.body = body;
       if (error !== undefined) sample.error = error;
       resolve(sample);
@@ -95,8 +97,10 @@ function once(agent: http.Agent, url: URL, options: LoadOptions): Promise<LoadSa
 export async function runLoad(options: LoadOptions): Promise<LoadReport> {
   const url = new URL(options.url);
   const agent = new http.Agent({ keepAlive: true, maxSockets: options.connections });
-  const startedAt = now();
-  const deadline = options.durationMs === undefined ? Number.POSITIVE_INFINITY : startedAt + options.durationMs;
+  const startedAt = tick();
+  const deadline =
+    options.durationMs === undefined ? Number.POSITIVE_INFINITY : startedAt + options.durationMs;
+  const withinTime = () => tick() < deadline;
   const latencies: number[] = [];
   const report: LoadReport = {
     sent: 0,
@@ -112,12 +116,12 @@ export async function runLoad(options: LoadOptions): Promise<LoadReport> {
 
   const worker = async () => {
     let count = 0;
-    while (!options.signal.aborted && now() < deadline) {
+    while (!options.signal.aborted && withinTime()) {
       if (options.requestsPerConnection !== undefined && count >= options.requestsPerConnection) return;
       count++;
       report.sent++;
       const sample = await once(agent, url, options);
-      latencies.push(sample.end - sample.start);
+      latencies.push(sample.ms);
       if (sample.status !== null) report.statuses[sample.status] = (report.statuses[sample.status] ?? 0) + 1;
       if (sample.status !== null && sample.status >= 200 && sample.status < 300) report.ok++;
       else {
@@ -125,7 +129,8 @@ export async function runLoad(options: LoadOptions): Promise<LoadReport> {
         if (sample.error) report.errors[sample.error] = (report.errors[sample.error] ?? 0) + 1;
         if (report.failures.length < 20) report.failures.push(sample);
       }
-      options.onSample?.(sample);
+      const { ms: _ms, ...plain } = sample;
+      options.onSample?.(plain);
     }
   };
 
@@ -135,7 +140,7 @@ export async function runLoad(options: LoadOptions): Promise<LoadReport> {
     agent.destroy();
   }
   latencies.sort((a, b) => a - b);
-  report.durationMs = now() - startedAt;
+  report.durationMs = tick() - startedAt;
   report.latency = {
     p50Ms: percentile(latencies, 50),
     p99Ms: percentile(latencies, 99),
@@ -151,7 +156,10 @@ export function summarizeLoad(r: LoadReport): string {
   const failed =
     r.failed === 0
       ? '0 failed'
-      : `${n(r.failed)} failed (${Object.entries({ ...r.errors, ...Object.fromEntries(Object.entries(r.statuses).filter(([s]) => !s.startsWith('2'))) })
+      : `${n(r.failed)} failed (${Object.entries({
+          ...r.errors,
+          ...Object.fromEntries(Object.entries(r.statuses).filter(([s]) => !s.startsWith('2'))),
+        })
           .map(([k, v]) => `${k}: ${v}`)
           .join(', ')})`;
   return `${n(r.sent)} requests, ${failed}, ${n(r.requestsPerSecond)}/s, p50 ${r.latency.p50Ms.toFixed(1)}ms, p99 ${r.latency.p99Ms.toFixed(1)}ms`;

@@ -19,8 +19,7 @@ export function unknownPlaceholders(text: string): string[] {
     .filter((name) => !KNOWN.has(name as keyof TemplateVars));
 }
 
-export function interpolate(text: string, vars: TemplateVars): string {
-  return text.replace(PLACEHOLDER, (whole, name: string) =>
-    KNOWN.has(name as keyof TemplateVars) ? vars[name as keyof TemplateVars] : whole,
-  );
+/** Fills the placeholders whose values are given; others stay as written (a later step fills them). */
+export function interpolate(text: string, vars: Partial<TemplateVars>): string {
+  return text.replace(PLACEHOLDER, (whole, name: string) => vars[name as keyof TemplateVars] ?? whole);
 }

@@ -1,7 +1,7 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { isTealError, type TealError } from '../errors.js';
 import { loadConfig, type Problem, parseConfig } from './load.js';
 
@@ -14,6 +14,9 @@ function problemsOf(text: string): Problem[] {
   }
   throw new Error('expected the config to be refused');
 }
+
+const tmp = mkdtempSync(path.join(tmpdir(), 'teal-cfg-'));
+afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
 const minimal = 'services:\n  web:\n    command: [node, server.js]\n';
 
@@ -124,6 +127,21 @@ describe('loadConfig', () => {
     ]);
   });
 
+  it('refuses two services on the same host and path', () => {
+    const problems = problemsOf(
+      'services:\n  a:\n    command: [x]\n  b:\n    command: [x]\n    routes: [{ path: /api }, { path: / }]\n',
+    );
+    expect(problems).toMatchObject([
+      { path: 'services.b.routes.1', line: 6, message: 'path / on any host is already routed to service a' },
+    ]);
+  });
+
+  it('refuses placeholders in shell commands, where they would be spliced into the shell line', () => {
+    const problems = problemsOf(`${minimal}    verify: [{ run: "curl $TEAL_URL/{{version}}" }]\n`);
+    expect(problems.map((p) => p.path)).toEqual(['services.web.verify.0.run']);
+    expect(problems[0]!.message).toContain('use $TEAL_VERSION');
+  });
+
   it('refuses a config without services', () => {
     expect(problemsOf('services: {}\n').map((p) => p.message)).toEqual(['expected at least one service']);
     expect(problemsOf('proxy: { kind: builtin }\n').map((p) => p.message)).toEqual([
@@ -132,14 +150,14 @@ describe('loadConfig', () => {
   });
 
   it('says where to create the file when it does not exist', () => {
-    const dir = mkdtempSync(path.join(tmpdir(), 'teal-cfg-'));
+    const dir = mkdtempSync(path.join(tmp, 'none-'));
     expect(() => loadConfig(path.join(dir, 'teal.yml'))).toThrow(
       /no configuration at .*teal.yml; create a teal.yml/,
     );
   });
 
   it('loads the example app config', () => {
-    const dir = mkdtempSync(path.join(tmpdir(), 'teal-cfg-'));
+    const dir = mkdtempSync(path.join(tmp, 'ok-'));
     writeFileSync(path.join(dir, 'teal.yml'), minimal);
     expect(loadConfig(path.join(dir, 'teal.yml')).config.services.web?.command).toEqual([
       'node',

@@ -79,6 +79,7 @@ export function parseConfig(text: string, file: string): LoadedConfig {
     for (const issue of result.error.issues) problems.push(...toProblems(issue, doc, lineCounter, display));
   }
   problems.push(...placeholderProblems(data, doc, lineCounter, display));
+  if (result.success) problems.push(...routeProblems(result.data as TealConfig, doc, lineCounter, display));
   if (problems.length > 0) {
     problems.sort((a, b) => (a.line ?? 0) - (b.line ?? 0) || (a.column ?? 0) - (b.column ?? 0));
     throw invalid(display, problems);
@@ -87,6 +88,29 @@ export function parseConfig(text: string, file: string): LoadedConfig {
   const config = result.data as TealConfig;
   const dir = path.dirname(file);
   return { config, file, dir, stateDir: path.resolve(dir, config.stateDir) };
+}
+
+/** Two services claiming the same host and path: the data plane could not tell which one a request is for. */
+function routeProblems(config: TealConfig, doc: Document, lc: LineCounter, file: string): Problem[] {
+  const owner = new Map<string, string>();
+  const problems: Problem[] = [];
+  for (const [name, svc] of Object.entries(config.services)) {
+    for (const [i, route] of svc.routes.entries()) {
+      const key = `${route.host ?? '*'} ${route.path}`;
+      const other = owner.get(key);
+      if (other !== undefined && other !== name) {
+        const at = ['services', name, 'routes', String(i)];
+        problems.push({
+          ...locate(doc, lc, at),
+          file,
+          path: at.join('.'),
+          message: `path ${route.path} on ${route.host ?? 'any host'} is already routed to service ${other}`,
+        });
+      }
+      owner.set(key, name);
+    }
+  }
+  return problems;
 }
 
 /** Unknown {{placeholders}} in the raw text, so they are found alongside schema problems. */
@@ -113,6 +137,26 @@ function placeholderProblems(data: unknown, doc: Document, lc: LineCounter, file
     check(['services', name, 'cwd'], svc.cwd);
     if (svc.env && typeof svc.env === 'object') {
       for (const [k, v] of Object.entries(svc.env)) check(['services', name, 'env', k], v);
+    }
+    if (Array.isArray(svc.verify)) {
+      for (const [i, step] of svc.verify.entries()) {
+        const at = ['services', name, 'verify', String(i)];
+        const http = (step as { http?: { path?: unknown; body?: unknown } })?.http;
+        if (http && typeof http === 'object') {
+          check([...at, 'http', 'path'], http.path);
+          check([...at, 'http', 'body'], http.body);
+        }
+        const run = (step as { run?: unknown })?.run;
+        if (typeof run === 'string' && /\{\{/.test(run)) {
+          problems.push({
+            ...locate(doc, lc, [...at, 'run']),
+            file,
+            path: [...at, 'run'].join('.'),
+            message:
+              'placeholders are not spliced into shell commands; use $TEAL_VERSION, $TEAL_URL, $TEAL_SLOT or $TEAL_SERVICE',
+          });
+        }
+      }
     }
   }
   return problems;

@@ -1,4 +1,9 @@
-/** Placeholder: the builtin data plane's process entry; being written now. */
+import { toTealError } from '../../core/errors.js';
+import { jsonLines } from './log.js';
+
+/** How long a stopping data plane lets requests in flight finish before it cuts them. */
+const STOP_GRACE_MS = 10_000;
+
 export interface DataPlaneProcessOptions {
   /** "host:port" users connect to. */
   listen: string;
@@ -8,6 +13,45 @@ export interface DataPlaneProcessOptions {
   state: string;
 }
 
-export async function runDataPlaneProcess(_options: DataPlaneProcessOptions): Promise<void> {
-  throw new Error('the builtin data plane is not built yet');
+/**
+ * `teal proxy`: runs the builtin data plane until SIGTERM or SIGINT, then stops it gracefully and
+ * exits 0. Events go to stdout as JSON lines; a failure to start is logged there too (the launcher
+ * reads it from the log file) and thrown for the CLI to report.
+ */
+export async function runDataPlaneProcess(options: DataPlaneProcessOptions): Promise<void> {
+  const log = jsonLines((line) => process.stdout.write(line));
+  // Loaded here, not at the top, so other verbs do not pay for the data plane's modules.
+  const { DataPlane } = await import('./dataplane.js');
+  let plane: Awaited<ReturnType<typeof DataPlane.start>>;
+  try {
+    plane = await DataPlane.start({ ...options, log });
+  } catch (err) {
+    const e = toTealError(err);
+    log('error', { where: 'start', code: e.code, message: e.message });
+    throw e;
+  }
+  const info = plane.info();
+  log('start', {
+    pid: info.pid,
+    listen: info.listen,
+    admin: options.admin,
+    state: options.state,
+    revision: info.revision,
+    version: info.version,
+  });
+
+  // A bug hit by one request must not take every other connection down with the process.
+  process.on('uncaughtException', (err) =>
+    log('error', { where: 'uncaught', message: err.message, stack: err.stack }),
+  );
+
+  const signal = await new Promise<NodeJS.Signals>((resolve) => {
+    process.once('SIGTERM', () => resolve('SIGTERM'));
+    process.once('SIGINT', () => resolve('SIGINT'));
+  });
+  log('stopping', { signal, graceMs: STOP_GRACE_MS });
+  await plane.close(STOP_GRACE_MS);
+  log('stop', { signal });
+  // Anything left (a socket mid-close) must not keep a stopped data plane alive.
+  process.exit(0);
 }

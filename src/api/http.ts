@@ -1,0 +1,91 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { TealError, toTealError } from '../core/errors.js';
+
+/** The one place errors become HTTP statuses: `{error: {code, message, details}}` with the catalogue's status. */
+export function sendError(res: ServerResponse, err: unknown): void {
+  const e = toTealError(err);
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  const headers: Record<string, string> = { 'content-type': 'application/json' };
+  if (e.code === 'TEAL_UNAUTHORIZED') headers['www-authenticate'] = 'Bearer realm="teal"';
+  res.writeHead(e.httpStatus, headers);
+  res.end(`${JSON.stringify({ error: e.toJSON() })}\n`);
+}
+
+export function sendJson(res: ServerResponse, status: number, body: unknown): void {
+  res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' });
+  res.end(`${JSON.stringify(body)}\n`);
+}
+
+const MAX_BODY = 1_000_000;
+
+export async function readJson(req: IncomingMessage): Promise<Record<string, unknown>> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req) {
+    size += (chunk as Buffer).length;
+    if (size > MAX_BODY) throw new TealError('TEAL_BAD_REQUEST', `request body over ${MAX_BODY} bytes`);
+    chunks.push(chunk as Buffer);
+  }
+  if (size === 0) return {};
+  try {
+    const body: unknown = JSON.parse(Buffer.concat(chunks).toString());
+    if (!body || typeof body !== 'object' || Array.isArray(body)) throw new Error('not an object');
+    return body as Record<string, unknown>;
+  } catch (err) {
+    throw new TealError('TEAL_BAD_REQUEST', `request body is not a JSON object: ${(err as Error).message}`);
+  }
+}
+
+export type Handler = (
+  req: IncomingMessage,
+  res: ServerResponse,
+  params: Record<string, string>,
+  url: URL,
+) => Promise<void>;
+
+interface Route {
+  method: string;
+  pattern: RegExp;
+  names: string[];
+  handler: Handler;
+  /** False for the few endpoints anyone may call (the liveness check). */
+  auth: boolean;
+}
+
+/** A tiny router: "GET /v1/services/:svc" style paths, matched in order. */
+export class Router {
+  readonly #routes: Route[] = [];
+
+  add(method: string, path: string, handler: Handler, options: { auth?: boolean } = {}): this {
+    const names: string[] = [];
+    const pattern = new RegExp(
+      `^${path.replace(/:([a-z]+)/g, (_, name: string) => {
+        names.push(name);
+        return '([^/]+)';
+      })}$`,
+    );
+    this.#routes.push({ method, pattern, names, handler, auth: options.auth ?? true });
+    return this;
+  }
+
+  match(
+    method: string,
+    pathname: string,
+  ): { route: Route; params: Record<string, string> } | { allowed: string[] } {
+    const allowed: string[] = [];
+    for (const route of this.#routes) {
+      const m = route.pattern.exec(pathname);
+      if (!m) continue;
+      if (route.method !== method) {
+        allowed.push(route.method);
+        continue;
+      }
+      const params = Object.fromEntries(route.names.map((n, i) => [n, decodeURIComponent(m[i + 1]!)]));
+      return { route, params };
+    }
+    return { allowed };
+  }
+}

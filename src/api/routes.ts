@@ -1,0 +1,235 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { parseDuration } from '../core/config/duration.js';
+import type { Engine } from '../core/engine.js';
+import { TealError } from '../core/errors.js';
+import type { Slot } from '../core/model.js';
+import { type DeploymentRecord, keys, readDeployment, readServiceState } from '../core/records.js';
+import { slotInstances } from '../core/slots.js';
+import { isTerminal } from '../core/state.js';
+import { serviceHistory, serviceStatus, summarize } from '../core/status.js';
+import type { Runtime } from '../runtimes/runtime.js';
+import type { Store } from '../stores/store.js';
+import { Router, readJson, sendJson } from './http.js';
+import { EventStream } from './sse.js';
+
+export interface ApiContext {
+  engine: Engine;
+  store: Store;
+  runtime: Runtime;
+  version: string;
+  /** Aborts every open stream when the daemon stops. */
+  closing: AbortSignal;
+}
+
+function actorOf(req: IncomingMessage): string {
+  const claimed = req.headers['x-teal-actor'];
+  return typeof claimed === 'string' && claimed.length > 0 && claimed.length < 200 ? claimed : 'api';
+}
+
+function waitOf(value: unknown): number | undefined {
+  if (value === undefined || value === null || value === false) return undefined;
+  if (value === true) return 30 * 60_000;
+  if (typeof value === 'number' && value >= 0) return value;
+  if (typeof value === 'string') {
+    try {
+      return parseDuration(value);
+    } catch (err) {
+      throw new TealError('TEAL_BAD_REQUEST', `wait: ${(err as Error).message}`);
+    }
+  }
+  throw new TealError('TEAL_BAD_REQUEST', 'wait: expected a duration like "10m", milliseconds, or true');
+}
+
+function numberParam(value: string, what: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1)
+    throw new TealError(
+      'TEAL_BAD_REQUEST',
+      `${what} must be a positive integer, got ${JSON.stringify(value)}`,
+    );
+  return n;
+}
+
+export function apiRoutes(ctx: ApiContext): Router {
+  const { engine, store, runtime } = ctx;
+  const router = new Router();
+
+  router.add(
+    'GET',
+    '/v1/health',
+    async (_req, res) => sendJson(res, 200, { ok: true, version: ctx.version, pid: process.pid }),
+    {
+      auth: false,
+    },
+  );
+
+  router.add('GET', '/v1/services', async (_req, res) => {
+    const names = Object.keys(engine.serviceConfigs());
+    sendJson(res, 200, await Promise.all(names.map((svc) => serviceStatus(store, runtime, svc))));
+  });
+
+  router.add('GET', '/v1/services/:svc', async (_req, res, { svc }) => {
+    engine.serviceConfig(svc!);
+    sendJson(res, 200, await serviceStatus(store, runtime, svc!));
+  });
+
+  router.add('POST', '/v1/services/:svc/deployments', async (req, res, { svc }) => {
+    const body = await readJson(req);
+    if (typeof body.version !== 'string' || body.version.length === 0) {
+      throw new TealError('TEAL_BAD_REQUEST', 'version: expected a string like "v2"');
+    }
+    if (body.dryRun === true) {
+      sendJson(res, 200, { plan: await engine.planDeploy(svc!, body.version) });
+      return;
+    }
+    const waitMs = waitOf(body.wait);
+    const record = await engine.deploy(svc!, {
+      version: body.version,
+      actor: actorOf(req),
+      ...(waitMs === undefined ? {} : { waitMs }),
+    });
+    sendJson(res, 202, record);
+  });
+
+  router.add('POST', '/v1/services/:svc/rollback', async (req, res, { svc }) => {
+    const body = await readJson(req);
+    const waitMs = waitOf(body.wait);
+    if (body.to !== undefined && (typeof body.to !== 'number' || !Number.isInteger(body.to) || body.to < 1)) {
+      throw new TealError('TEAL_BAD_REQUEST', 'to: expected a release number');
+    }
+    const record = await engine.rollback(svc!, {
+      actor: actorOf(req),
+      ...(body.to === undefined ? {} : { to: body.to as number }),
+      ...(waitMs === undefined ? {} : { waitMs }),
+    });
+    sendJson(res, 202, record);
+  });
+
+  router.add('GET', '/v1/services/:svc/deployments', async (_req, res, { svc }, url) => {
+    engine.serviceConfig(svc!);
+    const limit = Number(url.searchParams.get('limit') ?? 50);
+    sendJson(res, 200, await serviceHistory(store, svc!, Number.isInteger(limit) && limit > 0 ? limit : 50));
+  });
+
+  router.add('GET', '/v1/services/:svc/deployments/:n', async (_req, res, { svc, n }) => {
+    sendJson(res, 200, await deploymentOrThrow(store, svc!, numberParam(n!, 'deployment')));
+  });
+
+  router.add('GET', '/v1/services/:svc/deployments/:n/events', async (req, res, { svc, n }, url) => {
+    const number = numberParam(n!, 'deployment');
+    const first = await deploymentOrThrow(store, svc!, number);
+    await streamDeployment(req, res, ctx, first, Number(url.searchParams.get('from') ?? 0) || 0);
+  });
+
+  router.add('GET', '/v1/services/:svc/logs', async (req, res, { svc }, url) => {
+    engine.serviceConfig(svc!);
+    await streamLogs(req, res, ctx, svc!, url);
+  });
+
+  return router;
+}
+
+async function deploymentOrThrow(store: Store, svc: string, n: number): Promise<DeploymentRecord> {
+  const record = await readDeployment(store, svc, n);
+  if (!record) throw new TealError('TEAL_NOT_FOUND', `${svc} has no deployment #${n}`);
+  return record;
+}
+
+/** Sends the deployment's events from `from` on, then each new one as the store changes, until it ends. */
+async function streamDeployment(
+  req: IncomingMessage,
+  res: ServerResponse,
+  ctx: ApiContext,
+  first: DeploymentRecord,
+  from: number,
+): Promise<void> {
+  const stream = new EventStream(res);
+  const stop = new AbortController();
+  const onClose = () => stop.abort();
+  req.on('close', onClose);
+  ctx.closing.addEventListener('abort', onClose, { once: true });
+  let sent = from;
+  let state = '';
+  const push = (record: DeploymentRecord): boolean => {
+    for (; sent < record.events.length; sent++) stream.send('step', record.events[sent]);
+    if (record.state !== state) {
+      state = record.state;
+      stream.send('state', { state });
+    }
+    if (isTerminal(record.state)) {
+      stream.send('end', summarize(record));
+      return true;
+    }
+    return false;
+  };
+  try {
+    const key = keys.deployment(first.service, first.n);
+    const entry = await ctx.store.get<DeploymentRecord>(key);
+    if (!entry || push(entry.value)) return;
+    for await (const change of ctx.store.watch<DeploymentRecord>(key, {
+      signal: stop.signal,
+      afterRevision: entry.revision,
+    })) {
+      if (change.key === key && change.value && push(change.value)) return;
+    }
+  } finally {
+    req.off('close', onClose);
+    ctx.closing.removeEventListener('abort', onClose);
+    stop.abort();
+    stream.end();
+  }
+}
+
+async function streamLogs(
+  req: IncomingMessage,
+  res: ServerResponse,
+  ctx: ApiContext,
+  svc: string,
+  url: URL,
+): Promise<void> {
+  const state = await readServiceState(ctx.store, svc);
+  const asked = url.searchParams.get('slot');
+  if (asked !== null && asked !== 'blue' && asked !== 'green') {
+    throw new TealError('TEAL_BAD_REQUEST', `slot: expected blue or green, got ${JSON.stringify(asked)}`);
+  }
+  const slot: Slot | null =
+    (asked as Slot | null) ??
+    state.live ??
+    (state.slots.blue.instances.length ? 'blue' : state.slots.green.instances.length ? 'green' : null);
+  const instances = slot ? slotInstances(svc, state.slots[slot]) : [];
+  if (instances.length === 0) {
+    throw new TealError(
+      'TEAL_NOT_FOUND',
+      `${svc} has no instances${slot ? ` in ${slot}` : ''} to show logs of`,
+    );
+  }
+  const follow = url.searchParams.get('follow') === '1' || url.searchParams.get('follow') === 'true';
+  const tail = Number(url.searchParams.get('tail') ?? 100);
+  const stop = new AbortController();
+  const onClose = () => stop.abort();
+  req.on('close', onClose);
+  ctx.closing.addEventListener('abort', onClose, { once: true });
+  res.writeHead(200, {
+    'content-type': 'text/plain; charset=utf-8',
+    'cache-control': 'no-store',
+    'x-teal-slot': slot!,
+  });
+  const prefix = instances.length > 1;
+  try {
+    await Promise.all(
+      instances.map(async (instance) => {
+        for await (const line of ctx.runtime.logs(instance, {
+          follow,
+          signal: stop.signal,
+          tail: Number.isInteger(tail) ? tail : 100,
+        })) {
+          res.write(prefix ? `[${instance.id}] ${line}\n` : `${line}\n`);
+        }
+      }),
+    );
+  } finally {
+    req.off('close', onClose);
+    ctx.closing.removeEventListener('abort', onClose);
+    res.end();
+  }
+}

@@ -1,0 +1,51 @@
+import { hostname, userInfo } from 'node:os';
+import path from 'node:path';
+import type { Command } from 'commander';
+import { type LoadedConfig, loadConfig } from '../core/config/load.js';
+import { endpointText } from '../core/model.js';
+import { readDaemonInfo, readToken, statePaths } from '../daemon/files.js';
+import { pidAlive } from '../proc.js';
+import { ApiClient } from './client.js';
+
+export interface ConfigOption {
+  config: string;
+}
+
+/** Adds `-c, --config <file>` (default ./teal.yml), which every verb takes. */
+export function withConfig(cmd: Command): Command {
+  return cmd.option('-c, --config <file>', 'the teal.yml to use', 'teal.yml');
+}
+
+export function loadFor(opts: ConfigOption): LoadedConfig {
+  return loadConfig(path.resolve(opts.config));
+}
+
+/** Who is asking, recorded on every deployment: "alice@laptop (cli)". */
+export function actor(): string {
+  let user = process.env.USER ?? 'unknown';
+  try {
+    user = userInfo().username;
+  } catch {
+    // No passwd entry (some containers): keep $USER.
+  }
+  return `${user}@${hostname()} (cli)`;
+}
+
+/**
+ * A client for the daemon of this config: its address from the running daemon's daemon.json (it
+ * may have picked its port at start) or else from api.listen; its token from TEAL_TOKEN or the
+ * state dir.
+ */
+export function clientFor(opts: ConfigOption): { client: ApiClient; loaded: LoadedConfig } {
+  const loaded = loadFor(opts);
+  const paths = statePaths(loaded.stateDir);
+  const info = readDaemonInfo(paths);
+  const listen = loaded.config.api.listen;
+  const configured = `http://${endpointText({ host: listen.host === '0.0.0.0' ? '127.0.0.1' : listen.host, port: listen.port })}`;
+  const base = info && pidAlive(info.pid) ? info.api : configured;
+  const hint = `teal up -c ${path.relative(process.cwd(), loaded.file) || loaded.file}`;
+  return {
+    client: new ApiClient({ base, token: readToken(paths), actor: actor(), startHint: hint }),
+    loaded,
+  };
+}

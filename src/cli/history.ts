@@ -1,0 +1,65 @@
+import type { Command } from 'commander';
+import { formatDuration } from '../core/config/duration.js';
+import type { DeploymentSummary } from '../core/status.js';
+import { type ConfigOption, clientFor, withConfig } from './context.js';
+import { ago, paint, printJson, table } from './output.js';
+
+export function historyCommand(program: Command): void {
+  withConfig(
+    program
+      .command('history')
+      .description('list deployments and rollbacks of a service, newest first')
+      .argument('<service>', 'the service, as named in teal.yml')
+      .option('-n, --limit <count>', 'how many to show', '20')
+      .option('--json', 'print the deployments as JSON'),
+  )
+    .addHelpText(
+      'after',
+      `
+Examples:
+  teal history web
+  teal history web --json | jq '.[] | select(.state=="failed")'`,
+    )
+    .action(async (service: string, opts: ConfigOption & { json?: boolean; limit: string }) => {
+      const { client } = clientFor(opts);
+      const list = await client.request<DeploymentSummary[]>(
+        'GET',
+        `/v1/services/${encodeURIComponent(service)}/deployments?limit=${encodeURIComponent(opts.limit)}`,
+      );
+      if (opts.json) {
+        printJson(list);
+        return;
+      }
+      if (list.length === 0) {
+        process.stdout.write(`${service} has no deployments yet; try: teal deploy ${service} --version v1\n`);
+        return;
+      }
+      const c = paint(process.stdout);
+      const rows = [['#', 'kind', 'version', 'release', 'slots', 'outcome', 'took', 'when', 'by']];
+      for (const d of list) {
+        const outcome =
+          d.state === 'done'
+            ? c.green(d.state)
+            : ['failed', 'interrupted'].includes(d.state)
+              ? c.red(d.state)
+              : c.cyan(d.state);
+        const slots = d.targetSlot ? `${d.fromSlot ?? '-'} -> ${d.targetSlot}` : '-';
+        const took = d.endedAt ? formatDuration(Date.parse(d.endedAt) - Date.parse(d.createdAt)) : '-';
+        rows.push([
+          String(d.n),
+          d.kind,
+          d.version ?? '-',
+          d.release === null ? '-' : String(d.release),
+          slots,
+          outcome,
+          took,
+          ago(d.createdAt),
+          d.actor,
+        ]);
+      }
+      process.stdout.write(`${table(rows)}\n`);
+      const failed = list.find((d) => d.error);
+      if (failed?.error)
+        process.stdout.write(c.dim(`#${failed.n}: ${failed.error.message.split('\n')[0]}\n`));
+    });
+}

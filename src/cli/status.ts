@@ -1,0 +1,74 @@
+import type { Command } from 'commander';
+import { SLOTS } from '../core/model.js';
+import type { ServiceStatus } from '../core/status.js';
+import { type ConfigOption, clientFor, withConfig } from './context.js';
+import { ago, paint, printJson, table } from './output.js';
+
+export function statusCommand(program: Command): void {
+  withConfig(
+    program
+      .command('status')
+      .description('show which slot is live, what runs in each slot, and the last deployment')
+      .argument('[service]', 'one service (default: all)')
+      .option('--json', 'print JSON: {service, live, slots: {blue: {version, state}, green: {...}}, ...}'),
+  )
+    .addHelpText(
+      'after',
+      `
+Examples:
+  teal status
+  teal status web --json | jq -r .live`,
+    )
+    .action(async (service: string | undefined, opts: ConfigOption & { json?: boolean }) => {
+      const { client } = clientFor(opts);
+      const statuses = service
+        ? [await client.request<ServiceStatus>('GET', `/v1/services/${encodeURIComponent(service)}`)]
+        : await client.request<ServiceStatus[]>('GET', '/v1/services');
+      if (opts.json) {
+        printJson(service ? statuses[0] : statuses);
+        return;
+      }
+      const c = paint(process.stdout);
+      for (const s of statuses) {
+        process.stdout.write(`${c.bold(s.service)}  live: ${s.live ? c.green(s.live) : c.yellow('none')}\n`);
+        const rows = [['', 'slot', 'state', 'version', 'release', 'instances', 'since']];
+        for (const slot of SLOTS) {
+          const v = s.slots[slot];
+          const running = v.instances.filter((i) => i.status === 'running').length;
+          const inst =
+            v.instances.length === 0
+              ? '-'
+              : `${running}/${v.instances.length} up (${v.instances.map((i) => i.port).join(', ')})`;
+          const state =
+            v.state === 'warm' && v.warmUntil ? `warm until ${v.warmUntil.slice(11, 19)}` : v.state;
+          rows.push([
+            s.live === slot ? c.green('●') : ' ',
+            slot,
+            state,
+            v.version ?? '-',
+            v.release === null ? '-' : String(v.release),
+            inst,
+            ago(v.since === new Date(0).toISOString() ? undefined : v.since),
+          ]);
+        }
+        process.stdout.write(`${table(rows)}\n`);
+        const d = s.lastDeployment;
+        if (d) {
+          const outcome =
+            d.state === 'done'
+              ? c.green(d.state)
+              : ['failed', 'interrupted'].includes(d.state)
+                ? c.red(d.state)
+                : c.cyan(d.state);
+          process.stdout.write(
+            `last deployment: #${d.n} ${d.kind} ${d.version ?? ''} ${outcome} ${ago(d.createdAt)} by ${d.actor}\n`,
+          );
+        }
+        if (s.lock)
+          process.stdout.write(
+            `locked by ${(s.lock as { description?: string }).description ?? JSON.stringify(s.lock)}\n`,
+          );
+        process.stdout.write('\n');
+      }
+    });
+}

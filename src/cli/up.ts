@@ -1,0 +1,51 @@
+import path from 'node:path';
+import type { Command } from 'commander';
+import { TealError } from '../core/errors.js';
+import { startDaemon } from '../daemon/daemon.js';
+import { createLogger } from '../daemon/log.js';
+import { type ConfigOption, withConfig } from './context.js';
+
+export function upCommand(program: Command): void {
+  withConfig(
+    program
+      .command('up')
+      .description('start the control plane: the data plane (proxy), the API, and the deploy engine')
+      .option('--log-format <format>', 'json or pretty (default: pretty on a terminal, else json)'),
+  )
+    .addHelpText(
+      'after',
+      `
+teal up runs in the foreground; stop it with Ctrl-C or SIGTERM. The data plane and the app
+instances keep serving while it is stopped, and it re-attaches to them when started again.
+
+Examples:
+  teal up
+  teal up -c examples/hello/teal.yml
+  teal up --log-format json >> teal.log 2>&1 &`,
+    )
+    .action(async (opts: ConfigOption & { logFormat?: string }) => {
+      if (opts.logFormat !== undefined && opts.logFormat !== 'json' && opts.logFormat !== 'pretty') {
+        throw new TealError(
+          'TEAL_USAGE',
+          `--log-format expects json or pretty, got ${JSON.stringify(opts.logFormat)}`,
+        );
+      }
+      const pretty = opts.logFormat ? opts.logFormat === 'pretty' : Boolean(process.stdout.isTTY);
+      const log = createLogger({ pretty });
+      const daemon = await startDaemon({ configFile: path.resolve(opts.config), log });
+      if (pretty) {
+        process.stdout.write(
+          `\n  proxy      ${daemon.proxyUrl}\n  API        ${daemon.apiUrl}  (token in ${daemon.paths.token} or TEAL_TOKEN)\n  state dir  ${daemon.paths.dir}\n\n`,
+        );
+      }
+      await new Promise<void>((resolve) => {
+        const stop = (signal: string) => {
+          log.info(`got ${signal}; stopping the control plane`);
+          resolve();
+        };
+        process.once('SIGTERM', () => stop('SIGTERM'));
+        process.once('SIGINT', () => stop('SIGINT'));
+      });
+      await daemon.close();
+    });
+}

@@ -1,0 +1,52 @@
+import type { Probe } from '../health/probe.js';
+import type { TrafficSwitch } from '../proxy/switch.js';
+import type { Runtime } from '../runtimes/runtime.js';
+import type { Json, Store } from '../stores/store.js';
+import type { LoadedConfig } from './config/load.js';
+import type { HealthConfig, VerifyStep } from './config/schema.js';
+import type { Endpoint, Slot } from './model.js';
+
+/**
+ * What the deploy engine needs from the world, all as interfaces: the daemon hands in the concrete
+ * store, runtime, switch, probes and verifier; tests hand in the same interfaces over real servers.
+ */
+
+export interface VerifyTarget {
+  service: string;
+  slot: Slot;
+  version: string;
+  /** The new slot's first instance, directly: http://127.0.0.1:9002 */
+  url: string;
+  instances: Endpoint[];
+}
+
+export interface VerifyResult {
+  ok: boolean;
+  /** One line: what was checked and what came back. */
+  detail: string;
+  /** The tail of a command's output. */
+  output?: string;
+}
+
+export interface Verifier {
+  run(step: VerifyStep, target: VerifyTarget, options: { signal: AbortSignal }): Promise<VerifyResult>;
+}
+
+export interface Logger {
+  info(message: string, fields?: Record<string, Json | undefined>): void;
+  warn(message: string, fields?: Record<string, Json | undefined>): void;
+  error(message: string, fields?: Record<string, Json | undefined>): void;
+}
+
+export const silentLogger: Logger = { info() {}, warn() {}, error() {} };
+
+export interface EngineDeps {
+  store: Store;
+  runtime: Runtime;
+  traffic: TrafficSwitch;
+  probe: (health: HealthConfig) => Probe;
+  verifier: Verifier;
+  /** The configuration as last loaded (the daemon may reload it). */
+  config: () => LoadedConfig;
+  log: Logger;
+}

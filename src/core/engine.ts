@@ -1,0 +1,261 @@
+import { hostname } from 'node:os';
+import type { Lock } from '../stores/store.js';
+import type { ServiceConfig } from './config/schema.js';
+import type { EngineDeps } from './deps.js';
+import { TealError, toTealError } from './errors.js';
+import { type DeployPlan, planDeploy, planRollback } from './plan.js';
+import { Recorder } from './recorder.js';
+import {
+  createNumbered,
+  type DeploymentRecord,
+  keys,
+  listDeployments,
+  listReleases,
+  lockName,
+  readServiceState,
+} from './records.js';
+import { applyPlan } from './run.js';
+import { slotInstances } from './slots.js';
+import { isTerminal } from './state.js';
+import { TableSync } from './table.js';
+
+export interface DeployOptions {
+  version: string;
+  /** Who asked, for the record: "alice@laptop (cli)". */
+  actor: string;
+  /** Queue behind a running deployment for up to this long instead of failing at once. */
+  waitMs?: number;
+}
+
+export interface RollbackOptions {
+  /** Release number; default the one live before the current. */
+  to?: number;
+  actor: string;
+  waitMs?: number;
+}
+
+/**
+ * The deploy engine's front door: creates deployment records, takes the service's lock, plans under
+ * it and runs the plan in the background. Callers (the API) get the record at once and follow its
+ * events in the store.
+ */
+export class Engine {
+  readonly tables: TableSync;
+  readonly #deps: EngineDeps;
+  readonly #lockTtlMs: number;
+  readonly #closing = new AbortController();
+  readonly #runs = new Map<string, Promise<void>>();
+
+  constructor(deps: EngineDeps, options: { lockTtlMs?: number } = {}) {
+    this.#deps = deps;
+    this.#lockTtlMs = options.lockTtlMs ?? 15_000;
+    this.tables = new TableSync(deps.store, deps.traffic, () => deps.config().config);
+  }
+
+  serviceConfigs(): Record<string, ServiceConfig> {
+    return this.#deps.config().config.services;
+  }
+
+  serviceConfig(svc: string): ServiceConfig {
+    const services = this.#deps.config().config.services;
+    const config = services[svc];
+    if (!config) {
+      throw new TealError(
+        'TEAL_UNKNOWN_SERVICE',
+        `no service named ${JSON.stringify(svc)} in ${this.#deps.config().file} (services: ${Object.keys(services).join(', ')})`,
+      );
+    }
+    return config;
+  }
+
+  /** What `deploy` would do now, without doing it (--dry-run). */
+  async planDeploy(svc: string, version: string): Promise<DeployPlan> {
+    const config = this.serviceConfig(svc);
+    const { store } = this.#deps;
+    const [state, releases] = await Promise.all([readServiceState(store, svc), listReleases(store, svc)]);
+    return planDeploy({ service: svc, config, configDir: this.#deps.config().dir, version, state, releases });
+  }
+
+  async deploy(svc: string, options: DeployOptions): Promise<DeploymentRecord> {
+    this.serviceConfig(svc);
+    // Refuse a bad version before anything is recorded.
+    await this.planDeploy(svc, options.version);
+    return this.#begin(svc, 'deploy', options.version, options, () => this.planDeploy(svc, options.version));
+  }
+
+  async rollback(svc: string, options: RollbackOptions): Promise<DeploymentRecord> {
+    const config = this.serviceConfig(svc);
+    return this.#begin(svc, 'rollback', null, options, async (rec) => {
+      const { store } = this.#deps;
+      const [state, releases, deployments] = await Promise.all([
+        readServiceState(store, svc),
+        listReleases(store, svc),
+        listDeployments(store, svc),
+      ]);
+      const request = {
+        service: svc,
+        config,
+        state,
+        releases,
+        deployments,
+        ...(options.to === undefined ? {} : { to: options.to }),
+      };
+      const plan = planRollback(request);
+      if (plan.mode === 'flip' && !(await this.#warmAnswers(plan))) {
+        await rec.event(
+          'plan',
+          'info',
+          `the warm ${plan.targetSlot} slot no longer answers; starting release ${plan.releaseN} cold`,
+        );
+        return planRollback({ ...request, cold: true });
+      }
+      return plan;
+    });
+  }
+
+  /** Resolves when the deployment running for the service (if any) has ended. */
+  async settled(svc: string): Promise<void> {
+    await this.#runs.get(svc);
+  }
+
+  /** Aborts running deployments (they clean up and end "interrupted") and waits for them. */
+  async close(): Promise<void> {
+    this.#closing.abort(new TealError('TEAL_ABORTED', 'the control plane is stopping'));
+    await Promise.all([...this.#runs.values()]);
+  }
+
+  async #warmAnswers(plan: DeployPlan): Promise<boolean> {
+    const { runtime, store } = this.#deps;
+    const slot = (await readServiceState(store, plan.service)).slots[plan.targetSlot];
+    const probe = this.#deps.probe(plan.health);
+    for (const instance of slotInstances(plan.service, slot)) {
+      if ((await runtime.status(instance)).state !== 'running') return false;
+      const result = await probe.check(instance, { signal: AbortSignal.timeout(plan.health.timeout + 500) });
+      if (!result.ok) return false;
+    }
+    return slot.instances.length > 0;
+  }
+
+  async #begin(
+    svc: string,
+    kind: 'deploy' | 'rollback',
+    version: string | null,
+    options: { actor: string; waitMs?: number },
+    makePlan: (rec: Recorder) => Promise<DeployPlan>,
+  ): Promise<DeploymentRecord> {
+    if (this.#closing.signal.aborted) throw new TealError('TEAL_ABORTED', 'the control plane is stopping');
+    const { store } = this.#deps;
+    const record = await createNumbered<DeploymentRecord>(store, keys.deployments(svc), (n) => ({
+      n,
+      service: svc,
+      kind,
+      state: 'queued',
+      version,
+      release: null,
+      targetSlot: null,
+      fromSlot: null,
+      fromRelease: null,
+      fromVersion: null,
+      mode: null,
+      actor: options.actor,
+      createdAt: new Date().toISOString(),
+      events: [],
+    }));
+    const rec = new Recorder(store, record);
+    const holder = {
+      description: `deployment #${record.n} (${kind} ${svc}${version ? ` ${version}` : ''} by ${options.actor})`,
+      deployment: record.n,
+      service: svc,
+      host: hostname(),
+      pid: process.pid,
+    };
+
+    const takeLock = async (wait?: AbortSignal): Promise<Lock> => {
+      try {
+        const lock = await store.lock(lockName(svc), {
+          ttlMs: this.#lockTtlMs,
+          holder,
+          ...(wait ? { wait } : {}),
+        });
+        await rec.event('lock', 'done', `locked ${svc}`);
+        return lock;
+      } catch (err) {
+        const error = toTealError(err);
+        await rec.event('lock', 'failed', error.message);
+        await rec.finish('failed', error);
+        throw error;
+      }
+    };
+
+    let run: Promise<void>;
+    if (options.waitMs === undefined) {
+      const lock = await takeLock();
+      run = this.#run(rec, lock, makePlan);
+    } else {
+      const holderNow = await store.lockHolder(lockName(svc));
+      await rec.event(
+        'lock',
+        'started',
+        holderNow
+          ? `waiting for the lock, held by ${(holderNow as { description?: string }).description ?? 'another deployment'}`
+          : `taking the lock`,
+      );
+      const wait = AbortSignal.any([AbortSignal.timeout(options.waitMs), this.#closing.signal]);
+      run = takeLock(wait).then(
+        (lock) => this.#run(rec, lock, makePlan),
+        () => undefined,
+      );
+    }
+    const previous = this.#runs.get(svc) ?? Promise.resolve();
+    const tracked = Promise.all([previous, run]).then(() => undefined);
+    this.#runs.set(svc, tracked);
+    void tracked.finally(() => {
+      if (this.#runs.get(svc) === tracked) this.#runs.delete(svc);
+    });
+    await rec.flushed();
+    return structuredClone(rec.record) as DeploymentRecord;
+  }
+
+  async #run(rec: Recorder, lock: Lock, makePlan: (rec: Recorder) => Promise<DeployPlan>): Promise<void> {
+    const signal = AbortSignal.any([this.#closing.signal, lock.lease.lost]);
+    try {
+      let plan: DeployPlan;
+      try {
+        plan = await makePlan(rec);
+      } catch (err) {
+        const error = toTealError(err);
+        await rec.event('plan', 'failed', error.message);
+        await rec.finish(signal.aborted ? 'interrupted' : 'failed', error);
+        return;
+      }
+      await rec.update({
+        mode: plan.mode,
+        version: plan.release.version,
+        release: plan.releaseN,
+        targetSlot: plan.targetSlot,
+        fromSlot: plan.fromSlot,
+        fromRelease: plan.fromRelease,
+        fromVersion: plan.fromVersion,
+      });
+      await rec.event('plan', 'info', plan.steps.join('\n'), { data: { steps: plan.steps } });
+      await applyPlan({ deps: this.#deps, tables: this.tables, plan, rec, signal });
+    } catch (err) {
+      // applyPlan records its own failures; this is a failure to record them (the store is gone).
+      this.#deps.log.error('deployment could not be recorded', {
+        deployment: rec.n,
+        error: toTealError(err).message,
+      });
+    } finally {
+      if (!isTerminal(rec.record.state)) {
+        await rec
+          .finish('interrupted', new TealError('TEAL_INTERNAL', 'the deployment ended without an outcome'))
+          .catch(() => undefined);
+      }
+      await lock.release().catch((err: unknown) =>
+        this.#deps.log.warn('releasing the deploy lock failed; its lease will free it', {
+          error: toTealError(err).message,
+        }),
+      );
+    }
+  }
+}

@@ -1,0 +1,268 @@
+import { describe, expect, it } from 'vitest';
+import { parseConfig } from './config/load.js';
+import type { ServiceConfig } from './config/schema.js';
+import { planDeploy, planRollback, previousRelease } from './plan.js';
+import {
+  type DeploymentRecord,
+  emptySlot,
+  type ReleaseRecord,
+  type ServiceState,
+  type SlotRecord,
+} from './records.js';
+
+function service(extra = ''): ServiceConfig {
+  const text = `services:\n  web:\n    command: [node, server.js, --version, "{{version}}"]\n    cwd: app\n    env: { V: "{{version}}", S: "{{slot}}" }\n${extra}`;
+  return parseConfig(text, '/srv/teal.yml').config.services.web!;
+}
+
+function slot(s: 'blue' | 'green', patch: Partial<SlotRecord> = {}): SlotRecord & { revision: number } {
+  return { ...emptySlot(s), ...patch, revision: 1 };
+}
+
+function state(patch: Partial<ServiceState> = {}): ServiceState {
+  return {
+    service: 'web',
+    live: null,
+    liveRevision: 0,
+    slots: { blue: slot('blue'), green: slot('green') },
+    ...patch,
+  };
+}
+
+const release = (n: number, version: string): ReleaseRecord => ({
+  n,
+  service: 'web',
+  version,
+  runtime: 'process',
+  command: ['node', 'server.js', '--version', version],
+  cwd: '/srv/app',
+  env: { V: version, S: '{{slot}}' },
+  configHash: `hash${n}`,
+  createdAt: '2026-01-01T00:00:00.000Z',
+});
+
+const done = (n: number, rel: number, from: number | null): DeploymentRecord => ({
+  n,
+  service: 'web',
+  kind: 'deploy',
+  state: 'done',
+  version: `v${rel}`,
+  release: rel,
+  targetSlot: 'blue',
+  fromSlot: null,
+  fromRelease: from,
+  fromVersion: null,
+  mode: 'start',
+  actor: 't',
+  createdAt: '2026-01-01T00:00:00.000Z',
+  events: [],
+});
+
+describe('planDeploy', () => {
+  it('a first deploy targets blue, resolves the release and ends by going live', () => {
+    const plan = planDeploy({
+      service: 'web',
+      config: service(),
+      configDir: '/srv',
+      version: 'v1',
+      state: state(),
+      releases: [],
+    });
+    expect(plan).toMatchObject({
+      mode: 'start',
+      targetSlot: 'blue',
+      fromSlot: null,
+      releaseN: null,
+      clear: [],
+    });
+    expect(plan.release).toMatchObject({
+      version: 'v1',
+      command: ['node', 'server.js', '--version', 'v1'],
+      cwd: '/srv/app',
+      env: { V: 'v1', S: '{{slot}}' },
+    });
+    expect(plan.instances).toEqual([{ index: 0 }]);
+    expect(plan.steps.at(-1)).toBe('switch web live to blue (first release)');
+  });
+
+  it('targets the idle slot, and stops what is left there before starting', () => {
+    const live = state({
+      live: 'blue',
+      slots: {
+        blue: slot('blue', { state: 'live', release: 2, version: 'v2' }),
+        green: slot('green', {
+          state: 'warm',
+          release: 1,
+          version: 'v1',
+          instances: [{ id: 'old', host: '127.0.0.1', port: 9002, index: 0 }],
+        }),
+      },
+    });
+    const plan = planDeploy({
+      service: 'web',
+      config: service(),
+      configDir: '/srv',
+      version: 'v3',
+      state: live,
+      releases: [],
+    });
+    expect(plan).toMatchObject({ targetSlot: 'green', fromSlot: 'blue', fromRelease: 2, fromVersion: 'v2' });
+    expect(plan.clear.map((i) => i.id)).toEqual(['old']);
+    expect(plan.steps[0]).toBe('stop the 1 instance(s) left in green');
+  });
+
+  it('uses the fixed ports of the target slot, one per instance', () => {
+    const plan = planDeploy({
+      service: 'web',
+      config: service('    instances: 2\n    ports: { blue: 9001, green: 9101 }\n'),
+      configDir: '/srv',
+      version: 'v1',
+      state: state({ live: 'blue', slots: { blue: slot('blue', { state: 'live' }), green: slot('green') } }),
+      releases: [],
+    });
+    expect(plan.instances).toEqual([
+      { index: 0, port: 9101, portSource: 'services.web.ports.green' },
+      { index: 1, port: 9102, portSource: 'services.web.ports.green' },
+    ]);
+  });
+
+  it('reuses the release number when the same version and config were released before', () => {
+    const first = planDeploy({
+      service: 'web',
+      config: service(),
+      configDir: '/srv',
+      version: 'v1',
+      state: state(),
+      releases: [],
+    });
+    const existing = { ...first.release, n: 7, createdAt: 'x' };
+    expect(
+      planDeploy({
+        service: 'web',
+        config: service(),
+        configDir: '/srv',
+        version: 'v1',
+        state: state(),
+        releases: [existing],
+      }).releaseN,
+    ).toBe(7);
+    expect(
+      planDeploy({
+        service: 'web',
+        config: service(),
+        configDir: '/srv',
+        version: 'v2',
+        state: state(),
+        releases: [existing],
+      }).releaseN,
+    ).toBe(null);
+  });
+
+  it('refuses a version that could not be a label', () => {
+    expect(() =>
+      planDeploy({
+        service: 'web',
+        config: service(),
+        configDir: '/srv',
+        version: 'v1; rm -rf /',
+        state: state(),
+        releases: [],
+      }),
+    ).toThrow(/version "v1; rm -rf \/" is not valid/);
+  });
+});
+
+describe('planRollback', () => {
+  const warm = state({
+    live: 'green',
+    slots: {
+      blue: slot('blue', {
+        state: 'warm',
+        release: 1,
+        version: 'v1',
+        instances: [{ id: 'b0', host: '127.0.0.1', port: 9001, index: 0 }],
+      }),
+      green: slot('green', { state: 'live', release: 2, version: 'v2' }),
+    },
+  });
+
+  it('flips to the warm slot when it holds the previous release', () => {
+    const plan = planRollback({
+      service: 'web',
+      config: service(),
+      state: warm,
+      releases: [release(1, 'v1'), release(2, 'v2')],
+      deployments: [],
+    });
+    expect(plan).toMatchObject({
+      kind: 'rollback',
+      mode: 'flip',
+      targetSlot: 'blue',
+      releaseN: 1,
+      fromSlot: 'green',
+      fromRelease: 2,
+    });
+    expect(plan.instances).toEqual([{ index: 0, port: 9001 }]);
+  });
+
+  it('starts the previous release cold once the warm slot is gone, through every step', () => {
+    const cold = state({
+      live: 'green',
+      slots: { blue: slot('blue'), green: slot('green', { state: 'live', release: 2, version: 'v2' }) },
+    });
+    const plan = planRollback({
+      service: 'web',
+      config: service(),
+      state: cold,
+      releases: [release(1, 'v1'), release(2, 'v2')],
+      deployments: [done(1, 1, null), done(2, 2, 1)],
+    });
+    expect(plan).toMatchObject({ mode: 'start', targetSlot: 'blue', releaseN: 1 });
+    expect(plan.release.version).toBe('v1');
+    expect(plan.steps.some((s) => s.startsWith('wait until /health passes'))).toBe(true);
+  });
+
+  it('goes to a named release, cold when it is not the warm one', () => {
+    const plan = planRollback({
+      service: 'web',
+      config: service(),
+      state: warm,
+      releases: [release(1, 'v1'), release(2, 'v2'), release(3, 'v0')],
+      deployments: [],
+      to: 3,
+    });
+    expect(plan).toMatchObject({ mode: 'start', releaseN: 3, clear: [{ id: 'b0' }] });
+  });
+
+  it('explains when there is nothing to go back to', () => {
+    expect(() =>
+      planRollback({ service: 'web', config: service(), state: state(), releases: [], deployments: [] }),
+    ).toThrow(/web has no live release to roll back from/);
+    const first = state({
+      live: 'blue',
+      slots: { blue: slot('blue', { state: 'live', release: 1, version: 'v1' }), green: slot('green') },
+    });
+    expect(() =>
+      planRollback({
+        service: 'web',
+        config: service(),
+        state: first,
+        releases: [release(1, 'v1')],
+        deployments: [done(1, 1, null)],
+      }),
+    ).toThrow(/no earlier release to roll back to; name one with --to/);
+    expect(() =>
+      planRollback({ service: 'web', config: service(), state: warm, releases: [], deployments: [], to: 2 }),
+    ).toThrow(/release 2 of web is already live/);
+    expect(() =>
+      planRollback({ service: 'web', config: service(), state: warm, releases: [], deployments: [], to: 9 }),
+    ).toThrow(/web has no release 9/);
+  });
+
+  it('previousRelease follows the completed deployments back', () => {
+    const history = [done(1, 1, null), done(2, 2, 1), done(3, 3, 2)];
+    expect(previousRelease(history, 3)).toBe(2);
+    expect(previousRelease(history, 2)).toBe(1);
+    expect(previousRelease(history, 1)).toBe(null);
+  });
+});

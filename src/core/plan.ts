@@ -1,0 +1,229 @@
+import { formatDuration } from './config/duration.js';
+import type { HealthConfig, ServiceConfig, VerifyStep } from './config/schema.js';
+import { TealError } from './errors.js';
+import { otherSlot, type Slot } from './model.js';
+import type { DeploymentRecord, InstanceRef, ReleaseRecord, ServiceState } from './records.js';
+import { findSameRelease, type ReleaseDraft, resolveRelease } from './release.js';
+
+/**
+ * Planning is pure: from the service's state in the store and its config, decide what a deploy or
+ * rollback will do. `teal deploy --dry-run` prints a plan; `run.ts` applies one. Tests check plans
+ * without starting anything.
+ */
+
+export interface InstancePlan {
+  index: number;
+  /** Fixed port from `ports`; a free one is picked when absent. */
+  port?: number;
+  portSource?: string;
+}
+
+export interface DeployPlan {
+  service: string;
+  kind: 'deploy' | 'rollback';
+  /** "start" starts the release in the target slot; "flip" switches to the warm slot already running it. */
+  mode: 'start' | 'flip';
+  release: ReleaseDraft;
+  /** Set when the release already exists (a redeploy or rollback reuses its number). */
+  releaseN: number | null;
+  targetSlot: Slot;
+  /** The slot live now (null on a first deploy). */
+  fromSlot: Slot | null;
+  fromRelease: number | null;
+  fromVersion: string | null;
+  /** Instances left in the target slot (an older warm release): stopped before starting. */
+  clear: InstanceRef[];
+  instances: InstancePlan[];
+  health: HealthConfig;
+  verify: VerifyStep[];
+  drainMs: number;
+  keepWarmMs: number;
+  stopTimeoutMs: number;
+  /** The steps in words, for --dry-run and the deployment's first event. */
+  steps: string[];
+}
+
+export interface DeployRequest {
+  service: string;
+  config: ServiceConfig;
+  configDir: string;
+  version: string;
+  state: ServiceState;
+  releases: ReleaseRecord[];
+}
+
+const VERSION = /^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$/;
+
+export function planDeploy(req: DeployRequest): DeployPlan {
+  if (!VERSION.test(req.version)) {
+    throw new TealError(
+      'TEAL_USAGE',
+      `version ${JSON.stringify(req.version)} is not valid: use letters, digits and . _ + - (up to 128), like v2 or 1.4.0`,
+    );
+  }
+  const draft = resolveRelease(req.service, req.config, req.version, req.configDir);
+  const existing = findSameRelease(req.releases, draft);
+  return startPlan(req.service, 'deploy', req.config, req.state, draft, existing?.n ?? null);
+}
+
+export interface RollbackRequest {
+  service: string;
+  config: ServiceConfig;
+  state: ServiceState;
+  releases: ReleaseRecord[];
+  deployments: DeploymentRecord[];
+  /** Release number to go back to; default: the one live before the current. */
+  to?: number;
+  /** Start the release cold even if the warm slot holds it (used when the warm instances died). */
+  cold?: boolean;
+}
+
+export function planRollback(req: RollbackRequest): DeployPlan {
+  const { state } = req;
+  if (!state.live) {
+    throw new TealError('TEAL_NOTHING_TO_ROLL_BACK', `${req.service} has no live release to roll back from`);
+  }
+  const liveSlot = state.slots[state.live];
+  const idle = state.slots[otherSlot(state.live)];
+  const target =
+    req.to ??
+    (idle.state === 'warm' && idle.release !== null
+      ? idle.release
+      : previousRelease(req.deployments, liveSlot.release));
+  if (target === null) {
+    throw new TealError(
+      'TEAL_NOTHING_TO_ROLL_BACK',
+      `${req.service} has no earlier release to roll back to; name one with --to <release> (see teal history ${req.service})`,
+    );
+  }
+  if (target === liveSlot.release) {
+    throw new TealError('TEAL_NOTHING_TO_ROLL_BACK', `release ${target} of ${req.service} is already live`);
+  }
+  const release = req.releases.find((r) => r.n === target);
+  if (!release) {
+    throw new TealError(
+      'TEAL_NOT_FOUND',
+      `${req.service} has no release ${target} (see teal history ${req.service})`,
+    );
+  }
+  const { n: _n, createdAt: _c, ...draft } = release;
+  if (!req.cold && idle.state === 'warm' && idle.release === target && idle.instances.length > 0) {
+    return flipPlan(req.service, req.config, state, draft, target);
+  }
+  return startPlan(req.service, 'rollback', req.config, state, draft, target);
+}
+
+/** The release that was live before `current`, from the history of completed deployments. */
+export function previousRelease(deployments: DeploymentRecord[], current: number | null): number | null {
+  for (let i = deployments.length - 1; i >= 0; i--) {
+    const d = deployments[i]!;
+    if (d.state === 'done' && d.release === current && d.fromRelease !== null && d.fromRelease !== current) {
+      return d.fromRelease;
+    }
+  }
+  return null;
+}
+
+function common(service: string, config: ServiceConfig, state: ServiceState) {
+  const from = state.live;
+  return {
+    service,
+    fromSlot: from,
+    fromRelease: from ? state.slots[from].release : null,
+    fromVersion: from ? state.slots[from].version : null,
+    health: config.health,
+    verify: config.verify,
+    drainMs: config.drain,
+    keepWarmMs: config.keepWarm,
+    stopTimeoutMs: config.stopTimeout,
+  };
+}
+
+function startPlan(
+  service: string,
+  kind: 'deploy' | 'rollback',
+  config: ServiceConfig,
+  state: ServiceState,
+  release: ReleaseDraft,
+  releaseN: number | null,
+): DeployPlan {
+  const target: Slot = state.live ? otherSlot(state.live) : 'blue';
+  const base = common(service, config, state);
+  const clear = state.slots[target].instances;
+  const instances: InstancePlan[] = Array.from({ length: config.instances }, (_, index) =>
+    config.ports
+      ? { index, port: config.ports[target] + index, portSource: `services.${service}.ports.${target}` }
+      : { index },
+  );
+  const plan: DeployPlan = {
+    ...base,
+    kind,
+    mode: 'start',
+    release,
+    releaseN,
+    targetSlot: target,
+    clear,
+    instances,
+    steps: [],
+  };
+  plan.steps = describeStart(plan);
+  return plan;
+}
+
+function flipPlan(
+  service: string,
+  config: ServiceConfig,
+  state: ServiceState,
+  release: ReleaseDraft,
+  releaseN: number,
+): DeployPlan {
+  const target = otherSlot(state.live!);
+  const base = common(service, config, state);
+  const plan: DeployPlan = {
+    ...base,
+    kind: 'rollback',
+    mode: 'flip',
+    release,
+    releaseN,
+    targetSlot: target,
+    clear: [],
+    instances: state.slots[target].instances.map((i) => ({ index: i.index, port: i.port })),
+    steps: [],
+  };
+  plan.steps = [
+    `check the warm ${target} slot (release ${releaseN}, ${release.version}) still answers ${config.health.path}`,
+    `switch ${service} from ${base.fromSlot} to ${target}`,
+    `drain ${base.fromSlot} for up to ${formatDuration(base.drainMs)}, then keep it warm for ${formatDuration(base.keepWarmMs)}`,
+  ];
+  return plan;
+}
+
+function describeStart(plan: DeployPlan): string[] {
+  const { service, targetSlot: target, release } = plan;
+  const ports = plan.instances.map((i) => (i.port ? String(i.port) : 'a free port')).join(', ');
+  const steps: string[] = [];
+  if (plan.clear.length > 0) steps.push(`stop the ${plan.clear.length} instance(s) left in ${target}`);
+  steps.push(
+    `start ${plan.instances.length} instance(s) of ${service} ${release.version} in ${target} on ${ports}: ${release.command.join(' ')} (in ${release.cwd})`,
+    `wait until ${plan.health.path} passes ${plan.health.healthyThreshold} times in a row (every ${formatDuration(plan.health.interval)}, up to ${formatDuration(plan.health.deadline)})`,
+  );
+  for (const step of plan.verify) {
+    steps.push(
+      'run' in step
+        ? `verify: run ${JSON.stringify(step.run)}`
+        : `verify: ${step.http.method} ${step.http.path} answers ${step.http.status}${step.http.body ? ` with ${JSON.stringify(step.http.body)}` : ''}`,
+    );
+  }
+  if (plan.fromSlot) {
+    steps.push(
+      `switch ${service} from ${plan.fromSlot} (${plan.fromVersion}) to ${target} (${release.version})`,
+      `drain ${plan.fromSlot} for up to ${formatDuration(plan.drainMs)}`,
+      plan.keepWarmMs > 0
+        ? `keep ${plan.fromSlot} warm for ${formatDuration(plan.keepWarmMs)} (instant rollback), then stop it`
+        : `stop ${plan.fromSlot}`,
+    );
+  } else {
+    steps.push(`switch ${service} live to ${target} (first release)`);
+  }
+  return steps;
+}

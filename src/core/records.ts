@@ -1,0 +1,195 @@
+import type { Json, Store } from '../stores/store.js';
+import type { ErrorCode } from './errors.js';
+import type { Slot } from './model.js';
+import type { DeploymentState, SlotState } from './state.js';
+
+/**
+ * The store's keys (DESIGN.md "The store's keys", relative to the store's /teal prefix) and the
+ * records kept under them. The store is the source of truth: the runtime and the data plane are
+ * made to match it.
+ */
+export const keys = {
+  service: (svc: string) => `/services/${svc}/`,
+  live: (svc: string) => `/services/${svc}/live`,
+  url: (svc: string) => `/services/${svc}/url`,
+  slot: (svc: string, slot: Slot) => `/services/${svc}/slots/${slot}`,
+  releases: (svc: string) => `/services/${svc}/releases/`,
+  release: (svc: string, n: number) => `/services/${svc}/releases/${n}`,
+  deployments: (svc: string) => `/services/${svc}/deployments/`,
+  deployment: (svc: string, n: number) => `/services/${svc}/deployments/${n}`,
+};
+
+/** The deploy lock's name: the store keeps it at /locks/<svc>. */
+export const lockName = (svc: string) => svc;
+
+/** One immutable version of a service, exactly as it was started. */
+export interface ReleaseRecord {
+  n: number;
+  service: string;
+  version: string;
+  runtime: string;
+  command: string[];
+  /** Absolute. */
+  cwd: string;
+  env: Record<string, string>;
+  /** sha256 of what defines the release (runtime, command, cwd, env): same hash, same release. */
+  configHash: string;
+  createdAt: string;
+}
+
+export interface InstanceRef {
+  id: string;
+  host: string;
+  port: number;
+  index: number;
+  pid?: number;
+}
+
+export interface SlotRecord {
+  slot: Slot;
+  state: SlotState;
+  release: number | null;
+  version: string | null;
+  instances: InstanceRef[];
+  /** The deployment that last changed this slot. */
+  deployment: number | null;
+  since: string;
+  /** For a warm slot: when it will be stopped. */
+  warmUntil?: string;
+}
+
+export type StepName =
+  | 'lock'
+  | 'plan'
+  | 'clear'
+  | 'start'
+  | 'health'
+  | 'verify'
+  | 'switch'
+  | 'drain'
+  | 'warm'
+  | 'stop'
+  | 'done';
+
+export interface DeploymentEvent {
+  /** ISO time. */
+  at: string;
+  /** Milliseconds since the deployment was created. */
+  t: number;
+  step: StepName;
+  status: 'started' | 'done' | 'failed' | 'info';
+  message: string;
+  /** Duration of the step, on its `done`/`failed` event. */
+  ms?: number;
+  data?: Json;
+}
+
+export interface DeploymentRecord {
+  n: number;
+  service: string;
+  kind: 'deploy' | 'rollback';
+  state: DeploymentState;
+  /** Target version and release (release is null until planned). */
+  version: string | null;
+  release: number | null;
+  targetSlot: Slot | null;
+  fromSlot: Slot | null;
+  fromRelease: number | null;
+  fromVersion: string | null;
+  /** "flip" only switches to a warm slot; "start" starts new instances. */
+  mode: 'start' | 'flip' | null;
+  /** Who asked: "alice@laptop (cli)". */
+  actor: string;
+  createdAt: string;
+  endedAt?: string;
+  /** Epoch ms of the moment traffic moved (the proxy applied the switch). */
+  switchedAt?: number;
+  error?: { code: ErrorCode; message: string; details?: Json };
+  events: DeploymentEvent[];
+}
+
+export interface ServiceState {
+  service: string;
+  live: Slot | null;
+  liveRevision: number;
+  slots: Record<Slot, SlotRecord & { revision: number }>;
+}
+
+export function emptySlot(slot: Slot): SlotRecord {
+  return {
+    slot,
+    state: 'empty',
+    release: null,
+    version: null,
+    instances: [],
+    deployment: null,
+    since: new Date(0).toISOString(),
+  };
+}
+
+export async function readServiceState(store: Store, svc: string): Promise<ServiceState> {
+  const [live, blue, green] = await Promise.all([
+    store.get<Slot>(keys.live(svc)),
+    store.get<SlotRecord>(keys.slot(svc, 'blue')),
+    store.get<SlotRecord>(keys.slot(svc, 'green')),
+  ]);
+  return {
+    service: svc,
+    live: live?.value ?? null,
+    liveRevision: live?.revision ?? 0,
+    slots: {
+      blue: { ...(blue?.value ?? emptySlot('blue')), revision: blue?.revision ?? 0 },
+      green: { ...(green?.value ?? emptySlot('green')), revision: green?.revision ?? 0 },
+    },
+  };
+}
+
+function numbered<T>(entries: { key: string; value: T }[]): T[] {
+  return entries
+    .map((e) => ({ n: Number(e.key.slice(e.key.lastIndexOf('/') + 1)), value: e.value }))
+    .filter((e) => Number.isInteger(e.n))
+    .sort((a, b) => a.n - b.n)
+    .map((e) => e.value);
+}
+
+export async function listReleases(store: Store, svc: string): Promise<ReleaseRecord[]> {
+  return numbered(await store.list<ReleaseRecord>(keys.releases(svc)));
+}
+
+export async function listDeployments(store: Store, svc: string): Promise<DeploymentRecord[]> {
+  return numbered(await store.list<DeploymentRecord>(keys.deployments(svc)));
+}
+
+export async function readDeployment(
+  store: Store,
+  svc: string,
+  n: number,
+): Promise<DeploymentRecord | undefined> {
+  return (await store.get<DeploymentRecord>(keys.deployment(svc, n)))?.value;
+}
+
+export async function readRelease(store: Store, svc: string, n: number): Promise<ReleaseRecord | undefined> {
+  return (await store.get<ReleaseRecord>(keys.release(svc, n)))?.value;
+}
+
+/**
+ * Creates a numbered record (the next n after the highest) with compare-and-swap, retrying when a
+ * concurrent writer took the number first.
+ */
+export async function createNumbered<T extends { n: number }>(
+  store: Store,
+  prefix: string,
+  build: (n: number) => T,
+): Promise<T> {
+  for (let attempt = 0; ; attempt++) {
+    const existing = await store.list(prefix);
+    const highest = existing.reduce((max, e) => Math.max(max, Number(e.key.slice(prefix.length)) || 0), 0);
+    const record = build(highest + 1);
+    try {
+      await store.put(`${prefix}${record.n}`, record as unknown as Json, { ifRevision: 0 });
+      return record;
+    } catch (err) {
+      if ((err as { code?: string }).code !== 'TEAL_STORE_CONFLICT' || attempt > 20) throw err;
+    }
+  }
+}

@@ -1,0 +1,93 @@
+import type { Runtime } from '../runtimes/runtime.js';
+import type { Json, Store } from '../stores/store.js';
+import type { Slot } from './model.js';
+import {
+  type DeploymentRecord,
+  listDeployments,
+  lockName,
+  readServiceState,
+  type SlotRecord,
+} from './records.js';
+import { slotInstances } from './slots.js';
+
+export interface InstanceStatusView {
+  id: string;
+  host: string;
+  port: number;
+  pid?: number;
+  /** What the runtime says now: running, exited or unknown. */
+  status: string;
+}
+
+export interface SlotView {
+  state: SlotRecord['state'];
+  version: string | null;
+  release: number | null;
+  deployment: number | null;
+  since: string;
+  warmUntil?: string;
+  instances: InstanceStatusView[];
+}
+
+export type DeploymentSummary = Omit<DeploymentRecord, 'events'> & { steps: number };
+
+export interface ServiceStatus {
+  service: string;
+  live: Slot | null;
+  slots: Record<Slot, SlotView>;
+  /** The latest deployment, without its events. */
+  lastDeployment: DeploymentSummary | null;
+  /** Who holds the deploy lock, if anyone. */
+  lock: Json | null;
+}
+
+export function summarize(d: DeploymentRecord): DeploymentSummary {
+  const { events, ...rest } = d;
+  return { ...rest, steps: events.length };
+}
+
+/** `teal status <svc>`: the store's view, with each instance checked against the runtime. */
+export async function serviceStatus(store: Store, runtime: Runtime, svc: string): Promise<ServiceStatus> {
+  const [state, deployments, lock] = await Promise.all([
+    readServiceState(store, svc),
+    listDeployments(store, svc),
+    store.lockHolder(lockName(svc)),
+  ]);
+  const view = async (slot: SlotRecord): Promise<SlotView> => {
+    const instances = await Promise.all(
+      slotInstances(svc, slot).map(async (i) => {
+        const v: InstanceStatusView = {
+          id: i.id,
+          host: i.host,
+          port: i.port,
+          status: (await runtime.status(i)).state,
+        };
+        if (i.pid !== undefined) v.pid = i.pid;
+        return v;
+      }),
+    );
+    const out: SlotView = {
+      state: slot.state,
+      version: slot.version,
+      release: slot.release,
+      deployment: slot.deployment,
+      since: slot.since,
+      instances,
+    };
+    if (slot.warmUntil) out.warmUntil = slot.warmUntil;
+    return out;
+  };
+  const last = deployments[deployments.length - 1];
+  return {
+    service: svc,
+    live: state.live,
+    slots: { blue: await view(state.slots.blue), green: await view(state.slots.green) },
+    lastDeployment: last ? summarize(last) : null,
+    lock: lock ?? null,
+  };
+}
+
+/** `teal history <svc>`: deployments newest first, without their events. */
+export async function serviceHistory(store: Store, svc: string, limit = 50): Promise<DeploymentSummary[]> {
+  return (await listDeployments(store, svc)).reverse().slice(0, limit).map(summarize);
+}

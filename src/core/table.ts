@@ -1,0 +1,75 @@
+import type { Pool, RoutingTable, ServiceRoutes, TrafficSwitch } from '../proxy/switch.js';
+import { poolId } from '../proxy/switch.js';
+import type { Store } from '../stores/store.js';
+import type { TealConfig } from './config/schema.js';
+import { SLOTS } from './model.js';
+import { readServiceState, type ServiceState, type SlotRecord } from './records.js';
+
+/** Slot states whose instances may be reached on the preview route. */
+const PREVIEWABLE = new Set(['verifying', 'warm']);
+
+export function poolOf(service: string, slot: SlotRecord): Pool | null {
+  if (slot.release === null || slot.instances.length === 0) return null;
+  return {
+    id: poolId(service, slot.slot, slot.release),
+    service,
+    slot: slot.slot,
+    release: slot.release,
+    version: slot.version ?? '',
+    endpoints: slot.instances.map((i) => ({ host: i.host, port: i.port })),
+  };
+}
+
+/** The routing table the store describes: pure, so a test can check it without a proxy. */
+export function buildTable(config: TealConfig, states: ServiceState[], revision: number): RoutingTable {
+  const services: ServiceRoutes[] = states.map((state) => {
+    const routes = (config.services[state.service]?.routes ?? []).map((r) =>
+      r.host ? { host: r.host, path: r.path } : { path: r.path },
+    );
+    const live = state.live ? poolOf(state.service, state.slots[state.live]) : null;
+    const idle = SLOTS.filter((s) => s !== state.live).map((s) => state.slots[s]);
+    const previewSlot = idle.find((s) => PREVIEWABLE.has(s.state));
+    const preview = previewSlot ? poolOf(state.service, previewSlot) : null;
+    return { service: state.service, routes, live, preview };
+  });
+  return { revision, services };
+}
+
+/**
+ * Applies the table the store describes to the data plane, one apply at a time. Each call reads the
+ * store afresh inside the queue, so when two deployments race the later apply always carries both
+ * changes: a stale table can never overwrite a newer one.
+ */
+export class TableSync {
+  readonly #store: Store;
+  readonly #traffic: TrafficSwitch;
+  readonly #config: () => TealConfig;
+  #queue: Promise<unknown> = Promise.resolve();
+
+  constructor(store: Store, traffic: TrafficSwitch, config: () => TealConfig) {
+    this.#store = store;
+    this.#traffic = traffic;
+    this.#config = config;
+  }
+
+  /** Builds the table from the store now and applies it; resolves once the data plane serves it. */
+  sync(signal?: AbortSignal): Promise<RoutingTable> {
+    const next = this.#queue.then(async () => {
+      const table = await this.current();
+      await this.#traffic.apply(table, signal ? { signal } : undefined);
+      return table;
+    });
+    this.#queue = next.catch(() => undefined);
+    return next;
+  }
+
+  /** The table the store describes right now, without applying it. */
+  async current(): Promise<RoutingTable> {
+    const config = this.#config();
+    const revision = await this.#store.revision();
+    const states = await Promise.all(
+      Object.keys(config.services).map((svc) => readServiceState(this.#store, svc)),
+    );
+    return buildTable(config, states, revision);
+  }
+}

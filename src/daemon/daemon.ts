@@ -1,0 +1,177 @@
+import { once } from 'node:events';
+import type http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { apiRoutes } from '../api/routes.js';
+import { createApiServer } from '../api/server.js';
+import { type LoadedConfig, loadConfig } from '../core/config/load.js';
+import type { Logger } from '../core/deps.js';
+import { Engine } from '../core/engine.js';
+import { TealError, toTealError } from '../core/errors.js';
+import { endpointText } from '../core/model.js';
+import { reconcile } from '../core/reconcile.js';
+import { WarmReaper } from '../core/warm.js';
+import { HttpProbe } from '../health/http.js';
+import { ensureDataPlane } from '../proxy/builtin/launcher.js';
+import { BuiltinSwitch } from '../proxy/builtin/switch.js';
+import { ProcessRuntime } from '../runtimes/process.js';
+import { openStore } from '../stores/open.js';
+import type { Store } from '../stores/store.js';
+import { StepVerifier } from '../verify/steps.js';
+import {
+  assertNotRunning,
+  ensureStateDir,
+  ensureToken,
+  removeDaemonInfo,
+  type StatePaths,
+  statePaths,
+  writeDaemonInfo,
+} from './files.js';
+import { packageVersion } from './version.js';
+
+export interface Daemon {
+  /** http://127.0.0.1:7070 */
+  apiUrl: string;
+  /** http://127.0.0.1:8080 (as bound: 0.0.0.0 shows as 127.0.0.1) */
+  proxyUrl: string;
+  token: string;
+  paths: StatePaths;
+  engine: Engine;
+  store: Store;
+  /** Stops the control plane: the API, running deployments (they end interrupted), timers, the store. The data plane and the app instances keep serving. */
+  close(): Promise<void>;
+}
+
+/**
+ * `teal up`: wires store, runtime, data plane, engine and API, reconciles what it finds with the
+ * store, then serves. Everything it starts outside itself (the data plane, app instances) outlives it.
+ */
+export async function startDaemon(options: { configFile: string; log: Logger }): Promise<Daemon> {
+  const { log } = options;
+  const loaded: LoadedConfig = loadConfig(options.configFile);
+  const { config } = loaded;
+  const paths = statePaths(loaded.stateDir);
+  ensureStateDir(paths);
+  assertNotRunning(paths);
+  const token = ensureToken(paths);
+
+  const store = openStore(config.store, paths.dir);
+  const runtime = new ProcessRuntime({ stateDir: paths.dir });
+  const closers: (() => Promise<void>)[] = [() => store.close(), () => runtime.close()];
+  const unwind = async () => {
+    for (const close of closers.reverse()) await close().catch(() => undefined);
+  };
+
+  try {
+    const plane = await ensureDataPlane({
+      listen: endpointText(config.proxy.listen),
+      adminSocket: paths.proxySocket,
+      stateFile: paths.proxyState,
+      logFile: paths.proxyLog,
+    });
+    log.info(plane.started ? 'started the data plane' : 're-attached to the running data plane', {
+      pid: plane.pid,
+      listen: plane.listen,
+    });
+    const traffic = new BuiltinSwitch({ adminSocket: paths.proxySocket });
+    closers.push(() => traffic.close());
+
+    const deps = {
+      store,
+      runtime,
+      traffic,
+      probe: (h: { path: string; timeout: number }) => new HttpProbe({ path: h.path, timeoutMs: h.timeout }),
+      verifier: new StepVerifier(),
+      config: () => loaded,
+      log,
+    };
+    const engine = new Engine(deps);
+    closers.push(() => engine.close());
+
+    const report = await reconcile(deps, engine.tables);
+    if (report.interrupted.length + report.strays.length + report.busy.length > 0) {
+      log.warn('reconciled state left by the previous control plane', {
+        interrupted: report.interrupted.map(
+          (d) => `${d.service}#${d.deployment}${d.switched ? ' (switched)' : ''}`,
+        ),
+        strays: report.strays,
+        busy: report.busy,
+      });
+    }
+
+    const reaper = new WarmReaper(deps, engine.tables);
+    reaper.start();
+    closers.push(() => reaper.stop());
+
+    const closing = new AbortController();
+    const version = packageVersion();
+    const server = createApiServer({
+      router: apiRoutes({ engine, store, runtime, version, closing: closing.signal }),
+      token,
+      log,
+    });
+    server.listen(config.api.listen.port, config.api.listen.host);
+    await Promise.race([
+      once(server, 'listening'),
+      once(server, 'error').then(([err]) => {
+        throw apiListenError(err as NodeJS.ErrnoException, endpointText(config.api.listen));
+      }),
+    ]);
+    closers.push(() => closeServer(server, closing));
+
+    const bound = server.address() as AddressInfo;
+    const apiUrl = `http://${endpointText({ host: bound.address, port: bound.port })}`;
+    const proxyUrl = `http://${plane.listen.replace(/^0\.0\.0\.0:/, '127.0.0.1:').replace(/^\[::\]:/, '127.0.0.1:')}`;
+    writeDaemonInfo(paths, {
+      pid: process.pid,
+      api: apiUrl,
+      proxy: proxyUrl,
+      startedAt: new Date().toISOString(),
+      config: loaded.file,
+    });
+    closers.unshift(async () => removeDaemonInfo(paths));
+    log.info('teal is up', {
+      api: apiUrl,
+      proxy: proxyUrl,
+      services: Object.keys(config.services).join(', '),
+    });
+
+    let closed: Promise<void> | undefined;
+    return {
+      apiUrl,
+      proxyUrl,
+      token,
+      paths,
+      engine,
+      store,
+      close: () => {
+        closed ??= unwind().then(() =>
+          log.info('control plane stopped; the data plane and instances keep serving'),
+        );
+        return closed;
+      },
+    };
+  } catch (err) {
+    await unwind();
+    throw err;
+  }
+}
+
+function apiListenError(err: NodeJS.ErrnoException, address: string): TealError {
+  if (err.code === 'EADDRINUSE') {
+    return new TealError(
+      'TEAL_PORT_IN_USE',
+      `the API address ${address} is already in use; change api.listen in teal.yml`,
+    );
+  }
+  return toTealError(err);
+}
+
+async function closeServer(server: http.Server, closing: AbortController): Promise<void> {
+  closing.abort();
+  const done = new Promise<void>((resolve) => server.close(() => resolve()));
+  server.closeIdleConnections();
+  // Streams were told to end (closing); anything still open after a moment is cut.
+  const timer = setTimeout(() => server.closeAllConnections(), 2_000);
+  await done;
+  clearTimeout(timer);
+}

@@ -1,0 +1,106 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { TealError } from '../core/errors.js';
+import { pidAlive } from '../proc.js';
+
+/**
+ * The files a daemon keeps in its state dir. The CLI reads the same ones (token, daemon.json) to
+ * find and authenticate to the daemon, so both sides name them here.
+ */
+export interface StatePaths {
+  dir: string;
+  token: string;
+  daemonInfo: string;
+  daemonLog: string;
+  proxySocket: string;
+  proxyState: string;
+  proxyLog: string;
+}
+
+/** Unix socket paths over ~104 bytes fail to bind; deep state dirs get a short one in /tmp instead. */
+const MAX_SOCKET_PATH = 100;
+
+export function statePaths(stateDir: string): StatePaths {
+  const dir = path.resolve(stateDir);
+  let proxySocket = path.join(dir, 'proxy.sock');
+  if (Buffer.byteLength(proxySocket) > MAX_SOCKET_PATH) {
+    proxySocket = path.join(
+      tmpdir(),
+      `teal-${createHash('sha256').update(dir).digest('hex').slice(0, 16)}.sock`,
+    );
+  }
+  return {
+    dir,
+    token: path.join(dir, 'token'),
+    daemonInfo: path.join(dir, 'daemon.json'),
+    daemonLog: path.join(dir, 'daemon.log'),
+    proxySocket,
+    proxyState: path.join(dir, 'proxy-table.json'),
+    proxyLog: path.join(dir, 'proxy.log'),
+  };
+}
+
+export function ensureStateDir(paths: StatePaths): void {
+  mkdirSync(paths.dir, { recursive: true, mode: 0o700 });
+}
+
+/** The API token: TEAL_TOKEN if set, else the state dir's token file, created (0600) on first start. */
+export function ensureToken(paths: StatePaths, env = process.env): string {
+  if (env.TEAL_TOKEN) return env.TEAL_TOKEN;
+  if (existsSync(paths.token)) return readFileSync(paths.token, 'utf8').trim();
+  const token = randomBytes(32).toString('base64url');
+  writeFileSync(paths.token, `${token}\n`, { mode: 0o600, flag: 'wx' });
+  chmodSync(paths.token, 0o600);
+  return token;
+}
+
+/** The token the CLI sends: TEAL_TOKEN, else the state dir's file; undefined if neither exists. */
+export function readToken(paths: StatePaths, env = process.env): string | undefined {
+  if (env.TEAL_TOKEN) return env.TEAL_TOKEN;
+  try {
+    return readFileSync(paths.token, 'utf8').trim();
+  } catch {
+    return undefined;
+  }
+}
+
+/** What a running daemon tells the CLI about itself (ports may have been chosen at start). */
+export interface DaemonInfo {
+  pid: number;
+  api: string;
+  proxy: string;
+  startedAt: string;
+  config: string;
+}
+
+export function writeDaemonInfo(paths: StatePaths, info: DaemonInfo): void {
+  const temp = `${paths.daemonInfo}.${process.pid}.tmp`;
+  writeFileSync(temp, `${JSON.stringify(info, null, 2)}\n`, { mode: 0o600 });
+  renameSync(temp, paths.daemonInfo);
+}
+
+export function readDaemonInfo(paths: StatePaths): DaemonInfo | undefined {
+  try {
+    return JSON.parse(readFileSync(paths.daemonInfo, 'utf8')) as DaemonInfo;
+  } catch {
+    return undefined;
+  }
+}
+
+export function removeDaemonInfo(paths: StatePaths): void {
+  rmSync(paths.daemonInfo, { force: true });
+}
+
+/** Refuses to start a second daemon on the same state dir: two control planes would fight over it. */
+export function assertNotRunning(paths: StatePaths): void {
+  const info = readDaemonInfo(paths);
+  if (info && info.pid !== process.pid && pidAlive(info.pid)) {
+    throw new TealError(
+      'TEAL_DAEMON_RUNNING',
+      `teal is already running for ${info.config} (pid ${info.pid}, API ${info.api}); stop it first (kill ${info.pid})`,
+      { pid: info.pid, api: info.api },
+    );
+  }
+}

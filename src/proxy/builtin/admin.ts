@@ -1,0 +1,114 @@
+import http from 'node:http';
+import { TealError, toTealError } from '../../core/errors.js';
+import type { DrainResult, RoutingTable, TrafficStats } from '../switch.js';
+import type { EventLog } from './log.js';
+import { parseDrainRequest, parseTable } from './table-shape.js';
+
+/** What `teal proxy` reports about itself on `GET /v1/info`. */
+export interface DataPlaneInfo {
+  pid: number;
+  /** The address actually bound ("127.0.0.1:41234" when asked for port 0). */
+  listen: string;
+  /** The address it was asked to listen on, as given. */
+  requestedListen: string;
+  /** Revision of the table it serves; null before any table. */
+  revision: number | null;
+  startedAt: string;
+  version: string;
+}
+
+/** The data plane as its admin API drives it. */
+export interface AdminTarget {
+  info(): DataPlaneInfo;
+  currentTable(): RoutingTable | null;
+  apply(table: RoutingTable): Promise<void>;
+  stats(): TrafficStats;
+  drain(pool: string, timeoutMs: number, signal: AbortSignal): Promise<DrainResult>;
+}
+
+const MAX_BODY = 16 * 1024 * 1024;
+
+function readJson(req: http.IncomingMessage): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size > MAX_BODY) {
+        reject(new TealError('TEAL_BAD_REQUEST', `request body over ${MAX_BODY} bytes`));
+        req.destroy();
+        return;
+      }
+      chunks.push(c);
+    });
+    req.on('error', reject);
+    req.on('end', () => {
+      try {
+        resolve(JSON.parse(Buffer.concat(chunks).toString()));
+      } catch (err) {
+        reject(new TealError('TEAL_BAD_REQUEST', `request body is not JSON: ${(err as Error).message}`));
+      }
+    });
+  });
+}
+
+function send(res: http.ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+  res.end(text);
+}
+
+/**
+ * The admin API, served on a unix socket only the data plane's user can open:
+ *
+ *   GET  /v1/info    -> DataPlaneInfo
+ *   GET  /v1/table   -> RoutingTable | null
+ *   PUT  /v1/table   RoutingTable -> {revision}, answered once new requests use it
+ *   GET  /v1/stats   -> TrafficStats
+ *   POST /v1/drain   {pool, timeoutMs} -> DrainResult, answered when the drain ends (long poll)
+ *
+ * Errors are `{error: {code, message}}` with the catalogue's HTTP status.
+ */
+export function createAdminServer(target: AdminTarget, log: EventLog): http.Server {
+  return http.createServer((req, res) => {
+    handle(target, req, res).catch((err: unknown) => {
+      const e = toTealError(err);
+      if (e.code !== 'TEAL_BAD_REQUEST')
+        log('error', { where: `admin ${req.method} ${req.url}`, message: e.message });
+      if (!res.headersSent) send(res, e.httpStatus, { error: { code: e.code, message: e.message } });
+      else res.destroy();
+    });
+  });
+}
+
+async function handle(
+  target: AdminTarget,
+  req: http.IncomingMessage,
+  res: http.ServerResponse,
+): Promise<void> {
+  const route = `${req.method} ${req.url?.split('?')[0]}`;
+  switch (route) {
+    case 'GET /v1/info':
+      return send(res, 200, target.info());
+    case 'GET /v1/table':
+      return send(res, 200, target.currentTable());
+    case 'PUT /v1/table': {
+      const table = parseTable(await readJson(req));
+      await target.apply(table);
+      return send(res, 200, { revision: table.revision });
+    }
+    case 'GET /v1/stats':
+      return send(res, 200, target.stats());
+    case 'POST /v1/drain': {
+      const { pool, timeoutMs } = parseDrainRequest(await readJson(req));
+      // The control plane gave up waiting (aborted, or crashed): stop waiting for it, cut nothing.
+      const gone = new AbortController();
+      res.on('close', () => {
+        if (!res.writableFinished) gone.abort();
+      });
+      return send(res, 200, await target.drain(pool, timeoutMs, gone.signal));
+    }
+    default:
+      throw new TealError('TEAL_NOT_FOUND', `no admin endpoint ${route}`);
+  }
+}

@@ -1,0 +1,271 @@
+import { readFileSync } from 'node:fs';
+import { chmod, lstat, mkdir, unlink } from 'node:fs/promises';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { parseAddress } from '../../core/config/schema.js';
+import { isTealError, TealError, toTealError } from '../../core/errors.js';
+import { endpointText } from '../../core/model.js';
+import { packageRoot } from '../../paths.js';
+import type { DrainResult, RoutingTable, TrafficStats } from '../switch.js';
+import { type AdminTarget, createAdminServer, type DataPlaneInfo } from './admin.js';
+import { adminCall } from './admin-client.js';
+import { forward, type PlaneView } from './forward.js';
+import type { EventLog } from './log.js';
+import { PoolSet } from './pool-set.js';
+import { type CompiledTable, compileTable } from './select.js';
+import { loadTable, saveTable } from './state-file.js';
+import { forwardUpgrade } from './upgrade.js';
+
+export interface DataPlaneOptions {
+  /** "host:port" users connect to; port 0 picks a free one (see `info().listen`). */
+  listen: string;
+  /** Unix socket path of the admin API. */
+  admin: string;
+  /** Where the applied table is saved, and read back on start. */
+  state: string;
+  log: EventLog;
+}
+
+/** Unix socket paths are limited to ~104-108 bytes depending on the OS. */
+const MAX_SOCKET_PATH = 100;
+/** Idle client connections stay open this long (nginx's default), so clients rarely race a close. */
+const CLIENT_KEEP_ALIVE_MS = 75_000;
+
+function version(): string {
+  try {
+    return (JSON.parse(readFileSync(path.join(packageRoot(), 'package.json'), 'utf8')) as { version: string })
+      .version;
+  } catch {
+    return 'unknown';
+  }
+}
+
+function listenOn(server: http.Server, target: { host: string; port: number } | string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onError = (err: Error) => reject(err);
+    server.once('error', onError);
+    const done = () => {
+      server.off('error', onError);
+      resolve();
+    };
+    if (typeof target === 'string') server.listen(target, done);
+    else server.listen(target.port, target.host, done);
+  });
+}
+
+/**
+ * Refuses to start on an admin socket another data plane answers on (it must not be hijacked),
+ * and removes a stale socket file a crashed one left behind.
+ */
+async function claimAdminSocket(socket: string): Promise<void> {
+  if (Buffer.byteLength(socket) > MAX_SOCKET_PATH) {
+    throw new TealError(
+      'TEAL_USAGE',
+      `admin socket path ${socket} is too long for a unix socket (over ${MAX_SOCKET_PATH} bytes); use a shorter state dir`,
+    );
+  }
+  await mkdir(path.dirname(socket), { recursive: true });
+  const stat = await lstat(socket).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT') return null;
+    throw err;
+  });
+  if (stat === null) return;
+  if (!stat.isSocket())
+    throw new TealError(
+      'TEAL_PROXY_FAILED',
+      `${socket} exists and is not a socket; remove it or choose another --admin path`,
+    );
+  try {
+    const info = await adminCall<DataPlaneInfo>(socket, 'GET', '/v1/info', { timeoutMs: 2_000 });
+    throw new TealError(
+      'TEAL_PROXY_FAILED',
+      `another data plane (pid ${info.pid}, listening on ${info.listen}) already answers on ${socket}; stop it first or use another --admin path`,
+      { pid: info.pid, socket },
+    );
+  } catch (err) {
+    if (!isTealError(err, 'TEAL_PROXY_UNREACHABLE')) throw err;
+  }
+  await unlink(socket);
+}
+
+/**
+ * The builtin data plane: the public HTTP server, the routing table it serves, the pools behind it
+ * and the admin API that changes them. `teal proxy` runs one per process.
+ */
+export class DataPlane implements AdminTarget, PlaneView {
+  table: CompiledTable | null = null;
+  closing = false;
+  private applied: RoutingTable | null = null;
+  private readonly pools = new PoolSet();
+  private readonly server: http.Server;
+  private readonly admin: http.Server;
+  private readonly opts: DataPlaneOptions;
+  private readonly startedAt = new Date().toISOString();
+  private readonly version = version();
+  private readonly sweeper: NodeJS.Timeout;
+  private saving: Promise<void> = Promise.resolve();
+  private bound = '';
+
+  private constructor(opts: DataPlaneOptions) {
+    this.opts = opts;
+    this.server = http.createServer({ keepAliveTimeout: CLIENT_KEEP_ALIVE_MS });
+    this.server.on('request', (req, res) => forward(this, req, res));
+    this.server.on('upgrade', (req, socket, head) => forwardUpgrade(this, req, socket, head));
+    this.admin = createAdminServer(this, opts.log);
+    this.sweeper = setInterval(() => this.pools.sweep(), 30_000).unref();
+  }
+
+  /** Starts serving: the saved table at once if there is one, then the public port, then the admin socket. */
+  static async start(opts: DataPlaneOptions): Promise<DataPlane> {
+    let address: { host: string; port: number };
+    try {
+      address = parseAddress(opts.listen);
+    } catch (err) {
+      throw new TealError('TEAL_USAGE', `--listen: ${(err as Error).message}`);
+    }
+    await claimAdminSocket(opts.admin);
+    const plane = new DataPlane(opts);
+    try {
+      await plane.restore();
+      await listenOn(plane.server, address).catch((err: NodeJS.ErrnoException) => {
+        if (err.code === 'EADDRINUSE') {
+          throw new TealError(
+            'TEAL_PORT_IN_USE',
+            `cannot listen on ${opts.listen}: the address is in use (EADDRINUSE)`,
+            { listen: opts.listen },
+          );
+        }
+        throw new TealError(
+          'TEAL_PROXY_FAILED',
+          `cannot listen on ${opts.listen}: ${err.code ?? err.message}`,
+          { listen: opts.listen },
+        );
+      });
+      const a = plane.server.address() as AddressInfo;
+      plane.bound = endpointText({ host: a.address, port: a.port });
+      await listenOn(plane.admin, opts.admin);
+      await chmod(opts.admin, 0o600);
+    } catch (err) {
+      await plane.close(0);
+      throw err;
+    }
+    return plane;
+  }
+
+  private async restore(): Promise<void> {
+    try {
+      const saved = await loadTable(this.opts.state);
+      if (saved) this.install(saved);
+    } catch (err) {
+      // A damaged state file must not keep the data plane down: start empty, the control plane re-applies.
+      this.opts.log('error', { where: 'restore', state: this.opts.state, message: toTealError(err).message });
+    }
+  }
+
+  /** The swap: one new immutable routing structure replaces the old in one assignment. */
+  private install(table: RoutingTable): void {
+    const pools = this.pools.adopt(table);
+    this.table = compileTable(table, pools);
+    this.applied = table;
+  }
+
+  info(): DataPlaneInfo {
+    return {
+      pid: process.pid,
+      listen: this.bound,
+      requestedListen: this.opts.listen,
+      revision: this.applied?.revision ?? null,
+      startedAt: this.startedAt,
+      version: this.version,
+    };
+  }
+
+  currentTable(): RoutingTable | null {
+    return this.applied;
+  }
+
+  async apply(table: RoutingTable): Promise<void> {
+    this.install(table);
+    this.opts.log('apply', {
+      revision: table.revision,
+      services: table.services.map((s) => ({
+        service: s.service,
+        live: s.live?.id ?? null,
+        preview: s.preview?.id ?? null,
+      })),
+    });
+    // Saves run one after another so the file ends with the last table applied.
+    const save = this.saving.then(() => saveTable(this.opts.state, table));
+    this.saving = save.catch(() => undefined);
+    try {
+      await save;
+    } catch (err) {
+      throw new TealError(
+        'TEAL_PROXY_FAILED',
+        `applied revision ${table.revision} but could not save it to ${this.opts.state}: ${toTealError(err).message}`,
+      );
+    }
+  }
+
+  stats(): TrafficStats {
+    return { revision: this.applied?.revision ?? 0, pools: this.pools.all().map((p) => p.stats()) };
+  }
+
+  async drain(poolId: string, timeoutMs: number, signal?: AbortSignal): Promise<DrainResult> {
+    const started = performance.now();
+    const pool = this.pools.get(poolId);
+    // A pool this data plane never served (or forgot long ago) has nothing in flight here.
+    if (!pool) return { drained: true, remaining: 0, waitedMs: 0 };
+    if (pool.inTable) {
+      throw new TealError(
+        'TEAL_BAD_REQUEST',
+        `pool ${poolId} is still in the routing table (revision ${this.applied?.revision}); apply a table without it first`,
+      );
+    }
+    const idle = await pool.waitIdle(timeoutMs, signal);
+    const waitedMs = Math.round(performance.now() - started);
+    let result: DrainResult;
+    if (idle) result = { drained: true, remaining: 0, waitedMs };
+    else if (pool.inTable) {
+      // Switched back to while draining (a rollback): it is serving again, cut nothing.
+      result = { drained: false, remaining: pool.busy, waitedMs };
+    } else result = { drained: false, remaining: pool.destroyFlights(), waitedMs };
+    if (!pool.inTable) {
+      pool.closeAgents();
+      pool.drainedAt = Date.now();
+    }
+    this.opts.log('drain', { pool: poolId, ...result });
+    return result;
+  }
+
+  /**
+   * Stops accepting, lets requests in flight finish for up to `graceMs`, then cuts what is left
+   * (streams included) and closes the admin socket.
+   */
+  async close(graceMs: number): Promise<void> {
+    this.closing = true;
+    clearInterval(this.sweeper);
+    const stopped = new Promise<void>((resolve) => {
+      if (this.server.listening) this.server.close(() => resolve());
+      else resolve();
+    });
+    const deadline = performance.now() + graceMs;
+    const inFlight = () => this.pools.all().reduce((n, p) => n + p.inFlight, 0);
+    while (inFlight() > 0 && performance.now() < deadline) {
+      this.server.closeIdleConnections();
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    this.pools.destroyAll();
+    this.server.closeAllConnections();
+    await stopped;
+    if (this.admin.listening) {
+      await new Promise<void>((resolve) => {
+        this.admin.close(() => resolve());
+        this.admin.closeAllConnections();
+      });
+    }
+    await this.saving;
+  }
+}

@@ -1,0 +1,194 @@
+import { spawn } from 'node:child_process';
+import { closeSync, openSync, readFileSync } from 'node:fs';
+import { mkdir, open, stat } from 'node:fs/promises';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { isTealError, TealError } from '../../core/errors.js';
+import { cliEntry } from '../../paths.js';
+import type { DataPlaneInfo } from './admin.js';
+import { adminCall } from './admin-client.js';
+
+export interface EnsureDataPlaneOptions {
+  listen: string;
+  adminSocket: string;
+  stateFile: string;
+  /** The data plane's stdout and stderr are appended here. */
+  logFile: string;
+  /** How long a new data plane may take to answer (default 10s). */
+  timeoutMs?: number;
+}
+
+export interface DataPlaneHandle {
+  pid: number;
+  /** The address it actually listens on. */
+  listen: string;
+  /** False when a running data plane was re-attached to. */
+  started: boolean;
+}
+
+const POLL_MS = 50;
+
+/** The data plane answering on `socket`, or null when nothing does. */
+export async function dataPlaneInfo(socket: string, timeoutMs = 2_000): Promise<DataPlaneInfo | null> {
+  try {
+    return await adminCall<DataPlaneInfo>(socket, 'GET', '/v1/info', { timeoutMs });
+  } catch (err) {
+    if (isTealError(err, 'TEAL_PROXY_UNREACHABLE')) return null;
+    throw err;
+  }
+}
+
+function portOf(address: string): string {
+  return address.slice(address.lastIndexOf(':') + 1);
+}
+
+/** A running data plane serves the requested address when asked for exactly it (port 0: any port). */
+function servesListen(info: DataPlaneInfo, listen: string): boolean {
+  if (info.requestedListen === listen || info.listen === listen) return true;
+  const host = (a: string) => a.slice(0, a.lastIndexOf(':'));
+  return portOf(listen) === '0' && host(listen) === host(info.requestedListen);
+}
+
+function reattach(info: DataPlaneInfo, opts: EnsureDataPlaneOptions): DataPlaneHandle {
+  if (!servesListen(info, opts.listen)) {
+    throw new TealError(
+      'TEAL_PROXY_FAILED',
+      `the data plane on ${opts.adminSocket} (pid ${info.pid}) listens on ${info.listen}, not ${opts.listen}; ` +
+        `stop it (kill ${info.pid}, or \`teal up --stop-proxy\`) so a new one starts on ${opts.listen}`,
+      { pid: info.pid, listen: info.listen, wanted: opts.listen },
+    );
+  }
+  return { pid: info.pid, listen: info.listen, started: false };
+}
+
+async function logSince(file: string, offset: number, lines = 20): Promise<string> {
+  const handle = await open(file, 'r');
+  try {
+    const { size } = await handle.stat();
+    const start = Math.max(offset, size - 64 * 1024);
+    const buffer = Buffer.alloc(size - start);
+    await handle.read(buffer, 0, buffer.length, start);
+    return buffer.toString().trimEnd().split('\n').slice(-lines).join('\n');
+  } finally {
+    await handle.close();
+  }
+}
+
+/**
+ * Makes sure a data plane serves: re-attaches to the one answering on the admin socket, or starts
+ * `teal proxy` detached (its own session, outliving this process) and waits until it answers.
+ * Throws TEAL_PORT_IN_USE when the listen address is taken, TEAL_PROXY_FAILED with the end of its
+ * log when it exits or does not answer in time.
+ */
+export async function ensureDataPlane(opts: EnsureDataPlaneOptions): Promise<DataPlaneHandle> {
+  const running = await dataPlaneInfo(opts.adminSocket);
+  if (running) return reattach(running, opts);
+
+  for (const file of [opts.logFile, opts.stateFile, opts.adminSocket])
+    await mkdir(path.dirname(file), { recursive: true });
+  const offset = await stat(opts.logFile).then(
+    (s) => s.size,
+    () => 0,
+  );
+  const fd = openSync(opts.logFile, 'a');
+  const args = [
+    cliEntry(),
+    'proxy',
+    '--listen',
+    opts.listen,
+    '--admin',
+    opts.adminSocket,
+    '--state',
+    opts.stateFile,
+  ];
+  let exited: string | undefined;
+  let child: ReturnType<typeof spawn>;
+  try {
+    child = spawn(process.execPath, args, { detached: true, stdio: ['ignore', fd, fd] });
+  } finally {
+    closeSync(fd);
+  }
+  child.once('exit', (code, signal) => {
+    exited = signal ? `was killed by ${signal}` : `exited with code ${code}`;
+  });
+  child.once('error', (err) => {
+    exited = `could not be started (${err.message})`;
+  });
+  child.unref();
+
+  const deadline = Date.now() + (opts.timeoutMs ?? 10_000);
+  for (;;) {
+    if (exited === undefined) {
+      const info = await dataPlaneInfo(opts.adminSocket, 1_000).catch(() => null);
+      // Another launcher may have won a race to start one: re-attach to that one instead.
+      if (info)
+        return info.pid === child.pid
+          ? { pid: info.pid, listen: info.listen, started: true }
+          : reattach(info, opts);
+    }
+    if (exited !== undefined || Date.now() > deadline) {
+      if (exited === undefined && child.pid !== undefined) child.kill('SIGKILL');
+      const tail = await logSince(opts.logFile, offset).catch(() => '');
+      const details = {
+        listen: opts.listen,
+        adminSocket: opts.adminSocket,
+        logFile: opts.logFile,
+        log: tail,
+      };
+      if (tail.includes('EADDRINUSE')) {
+        throw new TealError(
+          'TEAL_PORT_IN_USE',
+          `the data plane cannot listen on ${opts.listen}: the address is already in use`,
+          details,
+        );
+      }
+      const what = exited ?? `did not answer on ${opts.adminSocket} within ${opts.timeoutMs ?? 10_000}ms`;
+      throw new TealError(
+        'TEAL_PROXY_FAILED',
+        `the data plane (${process.execPath} ${args.join(' ')}) ${what}; its log ends:\n${tail}`,
+        details,
+      );
+    }
+    await sleep(POLL_MS);
+  }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+  // An exited process whose parent has not reaped it yet (a zombie) still takes signal 0.
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return true;
+  }
+}
+
+/**
+ * Stops the data plane answering on `adminSocket`: SIGTERM, then waits for it to exit (it lets
+ * requests in flight finish for up to 10s). At the timeout it is killed. Resolves with pid null
+ * when no data plane answered.
+ */
+export async function stopDataPlane(
+  adminSocket: string,
+  options: { timeoutMs?: number } = {},
+): Promise<{ pid: number | null; forced: boolean }> {
+  const info = await dataPlaneInfo(adminSocket);
+  if (!info) return { pid: null, forced: false };
+  const deadline = Date.now() + (options.timeoutMs ?? 15_000);
+  process.kill(info.pid, 'SIGTERM');
+  while (alive(info.pid)) {
+    if (Date.now() > deadline) {
+      process.kill(info.pid, 'SIGKILL');
+      const killDeadline = Date.now() + 5_000;
+      while (alive(info.pid) && Date.now() < killDeadline) await sleep(POLL_MS);
+      return { pid: info.pid, forced: true };
+    }
+    await sleep(POLL_MS);
+  }
+  return { pid: info.pid, forced: false };
+}

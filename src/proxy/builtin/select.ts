@@ -1,0 +1,69 @@
+import type { IncomingMessage } from 'node:http';
+import type { RoutingTable } from '../switch.js';
+import type { PoolRuntime } from './pool.js';
+import { Router, type RouterEntry } from './router.js';
+
+/** One service's place in a compiled table: its live pool and the idle slot's preview pool. */
+export interface ServiceTarget {
+  service: string;
+  live: PoolRuntime | null;
+  preview: PoolRuntime | null;
+}
+
+/** A table ready to route with: built once per apply, never changed afterwards. */
+export interface CompiledTable {
+  revision: number;
+  router: Router<ServiceTarget>;
+}
+
+export function compileTable(table: RoutingTable, pools: Map<string, PoolRuntime>): CompiledTable {
+  const entries: RouterEntry<ServiceTarget>[] = [];
+  for (const s of table.services) {
+    const target: ServiceTarget = {
+      service: s.service,
+      live: s.live ? pools.get(s.live.id)! : null,
+      preview: s.preview ? pools.get(s.preview.id)! : null,
+    };
+    for (const r of s.routes)
+      entries.push(r.host ? { host: r.host, path: r.path, target } : { path: r.path, target });
+  }
+  return { revision: table.revision, router: new Router(entries) };
+}
+
+/** Why a request gets no pool: answered by the data plane itself with this status. */
+export class Refusal {
+  readonly status: number;
+  readonly reason: string;
+  constructor(status: number, reason: string) {
+    this.status = status;
+    this.reason = reason;
+  }
+}
+
+export const SLOT_HEADER = 'x-teal-slot';
+
+/**
+ * The pool a request goes to: the live pool of the service its route names, or, with the header
+ * `X-Teal-Slot: blue|green`, that slot's pool (the preview pool, or the live one if it is that slot).
+ */
+export function selectPool(table: CompiledTable | null, req: IncomingMessage): PoolRuntime | Refusal {
+  if (table === null) return new Refusal(503, 'no routing table has been applied yet');
+  const target = table.router.match(req.headers.host, req.url ?? '/');
+  if (target === undefined) {
+    return new Refusal(404, `no route for ${req.headers.host ?? '(no host)'}${req.url ?? ''}`);
+  }
+  const slot = req.headers[SLOT_HEADER];
+  if (slot !== undefined) {
+    const wanted = String(slot).trim().toLowerCase();
+    if (target.preview?.meta.slot === wanted) return target.preview;
+    if (target.live?.meta.slot === wanted) return target.live;
+    return new Refusal(
+      404,
+      wanted === 'blue' || wanted === 'green'
+        ? `service ${target.service} has nothing running in slot ${wanted} to preview`
+        : `${SLOT_HEADER} must be blue or green, got ${JSON.stringify(String(slot))}`,
+    );
+  }
+  if (target.live === null) return new Refusal(503, `service ${target.service} has no live release`);
+  return target.live;
+}

@@ -1,0 +1,176 @@
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { ApiClient } from '../cli/client.js';
+import { type DaemonInfo, readDaemonInfo, type StatePaths, statePaths } from '../daemon/files.js';
+import { teardown } from '../daemon/teardown.js';
+import { cliEntry, packageRoot } from '../paths.js';
+import { pidAlive } from '../proc.js';
+
+/**
+ * A real `teal up` for integration tests: its own temp dir, config and state, started as a separate
+ * process exactly as a user would (so it can be SIGKILLed), on ports chosen at start. `cleanup`
+ * stops the daemon, the data plane and every app instance by pid, and removes the temp dir.
+ */
+export interface TestDaemon {
+  dir: string;
+  configFile: string;
+  paths: StatePaths;
+  info: DaemonInfo;
+  client: ApiClient;
+  token: string;
+  child: ChildProcess;
+  /** The daemon's own output so far. */
+  log(): string;
+  /** Runs the CLI against this daemon's config: `teal <args> -c <config>`. */
+  cli(args: string[], env?: Record<string, string>): Promise<CliResult>;
+  /** SIGTERM and wait: the graceful stop. */
+  stop(): Promise<void>;
+  /** SIGKILL and wait: the crash. */
+  kill(): Promise<void>;
+  /** Starts the daemon again on the same config and state (after stop or kill). */
+  restart(): Promise<void>;
+  /** Stops everything this test daemon started and removes its dir. */
+  cleanup(): Promise<void>;
+}
+
+export interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+export const HELLO = path.join(packageRoot(), 'examples/hello/server.js');
+
+/** The example app as a service, with fast health checks; fields override the defaults. */
+export function helloService(overrides: Record<string, string> = {}): string {
+  const fields: Record<string, string> = {
+    command: JSON.stringify([process.execPath, HELLO]),
+    env: '{ APP_VERSION: "{{version}}" }',
+    health: '{ interval: 50ms, healthyThreshold: 2, deadline: 15s }',
+    verify: '[{ http: { path: /, body: "hello {{version}}" } }]',
+    drain: '5s',
+    keepWarm: '1m',
+    stopTimeout: '3s',
+    ...overrides,
+  };
+  return Object.entries(fields)
+    .map(([k, v]) => `    ${k}: ${v}`)
+    .join('\n');
+}
+
+export function runCli(
+  args: string[],
+  options: { cwd?: string; env?: Record<string, string> } = {},
+): Promise<CliResult> {
+  return new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      [cliEntry(), ...args],
+      { cwd: options.cwd, env: { ...process.env, NO_COLOR: '1', ...options.env }, timeout: 120_000 },
+      (err, stdout, stderr) => {
+        const code = err
+          ? typeof (err as { code?: unknown }).code === 'number'
+            ? (err as { code: number }).code
+            : 1
+          : 0;
+        resolve({ code, stdout, stderr });
+      },
+    );
+  });
+}
+
+async function waitFor<T>(
+  what: string,
+  fn: () => T | undefined | Promise<T | undefined>,
+  timeoutMs: number,
+  detail: () => string,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await fn();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}\n${detail()}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/**
+ * Starts a daemon for `services` (YAML of the services mapping's entries, indented two spaces):
+ * the proxy and API listen on port 0 and the test reads the ports the daemon picked.
+ */
+export async function startTestDaemon(options: {
+  services: string;
+  extraConfig?: string;
+}): Promise<TestDaemon> {
+  const dir = mkdtempSync(path.join(tmpdir(), 'teal-it-'));
+  const configFile = path.join(dir, 'teal.yml');
+  writeFileSync(
+    configFile,
+    `proxy: { kind: builtin, listen: 127.0.0.1:0 }\napi: { listen: 127.0.0.1:0 }\n${options.extraConfig ?? ''}services:\n${options.services}\n`,
+  );
+  const paths = statePaths(path.join(dir, '.teal'));
+  const logFile = path.join(dir, 'daemon.out');
+  const token = 'test-token-0123456789';
+
+  const daemon: TestDaemon = {
+    dir,
+    configFile,
+    paths,
+    info: undefined as unknown as DaemonInfo,
+    client: undefined as unknown as ApiClient,
+    token,
+    child: undefined as unknown as ChildProcess,
+    log: () => (existsSync(logFile) ? readFileSync(logFile, 'utf8') : ''),
+    cli: (args, env) => runCli([...args, '-c', configFile], { cwd: dir, env: { TEAL_TOKEN: token, ...env } }),
+    async stop() {
+      await signalAndWait(daemon.child, 'SIGTERM');
+    },
+    async kill() {
+      await signalAndWait(daemon.child, 'SIGKILL');
+    },
+    async restart() {
+      await launch();
+    },
+    async cleanup() {
+      if (daemon.child && daemon.child.exitCode === null && daemon.child.signalCode === null)
+        await signalAndWait(daemon.child, 'SIGKILL');
+      await teardown(paths, { stopTimeoutMs: 2_000 }).catch(() => undefined);
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+
+  async function launch(): Promise<void> {
+    const out = openSync(logFile, 'a');
+    const child = spawn(process.execPath, [cliEntry(), 'up', '-c', configFile, '--log-format', 'json'], {
+      cwd: dir,
+      env: { ...process.env, TEAL_TOKEN: token },
+      stdio: ['ignore', out, out],
+    });
+    closeSync(out);
+    daemon.child = child;
+    daemon.info = await waitFor(
+      'the daemon to start',
+      () => {
+        if (child.exitCode !== null)
+          throw new Error(`teal up exited with ${child.exitCode}:\n${daemon.log()}`);
+        const info = readDaemonInfo(paths);
+        return info && info.pid === child.pid && pidAlive(info.pid) ? info : undefined;
+      },
+      30_000,
+      daemon.log,
+    );
+    daemon.client = new ApiClient({ base: daemon.info.api, token, actor: 'test', startHint: 'test' });
+  }
+
+  await launch();
+  return daemon;
+}
+
+async function signalAndWait(child: ChildProcess, signal: NodeJS.Signals): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  child.kill(signal);
+  await exited;
+}

@@ -333,6 +333,19 @@ describe('Engine rollback', () => {
 });
 
 describe('reconcile', () => {
+  it('empties a warm slot whose processes died while no control plane was running', async () => {
+    await deploy('v1');
+    await deploy('v2');
+    const warm = (await readServiceState(store, 'hello')).slots.blue.instances[0]!;
+    process.kill(-warm.pid!, 'SIGKILL');
+    await new Promise((r) => setTimeout(r, 200));
+    await reconcile(deps, engine.tables);
+    const state = await readServiceState(store, 'hello');
+    expect(state.slots.blue.state).toBe('empty');
+    expect(state.live).toBe('green');
+    expect((await runtime.list()).map((i) => `${i.labels.slot}:${i.labels.version}`)).toEqual(['green:v2']);
+  });
+
   it('records a deployment the previous control plane left running as interrupted and stops what it started', async () => {
     await deploy('v1');
     // What a control plane killed while starting v2 leaves behind: a record, a slot, a process.

@@ -1,4 +1,5 @@
 import { formatDuration } from './config/duration.js';
+import { interpolate } from './config/interpolate.js';
 import type { HealthConfig, ServiceConfig, VerifyStep } from './config/schema.js';
 import { TealError } from './errors.js';
 import { otherSlot, type Slot } from './model.js';
@@ -207,13 +208,18 @@ function describeStart(plan: DeployPlan): string[] {
     `start ${plan.instances.length} instance(s) of ${service} ${release.version} in ${target} on ${ports}: ${release.command.join(' ')} (in ${release.cwd})`,
     `wait until ${plan.health.path} passes ${plan.health.healthyThreshold} times in a row (every ${formatDuration(plan.health.interval)}, up to ${formatDuration(plan.health.deadline)})`,
   );
+  const vars = { version: release.version, service, slot: target };
   for (const step of plan.verify) {
-    steps.push(
-      'run' in step
-        ? `verify: run ${JSON.stringify(step.run)}`
-        : `verify: ${step.http.method} ${step.http.path} answers ${step.http.status}${step.http.body ? ` with ${JSON.stringify(step.http.body)}` : ''}`,
-    );
+    if ('run' in step) steps.push(`verify: run ${JSON.stringify(step.run)}`);
+    else {
+      const body =
+        step.http.body === undefined ? '' : ` with ${JSON.stringify(interpolate(step.http.body, vars))}`;
+      steps.push(
+        `verify: ${step.http.method} ${interpolate(step.http.path, vars)} answers ${step.http.status}${body}`,
+      );
+    }
   }
+
   if (plan.fromSlot) {
     steps.push(
       `switch ${service} from ${plan.fromSlot} (${plan.fromVersion}) to ${target} (${release.version})`,

@@ -67,6 +67,10 @@ export async function reconcile(deps: EngineDeps, tables: TableSync): Promise<Re
           await stopAll(runtime, slotInstances(svc, slot), config.stopTimeout);
           if (slot.state !== 'stopping') slot = await writeSlot(store, svc, slot, { state: 'stopping' });
           await writeSlot(store, svc, slot, { state: 'empty' });
+        } else if ((slot.state === 'warm' || slot.state === 'draining') && (await allDead(deps, svc, slot))) {
+          // Its processes died while no control plane watched (a reboot, a teardown): nothing to keep warm.
+          await stopAll(runtime, slotInstances(svc, slot), config.stopTimeout);
+          await writeSlot(store, svc, slot, { state: 'empty' });
         } else if (slot.state === 'draining') {
           await keepWarmOrStop(deps, svc, slot, config.keepWarm, config.stopTimeout);
         }
@@ -147,6 +151,13 @@ async function interrupt(
   await store.put(keys.deployment(svc, d.n), record as never);
   deps.log.warn('recorded an interrupted deployment', { service: svc, deployment: d.n, switched });
   return { service: svc, deployment: d.n, switched };
+}
+
+async function allDead(deps: EngineDeps, svc: string, slot: SlotRecord): Promise<boolean> {
+  for (const instance of slotInstances(svc, slot)) {
+    if ((await deps.runtime.status(instance)).state === 'running') return false;
+  }
+  return true;
 }
 
 async function keepWarmOrStop(

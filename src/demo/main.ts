@@ -130,7 +130,12 @@ async function main(): Promise<void> {
       .reduce((m, s) => Math.min(m, s.end), Number.POSITIVE_INFINITY);
     const lastOld = samples.filter((s) => s.version === 'v1').reduce((m, s) => Math.max(m, s.end), 0);
     const oldAfter = samples.filter((s) => s.start > switchedAt && s.version !== 'v2').length;
-    const steps = record.events.filter((e) => e.status === 'done' && e.ms !== undefined);
+    const steps = record.events.filter((e) => e.status === 'done' && e.ms !== undefined && e.step !== 'done');
+    const began =
+      Date.parse(record.events.find((e) => e.step === 'switch' && e.status === 'started')?.at ?? '') ||
+      switchedAt;
+    const rel = (t: number) =>
+      t >= began ? `${formatDuration(t - began)} after` : `${formatDuration(began - t)} before`;
     const took = Date.parse(record.endedAt!) - Date.parse(record.createdAt);
 
     say(`\n${c.bold('What happened')}`);
@@ -146,7 +151,7 @@ async function main(): Promise<void> {
       `  requests failed   ${failed}${report.failed ? ` ${JSON.stringify({ ...report.errors, ...report.statuses })}` : ''}`,
     );
     say(
-      `  switch            ${formatDuration(switchedAt - Date.parse(record.createdAt))} into the deploy; first v2 response ${formatDuration(Math.max(0, firstNew - switchedAt))} after it, last v1 response ${formatDuration(Math.max(0, switchedAt - lastOld))} ${lastOld > switchedAt ? 'after' : 'before'} it`,
+      `  switch            began ${formatDuration(began - Date.parse(record.createdAt))} into the deploy, acknowledged by the proxy ${formatDuration(switchedAt - began)} later; first v2 response ${rel(firstNew)} it began, last v1 response ended ${rel(lastOld)} it began`,
     );
     say(
       `  after the switch  ${oldAfter === 0 ? c.green('every request answered by v2') : c.red(`${oldAfter} request(s) started after the switch got v1`)}`,

@@ -71,6 +71,29 @@ describe('ProcessRuntime', () => {
     }
   });
 
+  it('never passes the API token to the app, though it passes the rest of the environment', async () => {
+    const runtime = new ProcessRuntime({ stateDir: tempDir() });
+    process.env.TEAL_TOKEN = 'secret-token';
+    process.env.TEAL_TEST_INHERITED = 'inherited';
+    try {
+      const instance = await runtime.start(
+        scriptSpec(
+          "console.log('token=' + (process.env.TEAL_TOKEN ?? 'none') + ' inherited=' + process.env.TEAL_TEST_INHERITED + ' port=' + process.env.PORT)",
+        ),
+        { signal: AbortSignal.timeout(10_000) },
+      );
+      await runtime.exited(instance, { signal: AbortSignal.timeout(10_000) });
+      expect((await runtime.logTail(instance, 5)).join('\n')).toContain(
+        `token=none inherited=inherited port=${instance.port}`,
+      );
+      await runtime.stop(instance, { timeoutMs: 1_000 });
+    } finally {
+      delete process.env.TEAL_TOKEN;
+      delete process.env.TEAL_TEST_INHERITED;
+      await runtime.close();
+    }
+  });
+
   it('records the instance (pid, process group, /proc start time) and logs to <stateDir>/logs/<service>/<id>.log', async () => {
     const stateDir = tempDir();
     const runtime = new ProcessRuntime({ stateDir });

@@ -90,7 +90,7 @@ export class ProcessRuntime implements Runtime {
       service: labels.service,
       command: spec.command,
       cwd: spec.cwd,
-      env: { ...process.env, ...spec.env, PORT: String(port), HOST: spec.host },
+      env: { ...appEnvironment(), ...spec.env, PORT: String(port), HOST: spec.host },
       logFile,
     });
     const child: Child = { exit: launched.exit };
@@ -289,4 +289,10 @@ function abortable<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
       },
     );
   });
+}
+
+/** The control plane's environment without its secrets: an app must never see the API token. */
+function appEnvironment(): NodeJS.ProcessEnv {
+  const { TEAL_TOKEN: _token, ...rest } = process.env;
+  return rest;
 }

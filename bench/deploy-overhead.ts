@@ -1,0 +1,103 @@
+/**
+ * Deploy overhead: how long a teal deploy takes beyond the app's own time to become ready.
+ *   npm run bench:deploy            (ROUNDS=10 by default)
+ * 1. the example app alone: spawn it, poll /health every 2 ms, time to the first 200 (median);
+ * 2. teal: a real `teal up`, then ROUNDS deploys of the example app (alternating slots, under a
+ *    light keep-alive load), each timed from the API request to the deployment's end.
+ * Overhead = median deploy time - median app ready time. Writes its section of docs/benchmarks.md.
+ */
+import { spawn } from 'node:child_process';
+import http from 'node:http';
+import net from 'node:net';
+import type { DeploymentRecord } from '../src/core/records.js';
+import { HELLO, helloService, startTestDaemon } from '../src/testing/daemon.js';
+import { backgroundLoad, deployAndWait } from '../test/helpers.js';
+import { machine, median, writeSection } from './report.js';
+
+const rounds = Number(process.env.ROUNDS ?? 10);
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = net.createServer().listen(0, '127.0.0.1', () => {
+      const port = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+function healthy(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const req = http.get({ host: '127.0.0.1', port, path: '/health', agent: false }, (res) => {
+      res.resume();
+      resolve(res.statusCode === 200);
+    });
+    req.on('error', () => resolve(false));
+  });
+}
+
+async function appReadyMs(): Promise<number> {
+  const port = await freePort();
+  const t0 = performance.now();
+  const child = spawn(process.execPath, [HELLO], {
+    env: { ...process.env, PORT: String(port), APP_VERSION: 'bench' },
+    stdio: 'ignore',
+  });
+  while (!(await healthy(port))) await new Promise((r) => setTimeout(r, 2));
+  const ms = performance.now() - t0;
+  child.kill('SIGKILL');
+  return ms;
+}
+
+const ready: number[] = [];
+for (let i = 0; i < rounds; i++) ready.push(await appReadyMs());
+
+const daemon = await startTestDaemon({ services: `  hello:\n${helloService({ keepWarm: '1m' })}` });
+const deploys: { wall: number; record: DeploymentRecord }[] = [];
+let failed = 0;
+try {
+  await deployAndWait(daemon.client, 'hello', 'b0');
+  const load = backgroundLoad(`${daemon.info.proxy}/`, 4);
+  for (let i = 1; i <= rounds; i++) {
+    const t0 = performance.now();
+    const record = await deployAndWait(daemon.client, 'hello', `b${i}`);
+    if (record.state !== 'done') throw new Error(`deploy b${i} ${record.state}: ${record.error?.message}`);
+    deploys.push({ wall: performance.now() - t0, record });
+  }
+  failed = (await load.stop()).report.failed;
+} finally {
+  await daemon.cleanup();
+}
+
+const step = (name: string) =>
+  median(
+    deploys.map((d) =>
+      d.record.events.filter((e) => e.step === name && e.ms !== undefined).reduce((s, e) => s + e.ms!, 0),
+    ),
+  );
+const appMs = median(ready);
+const deployMs = median(deploys.map((d) => d.wall));
+const rows = [
+  ['the app alone: spawn to first 200 on /health', appMs],
+  ['teal deploy: API request to deployment end', deployMs],
+  ['**overhead** (deploy - app)', deployMs - appMs],
+  ['  of which: stop the old warm slot first (clear)', step('clear')],
+  ['  start (spawn, records)', step('start')],
+  ["  health (includes the app's own readiness; probes every 50 ms, 2 passes)", step('health')],
+  ['  verify (one http step)', step('verify')],
+  ['  switch (store CAS + data plane apply)', step('switch')],
+  ['  drain the old slot', step('drain')],
+];
+const md = `## Deploy overhead
+
+\`npm run bench:deploy\`, ${rounds} rounds, medians. Machine: ${machine()}. ${new Date().toISOString().slice(0, 10)}.
+Config: example app, \`health: { interval: 50ms, healthyThreshold: 2 }\`, one http verify step, keepWarm 1m
+(each deploy first stops the warm slot it lands on), 4 keep-alive connections of load (${failed} failed requests).
+
+| what | ms |
+|---|---|
+${rows.map(([k, v]) => `| ${k} | ${(v as number).toFixed(0)} |`).join('\n')}
+
+The health step's floor is the app's own readiness plus one probe interval for the second
+consecutive pass; a larger \`interval\` or \`healthyThreshold\` adds to it directly.`;
+process.stdout.write(`${md}\n`);
+process.stdout.write(`wrote ${writeSection('deploy', md)}\n`);

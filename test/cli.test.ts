@@ -75,7 +75,7 @@ describe('teal without a daemon', () => {
   });
 
   it('--help of every verb shows examples', async () => {
-    for (const verb of ['up', 'deploy', 'rollback', 'status', 'history', 'logs', 'validate', 'proxy']) {
+    for (const verb of ['up', 'deploy', 'rollback', 'status', 'history', 'logs', 'validate', 'down', 'proxy']) {
       const r = await runCli([verb, '--help']);
       expect(r.code, verb).toBe(0);
       expect(r.stdout, verb).toMatch(/Examples?:/);
@@ -156,6 +156,12 @@ describe('teal against a running daemon', () => {
     expect(JSON.parse(r.stdout)).toMatchObject({ kind: 'rollback', mode: 'flip', state: 'done', version: 'v1', targetSlot: 'blue' });
     const res = await fetch(`${daemon.info.proxy}/`);
     expect(await res.text()).toBe('hello v1\n');
+  });
+
+  it('down refuses while teal up runs', async () => {
+    const r = await daemon.cli(['down']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/teal up is still running \(pid \d+\); stop it first/);
   });
 
   it('logs shows the live instances output', async () => {

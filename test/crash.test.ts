@@ -2,6 +2,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { DeploymentRecord, SlotRecord } from '../src/core/records.js';
 import type { ServiceStatus } from '../src/core/status.js';
 import { pidAlive } from '../src/proc.js';
+import { ProcessRuntime } from '../src/runtimes/process.js';
 import { helloService, startTestDaemon, type TestDaemon } from '../src/testing/daemon.js';
 import { backgroundLoad, deployAndWait, staleAfterSwitch } from './helpers.js';
 
@@ -82,5 +83,14 @@ describe('the control plane dies in the middle of a deploy', () => {
     expect((await deployAndWait(daemon.client, 'hello', 'v2')).state).toBe('done');
     const { report } = await load.stop();
     expect(report.failures).toEqual([]);
+
+    // `teal down` then stops what outlives the control plane: the data plane and the instances.
+    await daemon.stop();
+    const stopped = await daemon.cli(['down']);
+    expect(stopped.code, stopped.stderr).toBe(0);
+    await expect(fetch(`${daemon.info.proxy}/`)).rejects.toThrow();
+    const runtime = new ProcessRuntime({ stateDir: daemon.paths.dir });
+    expect(await runtime.list()).toEqual([]);
+    await runtime.close();
   }, 120_000);
 });

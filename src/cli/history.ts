@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { formatDuration } from '../core/config/duration.js';
 import type { DeploymentSummary } from '../core/status.js';
 import { type ConfigOption, clientFor, withConfig } from './context.js';
-import { ago, paint, printJson, table } from './output.js';
+import { ago, outcome, paint, printJson, table } from './output.js';
 
 export function historyCommand(program: Command): void {
   withConfig(
@@ -37,12 +37,7 @@ Examples:
       const c = paint(process.stdout);
       const rows = [['#', 'kind', 'version', 'release', 'slots', 'outcome', 'took', 'when', 'by']];
       for (const d of list) {
-        const outcome =
-          d.state === 'done'
-            ? c.green(d.state)
-            : ['failed', 'interrupted'].includes(d.state)
-              ? c.red(d.state)
-              : c.cyan(d.state);
+        const shown = outcome(c, d.state);
         const slots = d.targetSlot ? `${d.fromSlot ?? '-'} -> ${d.targetSlot}` : '-';
         const took = d.endedAt ? formatDuration(Date.parse(d.endedAt) - Date.parse(d.createdAt)) : '-';
         rows.push([
@@ -51,7 +46,7 @@ Examples:
           d.version ?? '-',
           d.release === null ? '-' : String(d.release),
           slots,
-          outcome,
+          shown,
           took,
           ago(d.createdAt),
           d.actor,

@@ -2,6 +2,7 @@
 import { Command } from 'commander';
 import { packageVersion } from '../daemon/version.js';
 import { deployCommand } from './deploy.js';
+import { downCommand } from './down.js';
 import { historyCommand } from './history.js';
 import { logsCommand } from './logs.js';
 import { proxyCommand } from './proxy.js';
@@ -39,6 +40,7 @@ statusCommand(program);
 historyCommand(program);
 logsCommand(program);
 validateCommand(program);
+downCommand(program);
 proxyCommand(program);
 
 await run(program, process.argv);

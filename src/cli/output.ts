@@ -39,6 +39,12 @@ export function table(rows: string[][]): string {
     .join('\n');
 }
 
+/** A deployment's state, coloured by outcome: done green, failed or interrupted red, running cyan. */
+export function outcome(c: ReturnType<typeof paint>, state: string): string {
+  if (state === 'done') return c.green(state);
+  return state === 'failed' || state === 'interrupted' ? c.red(state) : c.cyan(state);
+}
+
 export function ago(iso: string | undefined, now = Date.now()): string {
   if (!iso) return '-';
   const s = Math.round((now - Date.parse(iso)) / 1000);

@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { SLOTS } from '../core/model.js';
 import type { ServiceStatus } from '../core/status.js';
 import { type ConfigOption, clientFor, withConfig } from './context.js';
-import { ago, paint, printJson, table } from './output.js';
+import { ago, outcome, paint, printJson, table } from './output.js';
 
 export function statusCommand(program: Command): void {
   withConfig(
@@ -54,14 +54,9 @@ Examples:
         process.stdout.write(`${table(rows)}\n`);
         const d = s.lastDeployment;
         if (d) {
-          const outcome =
-            d.state === 'done'
-              ? c.green(d.state)
-              : ['failed', 'interrupted'].includes(d.state)
-                ? c.red(d.state)
-                : c.cyan(d.state);
+          const shown = outcome(c, d.state);
           process.stdout.write(
-            `last deployment: #${d.n} ${d.kind} ${d.version ?? ''} ${outcome} ${ago(d.createdAt)} by ${d.actor}\n`,
+            `last deployment: #${d.n} ${d.kind} ${d.version ?? ''} ${shown} ${ago(d.createdAt)} by ${d.actor}\n`,
           );
         }
         if (s.lock)

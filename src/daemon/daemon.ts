@@ -121,7 +121,7 @@ export async function startDaemon(options: { configFile: string; log: Logger }):
     const bound = server.address() as AddressInfo;
     const apiUrl = `http://${endpointText({ host: bound.address, port: bound.port })}`;
     const proxyUrl = `http://${plane.listen.replace(/^0\.0\.0\.0:/, '127.0.0.1:').replace(/^\[::\]:/, '127.0.0.1:')}`;
-    writeDaemonInfo(paths, {
+    await writeDaemonInfo(paths, {
       pid: process.pid,
       api: apiUrl,
       proxy: proxyUrl,

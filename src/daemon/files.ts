@@ -1,8 +1,9 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { TealError } from '../core/errors.js';
+import { writeJsonAtomic } from '../files.js';
 import { pidAlive } from '../proc.js';
 
 /**
@@ -75,10 +76,8 @@ export interface DaemonInfo {
   config: string;
 }
 
-export function writeDaemonInfo(paths: StatePaths, info: DaemonInfo): void {
-  const temp = `${paths.daemonInfo}.${process.pid}.tmp`;
-  writeFileSync(temp, `${JSON.stringify(info, null, 2)}\n`, { mode: 0o600 });
-  renameSync(temp, paths.daemonInfo);
+export function writeDaemonInfo(paths: StatePaths, info: DaemonInfo): Promise<void> {
+  return writeJsonAtomic(paths.daemonInfo, info);
 }
 
 export function readDaemonInfo(paths: StatePaths): DaemonInfo | undefined {

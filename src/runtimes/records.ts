@@ -5,10 +5,10 @@
  * dead. Files are written to a temporary name and renamed into place, so a crash mid-write never
  * leaves a half record.
  */
-import { randomBytes } from 'node:crypto';
-import { mkdir, open, readdir, readFile, rename, rm } from 'node:fs/promises';
+import { readdir, readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { TealError } from '../core/errors.js';
+import { writeJsonAtomic } from '../files.js';
 import { isErrno } from './liveness.js';
 import type { InstanceLabels } from './runtime.js';
 
@@ -40,18 +40,8 @@ export function isSafeName(name: string): boolean {
 export class RecordStore {
   constructor(readonly dir: string) {}
 
-  async write(record: InstanceRecord): Promise<void> {
-    await mkdir(this.dir, { recursive: true });
-    const file = this.file(record.id);
-    const temp = `${file}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
-    const handle = await open(temp, 'w', 0o600);
-    try {
-      await handle.writeFile(`${JSON.stringify(record, null, 2)}\n`);
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-    await rename(temp, file);
+  write(record: InstanceRecord): Promise<void> {
+    return writeJsonAtomic(this.file(record.id), record);
   }
 
   /** The record of `id`, or undefined when there is none. */

@@ -8,7 +8,8 @@ export interface AdminCallOptions {
   timeoutMs?: number;
 }
 
-const UNREACHABLE = new Set(['ECONNREFUSED', 'ENOENT', 'ENOTSOCK']);
+// ECONNRESET too: a data plane that died a moment ago can reset the connection instead of refusing it.
+const UNREACHABLE = new Set(['ECONNREFUSED', 'ENOENT', 'ENOTSOCK', 'ECONNRESET']);
 
 /**
  * One request to a data plane's admin API over its unix socket, parsed as JSON. Nobody answering

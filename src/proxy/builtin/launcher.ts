@@ -1,10 +1,11 @@
 import { spawn } from 'node:child_process';
-import { closeSync, openSync, readFileSync } from 'node:fs';
+import { closeSync, openSync } from 'node:fs';
 import { mkdir, open, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { isTealError, TealError } from '../../core/errors.js';
 import { cliEntry } from '../../paths.js';
+import { pidAlive } from '../../proc.js';
 import type { DataPlaneInfo } from './admin.js';
 import { adminCall } from './admin-client.js';
 
@@ -153,21 +154,6 @@ export async function ensureDataPlane(opts: EnsureDataPlaneOptions): Promise<Dat
   }
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-  // An exited process whose parent has not reaped it yet (a zombie) still takes signal 0.
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-  } catch {
-    return true;
-  }
-}
-
 /**
  * Stops the data plane answering on `adminSocket`: SIGTERM, then waits for it to exit (it lets
  * requests in flight finish for up to 10s). At the timeout it is killed. Resolves with pid null
@@ -181,11 +167,11 @@ export async function stopDataPlane(
   if (!info) return { pid: null, forced: false };
   const deadline = Date.now() + (options.timeoutMs ?? 15_000);
   process.kill(info.pid, 'SIGTERM');
-  while (alive(info.pid)) {
+  while (pidAlive(info.pid)) {
     if (Date.now() > deadline) {
       process.kill(info.pid, 'SIGKILL');
       const killDeadline = Date.now() + 5_000;
-      while (alive(info.pid) && Date.now() < killDeadline) await sleep(POLL_MS);
+      while (pidAlive(info.pid) && Date.now() < killDeadline) await sleep(POLL_MS);
       return { pid: info.pid, forced: true };
     }
     await sleep(POLL_MS);

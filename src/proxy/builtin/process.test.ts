@@ -7,6 +7,7 @@ import { promisify } from 'node:util';
 import { afterEach, describe, expect, it } from 'vitest';
 import { isTealError } from '../../core/errors.js';
 import { cliEntry, distEntry } from '../../paths.js';
+import { pidAlive } from '../../proc.js';
 import { poolFor, request, startUpstream, type Upstream, waitFor, webTable } from '../switch.contract.js';
 import { startTestDataPlane, type TestDataPlane, tempDataPlaneDir } from './harness.js';
 import { dataPlaneInfo, ensureDataPlane, stopDataPlane } from './launcher.js';
@@ -14,14 +15,8 @@ import { BuiltinSwitch } from './switch.js';
 
 const run = promisify(execFile);
 
-function isRunning(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
+/** Zombie-aware: the data plane is this test's child, and may exit before Node reaps it. */
+const isRunning = pidAlive;
 
 async function errorOf(promise: Promise<unknown>): Promise<Error> {
   const err = await promise.then(

@@ -1,5 +1,5 @@
-import { mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
-import path from 'node:path';
+import { readFile } from 'node:fs/promises';
+import { writeJsonAtomic } from '../../files.js';
 import type { RoutingTable } from '../switch.js';
 import { parseTable } from './table-shape.js';
 
@@ -8,22 +8,8 @@ import { parseTable } from './table-shape.js';
  * re-attaches. Written whole to a temp file beside it, synced, then renamed over it: a crash leaves
  * either the old table or the new one, never half of one.
  */
-export async function saveTable(file: string, table: RoutingTable): Promise<void> {
-  await mkdir(path.dirname(file), { recursive: true });
-  const temp = `${file}.${process.pid}.tmp`;
-  const handle = await open(temp, 'w', 0o600);
-  try {
-    await handle.writeFile(`${JSON.stringify(table, null, 2)}\n`);
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-  try {
-    await rename(temp, file);
-  } catch (err) {
-    await unlink(temp).catch(() => undefined);
-    throw err;
-  }
+export function saveTable(file: string, table: RoutingTable): Promise<void> {
+  return writeJsonAtomic(file, table);
 }
 
 /** The saved table; null when there is none yet. Throws when the file exists but is not a valid table. */

@@ -1,0 +1,38 @@
+import type { Command } from 'commander';
+import { TealError } from '../core/errors.js';
+import { readDaemonInfo, statePaths } from '../daemon/files.js';
+import { teardown } from '../daemon/teardown.js';
+import { pidAlive } from '../proc.js';
+import { type ConfigOption, loadFor, withConfig } from './context.js';
+
+export function downCommand(program: Command): void {
+  withConfig(
+    program
+      .command('down')
+      .description(
+        'stop what teal keeps running after `teal up` exits: the data plane and every app instance',
+      ),
+  )
+    .addHelpText(
+      'after',
+      `
+Stop the control plane (teal up) first: down refuses while it runs. Users get connection refused
+afterwards; the store keeps the history, and the next teal up starts the data plane again.
+
+Example:
+  teal down -c examples/hello/teal.yml`,
+    )
+    .action(async (opts: ConfigOption) => {
+      const loaded = loadFor(opts);
+      const paths = statePaths(loaded.stateDir);
+      const info = readDaemonInfo(paths);
+      if (info && pidAlive(info.pid)) {
+        throw new TealError(
+          'TEAL_DAEMON_RUNNING',
+          `teal up is still running (pid ${info.pid}); stop it first (Ctrl-C, or kill ${info.pid})`,
+        );
+      }
+      await teardown(paths);
+      process.stderr.write('stopped the data plane and every instance\n');
+    });
+}

@@ -49,9 +49,10 @@ export function backgroundLoad(url: string, connections = 32) {
 }
 
 /**
- * Requests that started after a switch had been applied (the data plane acknowledged it) but before
- * the next switch began, and were answered by another version than the one switched to. Between a
- * switch's start and its acknowledgement either version may answer; outside that window only one may.
+ * Requests routed surely after a switch was applied and surely before the next one began, that were
+ * answered by another version than the one switched to. A request is routed some time between its
+ * recorded start and its end, so: started after the data plane acknowledged switch i, and ended
+ * before switch i+1 began. Requests overlapping a switch may get either version.
  */
 export function staleAfterSwitch(samples: VersionSample[], deployments: DeploymentRecord[]): string[] {
   const switches = deployments
@@ -66,7 +67,7 @@ export function staleAfterSwitch(samples: VersionSample[], deployments: Deployme
   for (const [i, sw] of switches.entries()) {
     const until = switches[i + 1]?.began ?? Number.POSITIVE_INFINITY;
     for (const s of samples) {
-      if (s.start > sw.at && s.start < until && s.version !== sw.version) {
+      if (s.start > sw.at && s.end < until && s.version !== sw.version) {
         problems.push(`request started ${s.start - sw.at}ms after the switch to ${sw.version} got ${s.version ?? `status ${s.status}`}`);
       }
     }

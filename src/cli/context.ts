@@ -1,20 +1,11 @@
 import { hostname, userInfo } from 'node:os';
 import path from 'node:path';
-import type { Command } from 'commander';
 import { type LoadedConfig, loadConfig } from '../core/config/load.js';
 import { endpointText } from '../core/model.js';
 import { readDaemonInfo, readToken, statePaths } from '../daemon/files.js';
 import { pidAlive } from '../proc.js';
 import { ApiClient } from './client.js';
-
-export interface ConfigOption {
-  config: string;
-}
-
-/** Adds `-c, --config <file>` (default ./teal.yml), which every verb takes. */
-export function withConfig(cmd: Command): Command {
-  return cmd.option('-c, --config <file>', 'the teal.yml to use', 'teal.yml');
-}
+import type { ConfigOption } from './options.js';
 
 export function loadFor(opts: ConfigOption): LoadedConfig {
   return loadConfig(path.resolve(opts.config));

@@ -1,8 +1,8 @@
 import type { Command } from 'commander';
 import type { DeployPlan } from '../core/plan.js';
 import type { DeploymentRecord } from '../core/records.js';
-import { type ConfigOption, clientFor, withConfig } from './context.js';
 import { followDeployment } from './follow.js';
+import { type ConfigOption, withConfig } from './options.js';
 import { paint, printJson } from './output.js';
 
 interface DeployOptions extends ConfigOption {
@@ -43,6 +43,7 @@ Examples:
   teal deploy web --version v2 --json | jq .state`,
     )
     .action(async (service: string, opts: DeployOptions) => {
+      const { clientFor } = await import('./context.js');
       const { client } = clientFor(opts);
       const path = `/v1/services/${encodeURIComponent(service)}/deployments`;
       if (opts.dryRun) {

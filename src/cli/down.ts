@@ -1,9 +1,8 @@
 import type { Command } from 'commander';
 import { TealError } from '../core/errors.js';
 import { readDaemonInfo, statePaths } from '../daemon/files.js';
-import { teardown } from '../daemon/teardown.js';
 import { pidAlive } from '../proc.js';
-import { type ConfigOption, loadFor, withConfig } from './context.js';
+import { type ConfigOption, withConfig } from './options.js';
 
 export function downCommand(program: Command): void {
   withConfig(
@@ -23,6 +22,7 @@ Example:
   teal down -c examples/hello/teal.yml`,
     )
     .action(async (opts: ConfigOption) => {
+      const { loadFor } = await import('./context.js');
       const loaded = loadFor(opts);
       const paths = statePaths(loaded.stateDir);
       const info = readDaemonInfo(paths);
@@ -32,6 +32,7 @@ Example:
           `teal up is still running (pid ${info.pid}); stop it first (Ctrl-C, or kill ${info.pid})`,
         );
       }
+      const { teardown } = await import('../daemon/teardown.js');
       await teardown(paths);
       process.stderr.write('stopped the data plane and every instance\n');
     });

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { formatDuration } from '../core/config/duration.js';
 import type { DeploymentSummary } from '../core/status.js';
-import { type ConfigOption, clientFor, withConfig } from './context.js';
+import { type ConfigOption, withConfig } from './options.js';
 import { ago, outcome, paint, printJson, table } from './output.js';
 
 export function historyCommand(program: Command): void {
@@ -21,6 +21,7 @@ Examples:
   teal history web --json | jq '.[] | select(.state=="failed")'`,
     )
     .action(async (service: string, opts: ConfigOption & { json?: boolean; limit: string }) => {
+      const { clientFor } = await import('./context.js');
       const { client } = clientFor(opts);
       const list = await client.request<DeploymentSummary[]>(
         'GET',

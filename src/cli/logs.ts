@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { TealError } from '../core/errors.js';
-import { type ConfigOption, clientFor, withConfig } from './context.js';
+import { type ConfigOption, withConfig } from './options.js';
 
 export function logsCommand(program: Command): void {
   withConfig(
@@ -24,6 +24,7 @@ Examples:
         if (opts.slot !== undefined && opts.slot !== 'blue' && opts.slot !== 'green') {
           throw new TealError('TEAL_USAGE', `--slot expects blue or green, got ${JSON.stringify(opts.slot)}`);
         }
+        const { clientFor } = await import('./context.js');
         const { client } = clientFor(opts);
         const query = new URLSearchParams({
           tail: opts.tail,

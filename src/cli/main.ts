@@ -1,46 +1,20 @@
 #!/usr/bin/env node
-import { Command } from 'commander';
-import { packageVersion } from '../daemon/version.js';
-import { deployCommand } from './deploy.js';
-import { downCommand } from './down.js';
-import { historyCommand } from './history.js';
-import { logsCommand } from './logs.js';
-import { proxyCommand } from './proxy.js';
-import { rollbackCommand } from './rollback.js';
-import { run } from './run.js';
-import { statusCommand } from './status.js';
-import { upCommand } from './up.js';
-import { validateCommand } from './validate.js';
+/**
+ * The `teal` command. `teal proxy` (the data plane, started by `teal up`) takes a short path that
+ * loads neither commander nor any control-plane module: its memory is paid on every host, for as
+ * long as it runs. Everything else goes through the full command line in program.ts.
+ */
+// `teal history web | head` closes the pipe early: that is the reader's choice, not an error.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+  throw err;
+});
 
-const program = new Command('teal')
-  .description('blue-green deploys with zero downtime')
-  .version(packageVersion(), '-V, --version', 'print the teal version')
-  // Options after a verb belong to the verb: `teal deploy web --version v2` is the deploy's version.
-  .enablePositionalOptions()
-  // Errors come back to run() as exceptions, so every exit code is decided in one place.
-  .exitOverride()
-  .showHelpAfterError('(run with --help for usage and examples)')
-  .addHelpText(
-    'after',
-    `
-Every command reads ./teal.yml unless -c names another file.
-
-Examples:
-  teal up                                  start teal (proxy, API) for ./teal.yml
-  teal deploy web --version v2             deploy v2 of web, blue-green
-  teal status                              which slot is live, what runs where
-  teal rollback web                        switch back to the previous release
-  teal validate                            check teal.yml`,
-  );
-
-upCommand(program);
-deployCommand(program);
-rollbackCommand(program);
-statusCommand(program);
-historyCommand(program);
-logsCommand(program);
-validateCommand(program);
-downCommand(program);
-proxyCommand(program);
-
-await run(program, process.argv);
+const args = process.argv.slice(2);
+if (args[0] === 'proxy' && !args.includes('--help') && !args.includes('-h')) {
+  const { proxyFastPath } = await import('./proxy-fast.js');
+  await proxyFastPath(args.slice(1));
+} else {
+  const { runProgram } = await import('./program.js');
+  await runProgram(process.argv);
+}

@@ -1,5 +1,4 @@
 import type { Command } from 'commander';
-import { runDataPlaneProcess } from '../proxy/builtin/process-main.js';
 
 export function proxyCommand(program: Command): void {
   program
@@ -18,6 +17,7 @@ Example:
   teal proxy --listen 0.0.0.0:8080 --admin .teal/proxy.sock --state .teal/proxy-table.json`,
     )
     .action(async (opts: { listen: string; admin: string; state: string }) => {
+      const { runDataPlaneProcess } = await import('../proxy/builtin/process-main.js');
       await runDataPlaneProcess({ listen: opts.listen, admin: opts.admin, state: opts.state });
     });
 }

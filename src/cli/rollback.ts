@@ -1,8 +1,8 @@
 import type { Command } from 'commander';
 import { TealError } from '../core/errors.js';
 import type { DeploymentRecord } from '../core/records.js';
-import { type ConfigOption, clientFor, withConfig } from './context.js';
 import { followDeployment } from './follow.js';
+import { type ConfigOption, withConfig } from './options.js';
 
 interface RollbackOptions extends ConfigOption {
   to?: string;
@@ -34,6 +34,7 @@ Examples:
   teal rollback web --to 3       back to release 3`,
     )
     .action(async (service: string, opts: RollbackOptions) => {
+      const { clientFor } = await import('./context.js');
       const { client } = clientFor(opts);
       let to: number | undefined;
       if (opts.to !== undefined) {

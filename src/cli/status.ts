@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { SLOTS } from '../core/model.js';
 import type { ServiceStatus } from '../core/status.js';
-import { type ConfigOption, clientFor, withConfig } from './context.js';
+import { type ConfigOption, withConfig } from './options.js';
 import { ago, outcome, paint, printJson, table } from './output.js';
 
 export function statusCommand(program: Command): void {
@@ -20,6 +20,7 @@ Examples:
   teal status web --json | jq -r .live`,
     )
     .action(async (service: string | undefined, opts: ConfigOption & { json?: boolean }) => {
+      const { clientFor } = await import('./context.js');
       const { client } = clientFor(opts);
       const statuses = service
         ? [await client.request<ServiceStatus>('GET', `/v1/services/${encodeURIComponent(service)}`)]

@@ -1,9 +1,8 @@
 import path from 'node:path';
 import type { Command } from 'commander';
 import { TealError } from '../core/errors.js';
-import { startDaemon } from '../daemon/daemon.js';
 import { createLogger } from '../daemon/log.js';
-import { type ConfigOption, withConfig } from './context.js';
+import { type ConfigOption, withConfig } from './options.js';
 
 export function upCommand(program: Command): void {
   withConfig(
@@ -32,6 +31,7 @@ Examples:
       }
       const pretty = opts.logFormat ? opts.logFormat === 'pretty' : Boolean(process.stdout.isTTY);
       const log = createLogger({ pretty });
+      const { startDaemon } = await import('../daemon/daemon.js');
       const daemon = await startDaemon({ configFile: path.resolve(opts.config), log });
       if (pretty) {
         process.stdout.write(

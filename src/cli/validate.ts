@@ -1,6 +1,6 @@
 import path from 'node:path';
 import type { Command } from 'commander';
-import { type ConfigOption, loadFor, withConfig } from './context.js';
+import { type ConfigOption, withConfig } from './options.js';
 import { printJson } from './output.js';
 
 export function validateCommand(program: Command): void {
@@ -17,7 +17,8 @@ Examples:
   teal validate
   teal validate -c deploy/teal.yml --json`,
     )
-    .action((opts: ConfigOption & { json?: boolean }) => {
+    .action(async (opts: ConfigOption & { json?: boolean }) => {
+      const { loadFor } = await import('./context.js');
       const loaded = loadFor(opts);
       const services = Object.keys(loaded.config.services);
       if (opts.json) {

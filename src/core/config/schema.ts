@@ -1,5 +1,8 @@
 import { z } from 'zod';
+import { ADDRESS, parseAddress } from './address.js';
 import { DURATION_PATTERN, parseDuration } from './duration.js';
+
+export { type Address, parseAddress } from './address.js';
 
 /**
  * The one schema of teal.yml. `loadConfig` validates with it; `json-schema.ts` turns the same schema
@@ -30,22 +33,6 @@ const port = z
   .int({ error: (iss) => `expected a port number (1-65535), got ${describe(iss.input)}` })
   .min(1, { error: (iss) => `expected a port number (1-65535), got ${describe(iss.input)}` })
   .max(65535, { error: (iss) => `expected a port number (1-65535), got ${describe(iss.input)}` });
-
-export interface Address {
-  host: string;
-  port: number;
-}
-
-const ADDRESS = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/;
-
-/** "host:port", with port 0 meaning "any free port" (tests use it). */
-export function parseAddress(text: string): Address {
-  const m = ADDRESS.exec(text);
-  const portNumber = m ? Number(m[2]) : Number.NaN;
-  if (!m || portNumber > 65535)
-    throw new Error(`expected an address like "127.0.0.1:8080", got ${describe(text)}`);
-  return { host: m[1]!.replace(/^\[|\]$/g, ''), port: portNumber };
-}
 
 const address = (example: string, description: string) =>
   z

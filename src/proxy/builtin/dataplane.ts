@@ -1,22 +1,25 @@
 import { readFileSync } from 'node:fs';
 import { chmod, lstat, mkdir, unlink } from 'node:fs/promises';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type http from 'node:http';
+import net, { type AddressInfo, type Socket } from 'node:net';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { parseAddress } from '../../core/config/schema.js';
+import { parseAddress } from '../../core/config/address.js';
 import { isTealError, TealError, toTealError } from '../../core/errors.js';
 import { endpointText } from '../../core/model.js';
 import { packageRoot } from '../../paths.js';
 import type { DrainResult, RoutingTable, TrafficStats } from '../switch.js';
 import { type AdminTarget, createAdminServer, type DataPlaneInfo } from './admin.js';
 import { adminCall } from './admin-client.js';
-import { forward, type PlaneView } from './forward.js';
+import { ClientConnection, type PlaneContext } from './client.js';
+import { selfCheck } from './http1.js';
 import type { EventLog } from './log.js';
+import type { PoolRuntime } from './pool.js';
 import { PoolSet } from './pool-set.js';
-import { type CompiledTable, compileTable } from './select.js';
+import { type CompiledTable, compileTable, type Refusal, selectPool } from './select.js';
 import { loadTable, saveTable } from './state-file.js';
 import { forwardUpgrade } from './upgrade.js';
+import type { RequestHead } from './wire.js';
 
 export interface DataPlaneOptions {
   /** "host:port" users connect to; port 0 picks a free one (see `info().listen`). */
@@ -26,12 +29,14 @@ export interface DataPlaneOptions {
   /** Where the applied table is saved, and read back on start. */
   state: string;
   log: EventLog;
+  /** Request bodies over this are refused with 413 (default 100 MiB). */
+  maxBodyBytes?: number;
 }
+
+export const DEFAULT_MAX_BODY_BYTES = 100 * 1024 * 1024;
 
 /** Unix socket paths are limited to ~104-108 bytes depending on the OS. */
 const MAX_SOCKET_PATH = 100;
-/** Idle client connections stay open this long (nginx's default), so clients rarely race a close. */
-const CLIENT_KEEP_ALIVE_MS = 75_000;
 
 function version(): string {
   try {
@@ -42,7 +47,10 @@ function version(): string {
   }
 }
 
-function listenOn(server: http.Server, target: { host: string; port: number } | string): Promise<void> {
+function listenOn(
+  server: net.Server | http.Server,
+  target: { host: string; port: number } | string,
+): Promise<void> {
   return new Promise((resolve, reject) => {
     const onError = (err: Error) => reject(err);
     server.once('error', onError);
@@ -94,12 +102,14 @@ async function claimAdminSocket(socket: string): Promise<void> {
  * The builtin data plane: the public HTTP server, the routing table it serves, the pools behind it
  * and the admin API that changes them. `teal proxy` runs one per process.
  */
-export class DataPlane implements AdminTarget, PlaneView {
+export class DataPlane implements AdminTarget, PlaneContext {
   table: CompiledTable | null = null;
   closing = false;
   private applied: RoutingTable | null = null;
   private readonly pools = new PoolSet();
-  private readonly server: http.Server;
+  readonly connections = new Set<ClientConnection>();
+  readonly maxBodyBytes: number;
+  private readonly server: net.Server;
   private readonly admin: http.Server;
   private readonly opts: DataPlaneOptions;
   private readonly startedAt = new Date().toISOString();
@@ -110,15 +120,23 @@ export class DataPlane implements AdminTarget, PlaneView {
 
   private constructor(opts: DataPlaneOptions) {
     this.opts = opts;
-    this.server = http.createServer({ keepAliveTimeout: CLIENT_KEEP_ALIVE_MS });
-    this.server.on('request', (req, res) => forward(this, req, res));
-    this.server.on('upgrade', (req, socket, head) => forwardUpgrade(this, req, socket, head));
+    this.maxBodyBytes = opts.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
+    this.server = net.createServer({ noDelay: true }, (socket) => new ClientConnection(this, socket));
     this.admin = createAdminServer(this, opts.log);
-    this.sweeper = setInterval(() => this.pools.sweep(), 30_000).unref();
+    // One timer for every deadline (idle clients, slow heads, connect and response timeouts, idle
+    // upstream connections), instead of timers per request.
+    let ticks = 0;
+    this.sweeper = setInterval(() => {
+      const now = Date.now();
+      for (const c of this.connections) c.sweep(now);
+      for (const pool of this.pools.all()) pool.sweep(now);
+      if (++ticks % 30 === 0) this.pools.sweep(now);
+    }, 1_000).unref();
   }
 
   /** Starts serving: the saved table at once if there is one, then the public port, then the admin socket. */
   static async start(opts: DataPlaneOptions): Promise<DataPlane> {
+    selfCheck();
     let address: { host: string; port: number };
     try {
       address = parseAddress(opts.listen);
@@ -169,6 +187,14 @@ export class DataPlane implements AdminTarget, PlaneView {
     const pools = this.pools.adopt(table);
     this.table = compileTable(table, pools);
     this.applied = table;
+  }
+
+  route(req: RequestHead): PoolRuntime | Refusal {
+    return selectPool(this.table, req);
+  }
+
+  upgrade(req: RequestHead, socket: Socket, head: Buffer): void {
+    forwardUpgrade(selectPool(this.table, req), req, socket, head);
   }
 
   info(): DataPlaneInfo {
@@ -254,11 +280,11 @@ export class DataPlane implements AdminTarget, PlaneView {
     const deadline = performance.now() + graceMs;
     const inFlight = () => this.pools.all().reduce((n, p) => n + p.inFlight, 0);
     while (inFlight() > 0 && performance.now() < deadline) {
-      this.server.closeIdleConnections();
+      for (const c of this.connections) c.closeWhenIdle();
       await new Promise((r) => setTimeout(r, 25));
     }
     this.pools.destroyAll();
-    this.server.closeAllConnections();
+    for (const c of this.connections) c.destroy();
     await stopped;
     if (this.admin.listening) {
       await new Promise<void>((resolve) => {

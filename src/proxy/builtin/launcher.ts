@@ -93,6 +93,9 @@ export async function ensureDataPlane(opts: EnsureDataPlaneOptions): Promise<Dat
   );
   const fd = openSync(opts.logFile, 'a');
   const args = [
+    // A 1 MB young generation keeps the data plane's RSS low at no measured cost in throughput
+    // (npm run bench; the default 16 MB adds ~20 MB of RSS under load).
+    '--max-semi-space-size=1',
     cliEntry(),
     'proxy',
     '--listen',

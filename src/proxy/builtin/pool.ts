@@ -1,40 +1,15 @@
-import http from 'node:http';
 import { endpointText } from '../../core/model.js';
 import type { Pool, PoolStats } from '../switch.js';
 import { LatencyHistogram, STATUS_CLASSES, statusClass } from './stats.js';
+import { UpstreamEndpoint } from './upstream.js';
+
+export { UpstreamEndpoint } from './upstream.js';
 
 /** Something in flight on a pool that a drain may have to cut: an HTTP exchange or a spliced upgrade. */
 export interface Flight {
   destroy(): void;
-}
-
-function newAgent(): http.Agent {
-  // lifo reuses the most recently used socket, so idle ones age out on the upstream's side rather
-  // than being picked just as the upstream closes them.
-  return new http.Agent({ keepAlive: true, scheduling: 'lifo', maxFreeSockets: 256, noDelay: true });
-}
-
-/** One upstream address with its own keep-alive agent and a count of requests outstanding on it. */
-export class UpstreamEndpoint {
-  readonly host: string;
-  readonly port: number;
-  readonly key: string;
-  agent: http.Agent;
-  outstanding = 0;
-  /** Left the pool's endpoint list: its agent goes once its last request is done. */
-  removed = false;
-
-  constructor(host: string, port: number) {
-    this.host = host;
-    this.port = port;
-    this.key = endpointText({ host, port });
-    this.agent = newAgent();
-  }
-
-  release(): void {
-    this.outstanding--;
-    if (this.removed && this.outstanding === 0) this.agent.destroy();
-  }
+  /** Deadlines (connect, response head), checked once a second. */
+  checkTimeouts?(now: number): void;
 }
 
 /**
@@ -51,7 +26,6 @@ export class PoolRuntime {
   drainedAt = 0;
   inFlight = 0;
   openStreams = 0;
-  private agentsClosed = false;
   private next = 0;
   private requests = 0;
   private upstreamErrors = 0;
@@ -62,7 +36,7 @@ export class PoolRuntime {
 
   constructor(meta: Pool) {
     this.meta = meta;
-    this.endpoints = meta.endpoints.map((e) => new UpstreamEndpoint(e.host, e.port));
+    this.endpoints = meta.endpoints.map((e) => new UpstreamEndpoint(e.host, e.port, endpointText(e)));
   }
 
   get busy(): number {
@@ -144,30 +118,31 @@ export class PoolRuntime {
     return n;
   }
 
-  /** Destroys the keep-alive agents so no idle socket stays open to an app that is being stopped. */
+  /** Closes every upstream connection, so none stays open to an app that is being stopped. */
   closeAgents(): void {
-    this.agentsClosed = true;
-    for (const ep of this.endpoints) ep.agent.destroy();
+    for (const ep of this.endpoints) ep.destroyAll();
+  }
+
+  /** Closes idle upstream connections past their keep-alive time; checks exchanges' deadlines. */
+  sweep(now: number): void {
+    for (const ep of this.endpoints) ep.sweep(now);
+    for (const f of this.flights) f.checkTimeouts?.(now);
   }
 
   /** Takes the pool's place in a new table: same id, so same upstreams, but keep the list in sync. */
   update(meta: Pool): void {
     this.meta = meta;
     this.inTable = true;
-    if (this.agentsClosed) {
-      this.agentsClosed = false;
-      for (const ep of this.endpoints) ep.agent = newAgent();
-    }
     const byKey = new Map(this.endpoints.map((ep) => [ep.key, ep]));
     const next = meta.endpoints.map((e) => {
       const key = endpointText(e);
-      const ep = byKey.get(key) ?? new UpstreamEndpoint(e.host, e.port);
+      const ep = byKey.get(key) ?? new UpstreamEndpoint(e.host, e.port, key);
       byKey.delete(key);
       return ep;
     });
     for (const gone of byKey.values()) {
       gone.removed = true;
-      if (gone.outstanding === 0) gone.agent.destroy();
+      if (gone.outstanding === 0) gone.closeIdle();
     }
     this.endpoints = next;
   }

@@ -1,7 +1,7 @@
-import type { IncomingMessage } from 'node:http';
 import type { RoutingTable } from '../switch.js';
 import type { PoolRuntime } from './pool.js';
 import { Router, type RouterEntry } from './router.js';
+import { type RequestHead, SLOT_HEADER } from './wire.js';
 
 /** One service's place in a compiled table: its live pool and the idle slot's preview pool. */
 export interface ServiceTarget {
@@ -40,19 +40,17 @@ export class Refusal {
   }
 }
 
-export const SLOT_HEADER = 'x-teal-slot';
-
 /**
  * The pool a request goes to: the live pool of the service its route names, or, with the header
  * `X-Teal-Slot: blue|green`, that slot's pool (the preview pool, or the live one if it is that slot).
  */
-export function selectPool(table: CompiledTable | null, req: IncomingMessage): PoolRuntime | Refusal {
+export function selectPool(table: CompiledTable | null, req: RequestHead): PoolRuntime | Refusal {
   if (table === null) return new Refusal(503, 'no routing table has been applied yet');
-  const target = table.router.match(req.headers.host, req.url ?? '/');
+  const target = table.router.match(req.host, req.url);
   if (target === undefined) {
-    return new Refusal(404, `no route for ${req.headers.host ?? '(no host)'}${req.url ?? ''}`);
+    return new Refusal(404, `no route for ${req.host ?? '(no host)'}${req.url}`);
   }
-  const slot = req.headers[SLOT_HEADER];
+  const slot = req.slot;
   if (slot !== undefined) {
     const wanted = String(slot).trim().toLowerCase();
     if (target.preview?.meta.slot === wanted) return target.preview;

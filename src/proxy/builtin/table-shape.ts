@@ -1,4 +1,3 @@
-import { z } from 'zod';
 import { TealError } from '../../core/errors.js';
 import type { RoutingTable } from '../switch.js';
 import { hostOf, normalizePrefix } from './router.js';
@@ -8,39 +7,70 @@ import { hostOf, normalizePrefix } from './router.js';
  * the data plane keeps serving the one it had.
  */
 
-const endpoint = z.object({
-  host: z.string().min(1),
-  port: z.number().int().min(1).max(65535),
-});
+// Checked by hand rather than with zod: the data plane loads nothing it does not need, since
+// every megabyte of its RSS is paid on every host that runs one.
+class Shape extends Error {}
 
-const pool = z.object({
-  id: z.string().min(1),
-  service: z.string().min(1),
-  slot: z.enum(['blue', 'green']),
-  release: z.number().int().min(0),
-  version: z.string(),
-  endpoints: z.array(endpoint).min(1, { error: 'a pool needs at least one endpoint' }),
-});
+function at(path: string, message: string): never {
+  throw new Shape(`${path || '(table)'}: ${message}`);
+}
 
-const route = z.object({
-  host: z.string().min(1).optional(),
-  path: z.string().startsWith('/', { error: 'a route path starts with /' }),
-});
+function record(v: unknown, path: string): Record<string, unknown> {
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) at(path, 'expected an object');
+  return v as Record<string, unknown>;
+}
 
-const table = z.object({
-  revision: z.number().int().min(0),
-  services: z.array(
-    z.object({
-      service: z.string().min(1),
-      routes: z.array(route),
-      live: pool.nullable(),
-      preview: pool.nullable(),
-    }),
-  ),
-});
+function list(v: unknown, path: string): unknown[] {
+  if (!Array.isArray(v)) at(path, 'expected an array');
+  return v as unknown[];
+}
 
-function problemsOf(error: z.ZodError): string {
-  return error.issues.map((i) => `${i.path.length ? i.path.join('.') : '(table)'}: ${i.message}`).join('; ');
+function text(v: unknown, path: string, nonEmpty = true): string {
+  if (typeof v !== 'string' || (nonEmpty && v.length === 0))
+    at(path, nonEmpty ? 'expected a non-empty string' : 'expected a string');
+  return v as string;
+}
+
+function integer(v: unknown, path: string, min: number, max = Number.MAX_SAFE_INTEGER): number {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max)
+    at(path, `expected an integer from ${min} to ${max}`);
+  return v as number;
+}
+
+function checkPool(v: unknown, path: string): void {
+  if (v === null) return;
+  const p = record(v, path);
+  text(p.id, `${path}.id`);
+  text(p.service, `${path}.service`);
+  if (p.slot !== 'blue' && p.slot !== 'green') at(`${path}.slot`, 'expected blue or green');
+  integer(p.release, `${path}.release`, 0);
+  text(p.version, `${path}.version`, false);
+  const endpoints = list(p.endpoints, `${path}.endpoints`);
+  if (endpoints.length === 0) at(`${path}.endpoints`, 'a pool needs at least one endpoint');
+  endpoints.forEach((e, i) => {
+    const ep = record(e, `${path}.endpoints.${i}`);
+    text(ep.host, `${path}.endpoints.${i}.host`);
+    integer(ep.port, `${path}.endpoints.${i}.port`, 1, 65535);
+  });
+}
+
+function checkTable(input: unknown): void {
+  const t = record(input, '');
+  integer(t.revision, 'revision', 0);
+  list(t.services, 'services').forEach((sv, i) => {
+    const s = record(sv, `services.${i}`);
+    text(s.service, `services.${i}.service`);
+    list(s.routes, `services.${i}.routes`).forEach((rv, j) => {
+      const r = record(rv, `services.${i}.routes.${j}`);
+      if (r.host !== undefined) text(r.host, `services.${i}.routes.${j}.host`);
+      if (typeof r.path !== 'string' || !r.path.startsWith('/'))
+        at(`services.${i}.routes.${j}.path`, 'a route path starts with /');
+    });
+    if (!('live' in s)) at(`services.${i}.live`, 'expected a pool or null');
+    if (!('preview' in s)) at(`services.${i}.preview`, 'expected a pool or null');
+    checkPool(s.live, `services.${i}.live`);
+    checkPool(s.preview, `services.${i}.preview`);
+  });
 }
 
 function bad(message: string): TealError {
@@ -49,9 +79,13 @@ function bad(message: string): TealError {
 
 /** Checks a routing table's shape and that it is unambiguous; throws TEAL_BAD_REQUEST naming the problem. */
 export function parseTable(input: unknown): RoutingTable {
-  const parsed = table.safeParse(input);
-  if (!parsed.success) throw bad(`invalid routing table: ${problemsOf(parsed.error)}`);
-  const t = parsed.data as RoutingTable;
+  try {
+    checkTable(input);
+  } catch (err) {
+    if (err instanceof Shape) throw bad(`invalid routing table: ${err.message}`);
+    throw err;
+  }
+  const t = input as RoutingTable;
   const services = new Set<string>();
   const routes = new Map<string, string>();
   const pools = new Map<string, string>();
@@ -81,13 +115,15 @@ export function parseTable(input: unknown): RoutingTable {
   return t;
 }
 
-const drainRequest = z.object({
-  pool: z.string().min(1),
-  timeoutMs: z.number().min(0),
-});
-
 export function parseDrainRequest(input: unknown): { pool: string; timeoutMs: number } {
-  const parsed = drainRequest.safeParse(input);
-  if (!parsed.success) throw bad(`invalid drain request: ${problemsOf(parsed.error)}`);
-  return parsed.data;
+  try {
+    const r = record(input, '');
+    const pool = text(r.pool, 'pool');
+    if (typeof r.timeoutMs !== 'number' || !(r.timeoutMs >= 0))
+      at('timeoutMs', 'expected a number of milliseconds');
+    return { pool, timeoutMs: r.timeoutMs as number };
+  } catch (err) {
+    if (err instanceof Shape) throw bad(`invalid drain request: ${err.message}`);
+    throw err;
+  }
 }

@@ -1,76 +1,57 @@
-import http from 'node:http';
-import type { Socket } from 'node:net';
+import net, { type Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
-import type { Duplex } from 'node:stream';
-import type { PlaneView } from './forward.js';
-import { CONNECT_TIMEOUT_MS, HEADERS_TIMEOUT_MS } from './forward.js';
-import { rawResponse, requestIdOf, upstreamRequestHeaders } from './headers.js';
-import type { Flight, PoolRuntime, UpstreamEndpoint } from './pool.js';
-import { Refusal, selectPool } from './select.js';
-
-/** Response headers that describe the upstream connection rather than the upgraded one. */
-const DROP_ON_UPGRADE = new Set([
-  'keep-alive',
-  'proxy-connection',
-  'te',
-  'trailer',
-  'transfer-encoding',
-  'x-request-id',
-]);
-
-function headerLines(raw: string[], skip: Set<string>): string {
-  let out = '';
-  for (let i = 0; i + 1 < raw.length; i += 2) {
-    if (!skip.has(raw[i]!.toLowerCase())) out += `${raw[i]}: ${raw[i + 1]}\r\n`;
-  }
-  return out;
-}
+import { CONNECT_TIMEOUT_MS, HEADERS_TIMEOUT_MS } from './exchange.js';
+import { Http1Parser, type ParsedHead } from './http1.js';
+import type { Flight, PoolRuntime } from './pool.js';
+import type { Refusal } from './select.js';
+import type { UpstreamEndpoint } from './upstream.js';
+import { plainResponse, type RequestHead, responseHeaderLines, statusLine, upstreamHead } from './wire.js';
 
 /**
- * Websocket (and any other `Upgrade`) requests: the upgrade request goes to the upstream, and once
- * it answers 101 the two sockets are spliced. The connection stays on the pool it was routed to,
- * counted as an open stream, until either side closes it or a drain of that pool times out.
+ * Websocket (and any other `Upgrade`) requests: the upgrade request goes to the upstream on a
+ * connection of its own, and once it answers 101 the two sockets are spliced. The connection stays
+ * on the pool it was routed to, counted as an open stream, until either side closes it or a drain
+ * of that pool times out: a switch never cuts it (kamal-proxy's users complain of exactly that).
  */
 export function forwardUpgrade(
-  plane: PlaneView,
-  req: http.IncomingMessage,
-  socket: Duplex,
+  route: PoolRuntime | Refusal,
+  req: RequestHead,
+  client: Socket,
   head: Buffer,
 ): void {
-  const id = requestIdOf(req);
-  const pool = selectPool(plane.table, req);
-  if (pool instanceof Refusal) {
-    socket.on('error', () => socket.destroy());
-    socket.end(
-      rawResponse(pool.status, http.STATUS_CODES[pool.status] ?? '', `${pool.reason} (request ${id})\n`, id),
-    );
+  client.on('error', () => client.destroy());
+  if (req.method === 'CONNECT') {
+    client.end(plainResponse(405, 'CONNECT is not supported', req.requestId, true), 'latin1');
     return;
   }
-  new Splice(pool, req, socket, head, id).start();
+  if (!('meta' in route)) {
+    client.end(plainResponse(route.status, route.reason, req.requestId, true), 'latin1');
+    return;
+  }
+  new Splice(route, req, client, head).start();
 }
 
 class Splice implements Flight {
   private readonly pool: PoolRuntime;
-  private readonly req: http.IncomingMessage;
-  private readonly client: Duplex;
+  private readonly req: RequestHead;
+  private readonly client: Socket;
   private readonly head: Buffer;
-  private readonly id: string;
   private readonly started = performance.now();
   private endpoint: UpstreamEndpoint | undefined;
-  private upstreamReq: http.ClientRequest | undefined;
-  private upstream: Duplex | undefined;
+  private upstream: Socket | undefined;
+  private parser: Http1Parser | undefined;
   private timer: NodeJS.Timeout | undefined;
   private upgraded = false;
+  private answer: ParsedHead | undefined;
   private status = 0;
   private upstreamError = false;
   private ended = false;
 
-  constructor(pool: PoolRuntime, req: http.IncomingMessage, client: Duplex, head: Buffer, id: string) {
+  constructor(pool: PoolRuntime, req: RequestHead, client: Socket, head: Buffer) {
     this.pool = pool;
     this.req = req;
     this.client = client;
     this.head = head;
-    this.id = id;
   }
 
   start(): void {
@@ -78,80 +59,74 @@ class Splice implements Flight {
     const ep = this.pool.pick();
     ep.outstanding++;
     this.endpoint = ep;
-    this.client.on('error', this.finish);
     this.client.on('close', this.finish);
-    const upstreamReq = http.request({
-      host: ep.host,
-      port: ep.port,
-      method: this.req.method,
-      path: this.req.url,
-      headers: upstreamRequestHeaders(this.req, this.id, true),
-      agent: false,
+    const upstream = net.connect({ host: ep.host, port: ep.port, noDelay: true });
+    this.upstream = upstream;
+    this.parser = new Http1Parser('response', {
+      head: (h) => {
+        this.answer = h;
+        return false;
+      },
+      body: (chunk) => this.client.write(chunk),
+      // A 101 completes as a message of its own, before the splice; only a refusal ends here.
+      complete: () => {
+        if (this.answer && this.answer.status !== 101) this.client.end();
+      },
     });
-    this.upstreamReq = upstreamReq;
-    upstreamReq.on('upgrade', this.onUpgrade);
-    upstreamReq.on('response', this.onRefused);
-    upstreamReq.on('error', (err: NodeJS.ErrnoException) => {
-      if (this.status !== 0 || this.ended) return;
-      this.reject(502, `${this.pool.meta.id} failed before responding (${err.code ?? err.message})`);
+    upstream.on('data', this.onUpstreamData);
+    upstream.on('error', (err: NodeJS.ErrnoException) => {
+      if (this.status === 0)
+        this.reject(502, `${this.pool.meta.id} failed before responding (${err.code ?? err.message})`);
     });
+    upstream.on('close', this.finish);
     this.timer = setTimeout(
       () => this.reject(504, `${this.pool.meta.id} did not answer the upgrade in time`),
       CONNECT_TIMEOUT_MS + HEADERS_TIMEOUT_MS,
     );
-    upstreamReq.end();
+    upstream.write(upstreamHead(this.req), 'latin1');
+    if (this.head.length > 0) upstream.write(this.head);
   }
 
   destroy(): void {
     this.client.destroy();
     this.upstream?.destroy();
-    this.upstreamReq?.destroy();
   }
 
-  private readonly onUpgrade = (upRes: http.IncomingMessage, upstream: Socket, upHead: Buffer): void => {
-    clearTimeout(this.timer);
-    this.status = upRes.statusCode ?? 101;
-    this.upstream = upstream;
-    if (this.ended) {
-      upstream.destroy();
+  private readonly onUpstreamData = (data: Buffer): void => {
+    let parsed: number;
+    try {
+      parsed = this.parser!.execute(data);
+    } catch {
+      this.reject(502, `${this.pool.meta.id} sent an answer that is not HTTP`);
       return;
     }
-    this.upgraded = true;
-    this.pool.promote();
-    const client = this.client as Socket;
-    upstream.setNoDelay(true);
-    client.setNoDelay?.(true);
-    client.setTimeout?.(0);
-    client.write(
-      `HTTP/1.1 ${this.status} ${upRes.statusMessage ?? 'Switching Protocols'}\r\n` +
-        headerLines(upRes.rawHeaders, DROP_ON_UPGRADE) +
-        `x-request-id: ${this.id}\r\n\r\n`,
-    );
-    if (upHead.length > 0) client.write(upHead);
-    if (this.head.length > 0) upstream.write(this.head);
-    upstream.on('error', this.finish);
-    upstream.on('close', this.finish);
-    upstream.pipe(client);
-    client.pipe(upstream);
-  };
-
-  /** The upstream answered without upgrading (a 400, 401, 404...): relay that answer and close. */
-  private readonly onRefused = (upRes: http.IncomingMessage): void => {
+    const answer = this.answer;
+    if (!answer || this.status !== 0) return;
+    this.status = answer.status;
     clearTimeout(this.timer);
-    this.status = upRes.statusCode ?? 502;
-    if (this.ended) {
-      upRes.destroy();
+    const { lines } = responseHeaderLines(answer, this.req.requestId);
+    if (answer.status === 101 && answer.upgrade) {
+      this.upgraded = true;
+      this.pool.promote();
+      const upstream = this.upstream!;
+      upstream.off('data', this.onUpstreamData);
+      this.client.setTimeout(0);
+      this.client.write(
+        `${statusLine(101, answer.statusMessage)}${lines}connection: Upgrade\r\nupgrade: ${headerOf(answer, 'upgrade') ?? this.req.upgradeProtocol ?? ''}\r\n\r\n`,
+        'latin1',
+      );
+      const rest = data.subarray(parsed);
+      if (rest.length > 0) this.client.write(rest);
+      upstream.pipe(this.client);
+      this.client.pipe(upstream);
+      this.client.resume();
       return;
     }
+    // The upstream answered without upgrading (400, 401, 404...): relay that answer, then close.
     this.client.write(
-      `HTTP/1.1 ${this.status} ${upRes.statusMessage ?? ''}\r\n` +
-        headerLines(
-          upRes.rawHeaders,
-          new Set([...DROP_ON_UPGRADE, 'connection', 'upgrade', 'content-length']),
-        ) +
-        `x-request-id: ${this.id}\r\nconnection: close\r\n\r\n`,
+      `${statusLine(answer.status, answer.statusMessage)}${lines}connection: close\r\n\r\n`,
+      'latin1',
     );
-    upRes.pipe(this.client);
   };
 
   private reject(status: 502 | 504, message: string): void {
@@ -159,10 +134,8 @@ class Splice implements Flight {
     if (this.ended || this.status !== 0) return;
     this.status = status;
     this.upstreamError = true;
-    this.upstreamReq?.destroy();
-    this.client.end(
-      rawResponse(status, http.STATUS_CODES[status] ?? '', `${message} (request ${this.id})\n`, this.id),
-    );
+    this.upstream?.destroy();
+    this.client.end(plainResponse(status, message, this.req.requestId, true), 'latin1');
   }
 
   /** Either side closed or failed: close the other side (after what it still has to send), once. */
@@ -170,7 +143,7 @@ class Splice implements Flight {
     if (this.ended) return;
     this.ended = true;
     clearTimeout(this.timer);
-    const endSoon = (s: Duplex | undefined) => {
+    const endSoon = (s: Socket | undefined) => {
       if (!s || s.destroyed) return;
       // A peer that never reads would keep the socket open: the flight is no longer counted, so
       // no drain could close it later.
@@ -182,9 +155,15 @@ class Splice implements Flight {
     };
     endSoon(this.client);
     endSoon(this.upstream);
-    if (!this.upgraded) this.upstreamReq?.destroy();
+    this.parser?.free();
     this.endpoint?.release();
     this.endpoint = undefined;
     this.pool.end(this, this.upgraded, this.status, performance.now() - this.started, this.upstreamError);
   };
+}
+
+function headerOf(head: ParsedHead, name: string): string | undefined {
+  for (let i = 0; i < head.headers.length; i += 2)
+    if (head.headers[i]!.toLowerCase() === name) return head.headers[i + 1];
+  return undefined;
 }

@@ -1,0 +1,48 @@
+import { Command } from 'commander';
+import { packageVersion } from '../daemon/version.js';
+import { deployCommand } from './deploy.js';
+import { downCommand } from './down.js';
+import { historyCommand } from './history.js';
+import { logsCommand } from './logs.js';
+import { proxyCommand } from './proxy.js';
+import { rollbackCommand } from './rollback.js';
+import { run } from './run.js';
+import { statusCommand } from './status.js';
+import { upCommand } from './up.js';
+import { validateCommand } from './validate.js';
+
+const program = new Command('teal')
+  .description('blue-green deploys with zero downtime')
+  .version(packageVersion(), '-V, --version', 'print the teal version')
+  // Options after a verb belong to the verb: `teal deploy web --version v2` is the deploy's version.
+  .enablePositionalOptions()
+  // Errors come back to run() as exceptions, so every exit code is decided in one place.
+  .exitOverride()
+  .showHelpAfterError('(run with --help for usage and examples)')
+  .addHelpText(
+    'after',
+    `
+Every command reads ./teal.yml unless -c names another file.
+
+Examples:
+  teal up                                  start teal (proxy, API) for ./teal.yml
+  teal deploy web --version v2             deploy v2 of web, blue-green
+  teal status                              which slot is live, what runs where
+  teal rollback web                        switch back to the previous release
+  teal validate                            check teal.yml`,
+  );
+
+upCommand(program);
+deployCommand(program);
+rollbackCommand(program);
+statusCommand(program);
+historyCommand(program);
+logsCommand(program);
+validateCommand(program);
+downCommand(program);
+proxyCommand(program);
+
+/** The full command line, with every verb and its help. */
+export function runProgram(argv: string[]): Promise<void> {
+  return run(program, argv);
+}

@@ -1,0 +1,34 @@
+import { parseArgs } from 'node:util';
+import { EXIT, toTealError } from '../core/errors.js';
+
+/** `teal proxy --listen --admin --state`, parsed without commander (see main.ts). */
+export async function proxyFastPath(args: string[]): Promise<void> {
+  let values: { listen?: string; admin?: string; state?: string };
+  try {
+    ({ values } = parseArgs({
+      args,
+      options: { listen: { type: 'string' }, admin: { type: 'string' }, state: { type: 'string' } },
+      strict: true,
+    }));
+  } catch (err) {
+    process.stderr.write(`teal proxy: ${(err as Error).message} (see teal proxy --help)\n`);
+    process.exitCode = EXIT.usage;
+    return;
+  }
+  const missing = (['listen', 'admin', 'state'] as const).filter((k) => !values[k]);
+  if (missing.length > 0) {
+    process.stderr.write(
+      `teal proxy: required option(s) ${missing.map((m) => `--${m}`).join(', ')} not specified (see teal proxy --help)\n`,
+    );
+    process.exitCode = EXIT.usage;
+    return;
+  }
+  try {
+    const { runDataPlaneProcess } = await import('../proxy/builtin/process-main.js');
+    await runDataPlaneProcess({ listen: values.listen!, admin: values.admin!, state: values.state! });
+  } catch (err) {
+    const e = toTealError(err);
+    process.stderr.write(`teal: ${e.message}\n`);
+    process.exitCode = e.exitCode;
+  }
+}

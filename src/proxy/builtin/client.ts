@@ -1,0 +1,209 @@
+import type { Socket } from 'node:net';
+import { type ClientSide, Exchange } from './exchange.js';
+import { Http1Parser, ParseError } from './http1.js';
+import type { PoolRuntime } from './pool.js';
+import type { Refusal } from './select.js';
+import { plainResponse, type RequestHead, readRequestHead } from './wire.js';
+
+/** What a client connection needs from the data plane it belongs to. */
+export interface PlaneContext {
+  readonly closing: boolean;
+  readonly maxBodyBytes: number;
+  readonly connections: Set<ClientConnection>;
+  route(req: RequestHead): PoolRuntime | Refusal;
+  upgrade(req: RequestHead, socket: Socket, head: Buffer): void;
+}
+
+/** Idle client connections stay open this long (nginx's default), so clients rarely race a close. */
+export const CLIENT_KEEP_ALIVE_MS = 75_000;
+/** A request head must arrive within this (slow-loris defence, node:http's default). */
+export const CLIENT_HEADERS_TIMEOUT_MS = 60_000;
+/** Pipelined requests beyond this wait in the socket, not in memory. */
+const MAX_QUEUED = 16;
+
+/**
+ * One client connection: parses its requests with llhttp, answers them in order (pipelined ones
+ * wait their turn), keeps the connection alive between them, and closes it when the client or the
+ * data plane asks. Malformed requests get 400 (431 for oversized heads) and a closed connection,
+ * never a forwarded request.
+ */
+export class ClientConnection implements ClientSide {
+  private readonly plane: PlaneContext;
+  readonly socket: Socket;
+  private readonly parser: Http1Parser;
+  private readonly queue: Exchange[] = [];
+  /** The exchange whose body the parser is reading. */
+  private reading: Exchange | null = null;
+  private pendingUpgrade: { req: RequestHead; head: Buffer } | null = null;
+  private upgradeReq: RequestHead | null = null;
+  private lastActivity = Date.now();
+  /** When bytes of a head not yet complete started arriving (0 when none). */
+  private headStarted = 0;
+  private closeRequested = false;
+  private ended = false;
+  private pausedBy = 0;
+
+  constructor(plane: PlaneContext, socket: Socket) {
+    this.plane = plane;
+    this.socket = socket;
+    socket.setNoDelay(true);
+    this.parser = new Http1Parser('request', {
+      head: (head) => {
+        this.headStarted = 0;
+        const req = readRequestHead(head, socket.remoteAddress ?? '');
+        if (req.upgrade) {
+          this.upgradeReq = req;
+          return false;
+        }
+        const exchange = new Exchange(this, req, plane.route(req));
+        this.queue.push(exchange);
+        this.reading = exchange;
+        if (this.queue.length === 1) exchange.start();
+        else if (this.queue.length > MAX_QUEUED) this.pauseReading();
+        return false;
+      },
+      body: (chunk) => this.reading?.requestBody(chunk),
+      complete: () => {
+        this.reading?.requestEnd();
+        this.reading = null;
+      },
+    });
+    socket.on('data', this.onData);
+    socket.on('error', () => undefined);
+    socket.on('close', this.onClose);
+    plane.connections.add(this);
+  }
+
+  get maxBodyBytes(): number {
+    return this.plane.maxBodyBytes;
+  }
+
+  private readonly onData = (data: Buffer): void => {
+    this.lastActivity = Date.now();
+    if (this.queue.length === 0 && this.headStarted === 0) this.headStarted = this.lastActivity;
+    let parsed: number;
+    try {
+      parsed = this.parser.execute(data);
+    } catch (err) {
+      this.refuse(
+        err instanceof ParseError && err.code === 'HPE_HEADER_OVERFLOW' ? 431 : 400,
+        (err as Error).message,
+      );
+      return;
+    }
+    if (this.upgradeReq) {
+      // The parser stopped after the upgrade's head; what follows belongs to the new protocol.
+      this.pendingUpgrade = { req: this.upgradeReq, head: data.subarray(parsed) };
+      this.upgradeReq = null;
+      this.socket.off('data', this.onData);
+      this.socket.pause();
+      this.maybeUpgrade();
+    }
+  };
+
+  /** A malformed request: answered and closed when nothing is in flight, else closed after it. */
+  private refuse(status: 400 | 431, reason: string): void {
+    this.socket.off('data', this.onData);
+    if (this.queue.length === 0) {
+      this.ended = true;
+      this.socket.end(plainResponse(status, `malformed request: ${reason}`, 'none', true), 'latin1');
+    } else this.closeRequested = true;
+  }
+
+  private maybeUpgrade(): void {
+    const pending = this.pendingUpgrade;
+    if (!pending || this.queue.length > 0) return;
+    this.pendingUpgrade = null;
+    this.ended = true;
+    this.plane.connections.delete(this);
+    this.parser.free();
+    this.socket.off('close', this.onClose);
+    this.plane.upgrade(pending.req, this.socket, pending.head);
+  }
+
+  closingAfterCurrent(): boolean {
+    return this.closeRequested || this.plane.closing;
+  }
+
+  write(data: string | Buffer): boolean {
+    // Heads are latin1 both ways: the parser reads header bytes as latin1, so writing them back as
+    // latin1 returns exactly the bytes received (UTF-8 would re-encode obs-text), and it is cheaper.
+    if (this.ended) return false;
+    return typeof data === 'string' ? this.socket.write(data, 'latin1') : this.socket.write(data);
+  }
+
+  cork(): void {
+    this.socket.cork();
+  }
+
+  uncork(): void {
+    this.socket.uncork();
+  }
+
+  onDrain(fn: () => void): void {
+    this.socket.once('drain', fn);
+  }
+
+  pauseReading(): void {
+    if (this.pausedBy++ === 0) this.socket.pause();
+  }
+
+  resumeReading(): void {
+    if (this.pausedBy > 0 && --this.pausedBy === 0 && !this.ended) this.socket.resume();
+  }
+
+  done(exchange: Exchange, close: boolean): void {
+    const i = this.queue.indexOf(exchange);
+    if (i >= 0) this.queue.splice(i, 1);
+    if (this.reading === exchange && close) this.reading = null;
+    this.lastActivity = Date.now();
+    if (close || this.closingAfterCurrent()) {
+      this.end();
+      return;
+    }
+    // A pipelined request waiting with its body paused the socket: let it flow again.
+    while (this.pausedBy > 0) this.resumeReading();
+    const next = this.queue[0];
+    if (next) next.start();
+    else this.maybeUpgrade();
+  }
+
+  /** Ends the connection after what was written; requests queued behind are dropped. */
+  private end(): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.socket.off('data', this.onData);
+    for (const e of this.queue.splice(0)) e.clientGone();
+    this.socket.end();
+    // A client that never reads its last response must not hold the socket forever.
+    setTimeout(() => this.socket.destroy(), 5_000).unref();
+  }
+
+  destroy(): void {
+    this.ended = true;
+    this.socket.destroy();
+  }
+
+  /** Closes an idle connection now; a busy one closes after its current response. */
+  closeWhenIdle(): void {
+    if (this.queue.length === 0 && !this.pendingUpgrade) this.end();
+    else this.closeRequested = true;
+  }
+
+  /** Idle and head deadlines, checked once a second. */
+  sweep(now: number): void {
+    if (this.ended || this.queue.length > 0) return;
+    if (this.headStarted > 0 && now - this.headStarted > CLIENT_HEADERS_TIMEOUT_MS) {
+      this.ended = true;
+      this.socket.end(plainResponse(408, 'the request head did not arrive in time', 'none', true), 'latin1');
+    } else if (now - this.lastActivity > CLIENT_KEEP_ALIVE_MS) this.end();
+  }
+
+  private readonly onClose = (): void => {
+    this.ended = true;
+    this.plane.connections.delete(this);
+    for (const e of this.queue.splice(0)) e.clientGone();
+    this.reading = null;
+    this.parser.free();
+  };
+}

@@ -1,0 +1,211 @@
+import { randomBytes } from 'node:crypto';
+import { STATUS_CODES } from 'node:http';
+import type { ParsedHead } from './http1.js';
+
+/**
+ * Heads on the wire: what the data plane reads from a client's request, writes to the upstream,
+ * and writes back. Hop-by-hop headers describe one connection, not the message, so they never cross
+ * the proxy in either direction (RFC 9110 7.6.1), nor do the headers `Connection` names, nor the
+ * preview header, which is for the data plane alone.
+ */
+
+export const SLOT_HEADER = 'x-teal-slot';
+
+const HOP_BY_HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+  SLOT_HEADER,
+]);
+
+/** Replaced by the data plane's own values on the way to the upstream. */
+const REPLACED_UPSTREAM = new Set([
+  'x-forwarded-for',
+  'x-forwarded-proto',
+  'x-forwarded-host',
+  'x-request-id',
+]);
+
+/** What the data plane needs from a request head, read in one pass. */
+export interface RequestHead {
+  method: string;
+  url: string;
+  versionMinor: number;
+  /** Flat raw list: name, value, ... */
+  headers: string[];
+  keepAlive: boolean;
+  upgrade: boolean;
+  remoteAddress: string;
+  host: string | undefined;
+  slot: string | undefined;
+  requestId: string;
+  /** -1 when absent. */
+  contentLength: number;
+  chunked: boolean;
+  forwardedFor: string | undefined;
+  upgradeProtocol: string | undefined;
+  /** Lower-cased names the Connection header lists (beyond keep-alive/close/upgrade), if any. */
+  connectionListed: Set<string> | undefined;
+}
+
+// Request ids: this process's random prefix and a counter; unique across data planes and
+// restarts, and far cheaper per request than a random UUID.
+const ID_PREFIX = randomBytes(6).toString('hex');
+let counter = 0;
+
+function newRequestId(): string {
+  counter = (counter + 1) % Number.MAX_SAFE_INTEGER;
+  return `${ID_PREFIX}-${counter.toString(36)}`;
+}
+
+function listed(value: string, into: Set<string> | undefined): Set<string> | undefined {
+  let set = into;
+  for (const part of value.split(',')) {
+    const name = part.trim().toLowerCase();
+    if (!name || name === 'keep-alive' || name === 'close' || name === 'upgrade' || name === 'host') continue;
+    set ??= new Set();
+    set.add(name);
+  }
+  return set;
+}
+
+export function readRequestHead(head: ParsedHead, remoteAddress: string): RequestHead {
+  const h = head.headers;
+  const out: RequestHead = {
+    method: head.method,
+    url: head.url,
+    versionMinor: head.versionMinor,
+    headers: h,
+    keepAlive: head.keepAlive,
+    upgrade: head.upgrade,
+    remoteAddress,
+    host: undefined,
+    slot: undefined,
+    requestId: '',
+    contentLength: -1,
+    chunked: false,
+    forwardedFor: undefined,
+    upgradeProtocol: undefined,
+    connectionListed: undefined,
+  };
+  for (let i = 0; i < h.length; i += 2) {
+    const name = h[i]!;
+    // Only a handful of names matter here; compare lengths first to skip most without lower-casing.
+    switch (name.length) {
+      case 4:
+        if (out.host === undefined && name.toLowerCase() === 'host') out.host = h[i + 1];
+        break;
+      case 7:
+        if (name.toLowerCase() === 'upgrade') out.upgradeProtocol = h[i + 1];
+        break;
+      case 10:
+        if (name.toLowerCase() === 'connection')
+          out.connectionListed = listed(h[i + 1]!, out.connectionListed);
+        break;
+      case 11:
+        if (name.toLowerCase() === SLOT_HEADER) out.slot = h[i + 1];
+        break;
+      case 12:
+        if (name.toLowerCase() === 'x-request-id') {
+          const id = h[i + 1]!;
+          if (id.length > 0 && id.length <= 200) out.requestId = id;
+        }
+        break;
+      case 14:
+        if (name.toLowerCase() === 'content-length') out.contentLength = Number(h[i + 1]);
+        break;
+      case 15:
+        if (name.toLowerCase() === 'x-forwarded-for') {
+          out.forwardedFor = out.forwardedFor === undefined ? h[i + 1] : `${out.forwardedFor}, ${h[i + 1]}`;
+        }
+        break;
+      case 17:
+        // llhttp has already refused any Transfer-Encoding that does not end in chunked.
+        if (name.toLowerCase() === 'transfer-encoding') out.chunked = true;
+        break;
+    }
+  }
+  if (!out.requestId) out.requestId = newRequestId();
+  return out;
+}
+
+/** Whether the request carries a body (a length above zero, or chunked). */
+export function hasBody(req: RequestHead): boolean {
+  return req.chunked || req.contentLength > 0;
+}
+
+/**
+ * The head sent to the upstream: always HTTP/1.1 on a kept-alive connection, the client's
+ * end-to-end headers, then X-Forwarded-For/-Proto/-Host and the request id. A chunked request is
+ * re-chunked by the data plane (the parser hands over the decoded body).
+ */
+export function upstreamHead(req: RequestHead): string {
+  let out = `${req.method} ${req.url} HTTP/1.1\r\n`;
+  const h = req.headers;
+  const skip = req.connectionListed;
+  for (let i = 0; i < h.length; i += 2) {
+    const lower = h[i]!.toLowerCase();
+    if (HOP_BY_HOP.has(lower) || REPLACED_UPSTREAM.has(lower) || skip?.has(lower)) continue;
+    out += `${h[i]}: ${h[i + 1]}\r\n`;
+  }
+  out += `x-forwarded-for: ${req.forwardedFor === undefined ? req.remoteAddress : `${req.forwardedFor}, ${req.remoteAddress}`}\r\n`;
+  out += 'x-forwarded-proto: http\r\n';
+  if (req.host !== undefined) out += `x-forwarded-host: ${req.host}\r\n`;
+  out += `x-request-id: ${req.requestId}\r\n`;
+  if (req.upgrade) out += `connection: Upgrade\r\nupgrade: ${req.upgradeProtocol ?? ''}\r\n`;
+  else if (req.chunked) out += 'transfer-encoding: chunked\r\n';
+  return `${out}\r\n`;
+}
+
+export interface ResponseFraming {
+  /** The upstream gave a Content-Length (kept as is for the client). */
+  contentLength: boolean;
+  /** The upstream's Content-Type says server-sent events. */
+  eventStream: boolean;
+}
+
+/**
+ * The client's head for an upstream response, without framing and connection headers (the
+ * exchange adds those). Returns the end-to-end header lines and what framing the upstream used.
+ */
+export function responseHeaderLines(
+  head: ParsedHead,
+  requestId: string,
+): { lines: string; framing: ResponseFraming } {
+  const h = head.headers;
+  let lines = '';
+  let skip: Set<string> | undefined;
+  for (let i = 0; i < h.length; i += 2) {
+    if (h[i]!.length === 10 && h[i]!.toLowerCase() === 'connection') skip = listed(h[i + 1]!, skip);
+  }
+  const framing: ResponseFraming = { contentLength: false, eventStream: false };
+  for (let i = 0; i < h.length; i += 2) {
+    const name = h[i]!;
+    const lower = name.toLowerCase();
+    if (HOP_BY_HOP.has(lower) || lower === 'x-request-id' || skip?.has(lower)) continue;
+    if (lower === 'content-length') framing.contentLength = true;
+    else if (lower === 'content-type' && h[i + 1]!.startsWith('text/event-stream'))
+      framing.eventStream = true;
+    lines += `${name}: ${h[i + 1]}\r\n`;
+  }
+  lines += `x-request-id: ${requestId}\r\n`;
+  return { lines, framing };
+}
+
+export function statusLine(status: number, message: string): string {
+  return `HTTP/1.1 ${status} ${message || STATUS_CODES[status] || ''}\r\n`;
+}
+
+/** A short text answer from the data plane itself, naming the request id; written as latin1, like every head. */
+export function plainResponse(status: number, message: string, requestId: string, close: boolean): string {
+  const body = `${status} ${STATUS_CODES[status] ?? ''}: ${message} (request ${requestId})\n`;
+  return (
+    statusLine(status, '') +
+    `content-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body, 'latin1')}\r\n` +
+    `x-request-id: ${requestId}\r\n${close ? 'connection: close\r\n' : ''}\r\n${body}`
+  );
+}

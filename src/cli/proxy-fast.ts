@@ -1,13 +1,22 @@
 import { parseArgs } from 'node:util';
 import { EXIT, toTealError } from '../core/errors.js';
+import { type DataPlaneSettings, SETTINGS_OPTIONS, settingsFromFlags } from '../proxy/builtin/settings.js';
 
 /** `teal proxy --listen --admin --state`, parsed without commander (see main.ts). */
 export async function proxyFastPath(args: string[]): Promise<void> {
-  let values: { listen?: string; admin?: string; state?: string };
+  let values: { listen?: string; admin?: string; state?: string } & Record<
+    string,
+    string | boolean | undefined
+  >;
   try {
     ({ values } = parseArgs({
       args,
-      options: { listen: { type: 'string' }, admin: { type: 'string' }, state: { type: 'string' } },
+      options: {
+        listen: { type: 'string' },
+        admin: { type: 'string' },
+        state: { type: 'string' },
+        ...SETTINGS_OPTIONS,
+      },
       strict: true,
     }));
   } catch (err) {
@@ -23,9 +32,22 @@ export async function proxyFastPath(args: string[]): Promise<void> {
     process.exitCode = EXIT.usage;
     return;
   }
+  let settings: DataPlaneSettings;
+  try {
+    settings = settingsFromFlags(values);
+  } catch (err) {
+    process.stderr.write(`teal proxy: ${(err as Error).message}\n`);
+    process.exitCode = EXIT.usage;
+    return;
+  }
   try {
     const { runDataPlaneProcess } = await import('../proxy/builtin/process-main.js');
-    await runDataPlaneProcess({ listen: values.listen!, admin: values.admin!, state: values.state! });
+    await runDataPlaneProcess({
+      listen: values.listen!,
+      admin: values.admin!,
+      state: values.state!,
+      settings,
+    });
   } catch (err) {
     const e = toTealError(err);
     process.stderr.write(`teal: ${e.message}\n`);

@@ -67,6 +67,13 @@ export async function startDaemon(options: { configFile: string; log: Logger }):
       adminSocket: paths.proxySocket,
       stateFile: paths.proxyState,
       logFile: paths.proxyLog,
+      settings: {
+        maxBodyBytes: config.proxy.maxBodySize,
+        connectTimeoutMs: config.proxy.timeouts.connect,
+        responseTimeoutMs: config.proxy.timeouts.response,
+        idleTimeoutMs: config.proxy.timeouts.idle,
+        headersTimeoutMs: config.proxy.timeouts.headers,
+      },
     });
     log.info(plane.started ? 'started the data plane' : 're-attached to the running data plane', {
       pid: plane.pid,

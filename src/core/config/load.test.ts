@@ -26,7 +26,12 @@ describe('loadConfig', () => {
     expect(dir).toBe('/srv/app');
     expect(stateDir).toBe('/srv/app/.teal');
     expect(config.store).toEqual({ kind: 'sqlite' });
-    expect(config.proxy).toEqual({ kind: 'builtin', listen: { host: '0.0.0.0', port: 8080 } });
+    expect(config.proxy).toEqual({
+      kind: 'builtin',
+      listen: { host: '0.0.0.0', port: 8080 },
+      maxBodySize: 100 * 1024 * 1024,
+      timeouts: { connect: 5_000, response: 60_000, idle: 75_000, headers: 60_000 },
+    });
     expect(config.api.listen).toEqual({ host: '127.0.0.1', port: 7070 });
     expect(config.services.web).toMatchObject({
       runtime: 'process',

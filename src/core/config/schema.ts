@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { ADDRESS, parseAddress } from './address.js';
 import { DURATION_PATTERN, parseDuration } from './duration.js';
+import { parseSize, SIZE_PATTERN } from './size.js';
 
 export { type Address, parseAddress } from './address.js';
 
@@ -75,6 +76,27 @@ export const ProxyConfig = z
         listen: address('0.0.0.0:8080', 'Where the data plane accepts user traffic.').prefault(
           '0.0.0.0:8080',
         ),
+        maxBodySize: z
+          .string({ error: (iss) => `expected a size like "100MB", got ${describe(iss.input)}` })
+          .regex(new RegExp(SIZE_PATTERN), {
+            abort: true,
+            error: (iss) => `expected a size like "100MB", got ${describe(iss.input)}`,
+          })
+          .transform(parseSize)
+          .prefault('100MB')
+          .meta({ description: 'Request bodies over this get 413.' }),
+        timeouts: z
+          .strictObject({
+            connect: duration('5s', 'An upstream not accepting a connection in this long gets 504.').prefault(
+              '5s',
+            ),
+            response: duration('60s', 'An upstream sending no response head in this long gets 504.').prefault(
+              '60s',
+            ),
+            idle: duration('75s', 'Idle client connections are closed after this.').prefault('75s'),
+            headers: duration('60s', 'A request head must arrive within this (408).').prefault('60s'),
+          })
+          .prefault({}),
       }),
     ],
     { error: () => 'expected kind: builtin' },

@@ -3,21 +3,18 @@ import { type ClientSide, Exchange } from './exchange.js';
 import { Http1Parser, ParseError } from './http1.js';
 import type { PoolRuntime } from './pool.js';
 import type { Refusal } from './select.js';
+import type { DataPlaneSettings } from './settings.js';
 import { plainResponse, type RequestHead, readRequestHead } from './wire.js';
 
 /** What a client connection needs from the data plane it belongs to. */
 export interface PlaneContext {
   readonly closing: boolean;
-  readonly maxBodyBytes: number;
+  readonly settings: DataPlaneSettings;
   readonly connections: Set<ClientConnection>;
   route(req: RequestHead): PoolRuntime | Refusal;
   upgrade(req: RequestHead, socket: Socket, head: Buffer): void;
 }
 
-/** Idle client connections stay open this long (nginx's default), so clients rarely race a close. */
-export const CLIENT_KEEP_ALIVE_MS = 75_000;
-/** A request head must arrive within this (slow-loris defence, node:http's default). */
-export const CLIENT_HEADERS_TIMEOUT_MS = 60_000;
 /** Pipelined requests beyond this wait in the socket, not in memory. */
 const MAX_QUEUED = 16;
 
@@ -74,8 +71,8 @@ export class ClientConnection implements ClientSide {
     plane.connections.add(this);
   }
 
-  get maxBodyBytes(): number {
-    return this.plane.maxBodyBytes;
+  get settings(): DataPlaneSettings {
+    return this.plane.settings;
   }
 
   private readonly onData = (data: Buffer): void => {
@@ -193,10 +190,10 @@ export class ClientConnection implements ClientSide {
   /** Idle and head deadlines, checked once a second. */
   sweep(now: number): void {
     if (this.ended || this.queue.length > 0) return;
-    if (this.headStarted > 0 && now - this.headStarted > CLIENT_HEADERS_TIMEOUT_MS) {
+    if (this.headStarted > 0 && now - this.headStarted > this.plane.settings.headersTimeoutMs) {
       this.ended = true;
       this.socket.end(plainResponse(408, 'the request head did not arrive in time', 'none', true), 'latin1');
-    } else if (now - this.lastActivity > CLIENT_KEEP_ALIVE_MS) this.end();
+    } else if (now - this.lastActivity > this.plane.settings.idleTimeoutMs) this.end();
   }
 
   private readonly onClose = (): void => {

@@ -17,6 +17,7 @@ import type { EventLog } from './log.js';
 import type { PoolRuntime } from './pool.js';
 import { PoolSet } from './pool-set.js';
 import { type CompiledTable, compileTable, type Refusal, selectPool } from './select.js';
+import { type DataPlaneSettings, DEFAULT_SETTINGS, sweepInterval } from './settings.js';
 import { loadTable, saveTable } from './state-file.js';
 import { forwardUpgrade } from './upgrade.js';
 import type { RequestHead } from './wire.js';
@@ -29,11 +30,8 @@ export interface DataPlaneOptions {
   /** Where the applied table is saved, and read back on start. */
   state: string;
   log: EventLog;
-  /** Request bodies over this are refused with 413 (default 100 MiB). */
-  maxBodyBytes?: number;
+  settings?: Partial<DataPlaneSettings>;
 }
-
-export const DEFAULT_MAX_BODY_BYTES = 100 * 1024 * 1024;
 
 /** Unix socket paths are limited to ~104-108 bytes depending on the OS. */
 const MAX_SOCKET_PATH = 100;
@@ -108,7 +106,7 @@ export class DataPlane implements AdminTarget, PlaneContext {
   private applied: RoutingTable | null = null;
   private readonly pools = new PoolSet();
   readonly connections = new Set<ClientConnection>();
-  readonly maxBodyBytes: number;
+  readonly settings: DataPlaneSettings;
   private readonly server: net.Server;
   private readonly admin: http.Server;
   private readonly opts: DataPlaneOptions;
@@ -120,18 +118,21 @@ export class DataPlane implements AdminTarget, PlaneContext {
 
   private constructor(opts: DataPlaneOptions) {
     this.opts = opts;
-    this.maxBodyBytes = opts.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
+    this.settings = { ...DEFAULT_SETTINGS, ...opts.settings };
     this.server = net.createServer({ noDelay: true }, (socket) => new ClientConnection(this, socket));
     this.admin = createAdminServer(this, opts.log);
     // One timer for every deadline (idle clients, slow heads, connect and response timeouts, idle
     // upstream connections), instead of timers per request.
-    let ticks = 0;
+    let retentionSweep = Date.now();
     this.sweeper = setInterval(() => {
       const now = Date.now();
       for (const c of this.connections) c.sweep(now);
       for (const pool of this.pools.all()) pool.sweep(now);
-      if (++ticks % 30 === 0) this.pools.sweep(now);
-    }, 1_000).unref();
+      if (now - retentionSweep > 30_000) {
+        retentionSweep = now;
+        this.pools.sweep(now);
+      }
+    }, sweepInterval(this.settings)).unref();
   }
 
   /** Starts serving: the saved table at once if there is one, then the public port, then the admin socket. */
@@ -194,7 +195,7 @@ export class DataPlane implements AdminTarget, PlaneContext {
   }
 
   upgrade(req: RequestHead, socket: Socket, head: Buffer): void {
-    forwardUpgrade(selectPool(this.table, req), req, socket, head);
+    forwardUpgrade(selectPool(this.table, req), req, socket, head, this.settings);
   }
 
   info(): DataPlaneInfo {

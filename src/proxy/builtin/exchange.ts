@@ -2,18 +2,16 @@ import { performance } from 'node:perf_hooks';
 import type { ParsedHead } from './http1.js';
 import type { Flight, PoolRuntime } from './pool.js';
 import type { Refusal } from './select.js';
+import type { DataPlaneSettings } from './settings.js';
 import type { UpstreamConn, UpstreamEndpoint, UpstreamUser } from './upstream.js';
 import { plainResponse, type RequestHead, responseHeaderLines, statusLine, upstreamHead } from './wire.js';
-
-export const CONNECT_TIMEOUT_MS = 5_000;
-export const HEADERS_TIMEOUT_MS = 60_000;
 
 const RETRY_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
 const RETRY_CODES = new Set(['ECONNRESET', 'EPIPE', 'ECONNREFUSED']);
 
 /** The client side of an exchange: the connection it answers on. */
 export interface ClientSide {
-  readonly maxBodyBytes: number;
+  readonly settings: DataPlaneSettings;
   /** The client connection will close after this response (data plane stopping, or asked to). */
   closingAfterCurrent(): boolean;
   write(data: string | Buffer): boolean;
@@ -70,10 +68,10 @@ export class Exchange implements Flight, UpstreamUser {
       this.answer(route.status, route.reason);
       return;
     }
-    if (this.req.contentLength > this.client.maxBodyBytes) {
+    if (this.req.contentLength > this.client.settings.maxBodyBytes) {
       this.answer(
         413,
-        `the request body (${this.req.contentLength} bytes) is over the limit of ${this.client.maxBodyBytes} bytes`,
+        `the request body (${this.req.contentLength} bytes) is over the limit of ${this.client.settings.maxBodyBytes} bytes`,
       );
       return;
     }
@@ -110,11 +108,11 @@ export class Exchange implements Flight, UpstreamUser {
   /** A piece of the request body, from the client's parser. */
   requestBody(chunk: Buffer): void {
     this.bodyBytes += chunk.length;
-    if (this.bodyBytes > this.client.maxBodyBytes) {
+    if (this.bodyBytes > this.client.settings.maxBodyBytes) {
       if (this.state === 'queued' || this.state === 'waiting') {
         this.conn?.destroy();
         this.releaseEndpoint();
-        this.answer(413, `the request body is over the limit of ${this.client.maxBodyBytes} bytes`);
+        this.answer(413, `the request body is over the limit of ${this.client.settings.maxBodyBytes} bytes`);
       }
       this.client.destroy();
       return;
@@ -250,7 +248,8 @@ export class Exchange implements Flight, UpstreamUser {
     if (this.state !== 'waiting' || !this.conn) return;
     const waited = now - this.sentAt;
     const connecting = this.conn.connecting;
-    if ((connecting && waited > CONNECT_TIMEOUT_MS) || waited > HEADERS_TIMEOUT_MS) {
+    const { connectTimeoutMs, responseTimeoutMs } = this.client.settings;
+    if ((connecting && waited > connectTimeoutMs) || waited > responseTimeoutMs) {
       this.conn.destroy();
       this.conn = null;
       this.releaseEndpoint();
@@ -258,8 +257,8 @@ export class Exchange implements Flight, UpstreamUser {
       this.answer(
         504,
         connecting
-          ? `${this.pool!.meta.id} did not accept a connection within ${CONNECT_TIMEOUT_MS / 1000}s`
-          : `${this.pool!.meta.id} sent no response within ${HEADERS_TIMEOUT_MS / 1000}s`,
+          ? `${this.pool!.meta.id} did not accept a connection within ${connectTimeoutMs}ms`
+          : `${this.pool!.meta.id} sent no response within ${responseTimeoutMs}ms`,
       );
     }
   }

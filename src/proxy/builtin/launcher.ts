@@ -8,6 +8,7 @@ import { cliEntry } from '../../paths.js';
 import { pidAlive } from '../../proc.js';
 import type { DataPlaneInfo } from './admin.js';
 import { adminCall } from './admin-client.js';
+import { type DataPlaneSettings, settingsArgs } from './settings.js';
 
 export interface EnsureDataPlaneOptions {
   listen: string;
@@ -17,6 +18,8 @@ export interface EnsureDataPlaneOptions {
   logFile: string;
   /** How long a new data plane may take to answer (default 10s). */
   timeoutMs?: number;
+  /** Limits and deadlines for a data plane this starts (a running one keeps its own). */
+  settings?: Partial<DataPlaneSettings>;
 }
 
 export interface DataPlaneHandle {
@@ -104,6 +107,7 @@ export async function ensureDataPlane(opts: EnsureDataPlaneOptions): Promise<Dat
     opts.adminSocket,
     '--state',
     opts.stateFile,
+    ...settingsArgs(opts.settings ?? {}),
   ];
   let exited: string | undefined;
   let child: ReturnType<typeof spawn>;

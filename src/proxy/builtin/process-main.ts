@@ -1,5 +1,6 @@
 import { toTealError } from '../../core/errors.js';
 import { jsonLines } from './log.js';
+import type { DataPlaneSettings } from './settings.js';
 
 /** How long a stopping data plane lets requests in flight finish before it cuts them. */
 const STOP_GRACE_MS = 10_000;
@@ -11,6 +12,7 @@ export interface DataPlaneProcessOptions {
   admin: string;
   /** File where the applied table is saved, and read back on start. */
   state: string;
+  settings?: Partial<DataPlaneSettings>;
 }
 
 /**

@@ -1,9 +1,9 @@
 import net, { type Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
-import { CONNECT_TIMEOUT_MS, HEADERS_TIMEOUT_MS } from './exchange.js';
 import { Http1Parser, type ParsedHead } from './http1.js';
 import type { Flight, PoolRuntime } from './pool.js';
 import type { Refusal } from './select.js';
+import type { DataPlaneSettings } from './settings.js';
 import type { UpstreamEndpoint } from './upstream.js';
 import { plainResponse, type RequestHead, responseHeaderLines, statusLine, upstreamHead } from './wire.js';
 
@@ -18,6 +18,7 @@ export function forwardUpgrade(
   req: RequestHead,
   client: Socket,
   head: Buffer,
+  settings: DataPlaneSettings,
 ): void {
   client.on('error', () => client.destroy());
   if (req.method === 'CONNECT') {
@@ -28,7 +29,7 @@ export function forwardUpgrade(
     client.end(plainResponse(route.status, route.reason, req.requestId, true), 'latin1');
     return;
   }
-  new Splice(route, req, client, head).start();
+  new Splice(route, req, client, head).start(settings.connectTimeoutMs + settings.responseTimeoutMs);
 }
 
 class Splice implements Flight {
@@ -54,7 +55,7 @@ class Splice implements Flight {
     this.head = head;
   }
 
-  start(): void {
+  start(timeoutMs: number): void {
     this.pool.begin(this);
     const ep = this.pool.pick();
     ep.outstanding++;
@@ -81,7 +82,7 @@ class Splice implements Flight {
     upstream.on('close', this.finish);
     this.timer = setTimeout(
       () => this.reject(504, `${this.pool.meta.id} did not answer the upgrade in time`),
-      CONNECT_TIMEOUT_MS + HEADERS_TIMEOUT_MS,
+      timeoutMs,
     );
     upstream.write(upstreamHead(this.req), 'latin1');
     if (this.head.length > 0) upstream.write(this.head);

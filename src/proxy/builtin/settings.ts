@@ -1,0 +1,69 @@
+import { parseDuration } from '../../core/config/duration.js';
+import { parseSize } from '../../core/config/size.js';
+
+/** How the builtin data plane treats requests: limits and deadlines, set with `teal proxy` flags. */
+export interface DataPlaneSettings {
+  /** Request bodies over this get 413. */
+  maxBodyBytes: number;
+  /** An upstream that does not accept a connection in this long: 504. */
+  connectTimeoutMs: number;
+  /** An upstream that sends no response head in this long: 504. */
+  responseTimeoutMs: number;
+  /** An idle client connection is closed after this (nginx's default keepalive_timeout). */
+  idleTimeoutMs: number;
+  /** A request head must arrive within this (slow-loris defence): 408. */
+  headersTimeoutMs: number;
+}
+
+export const DEFAULT_SETTINGS: DataPlaneSettings = {
+  maxBodyBytes: 100 * 1024 * 1024,
+  connectTimeoutMs: 5_000,
+  responseTimeoutMs: 60_000,
+  idleTimeoutMs: 75_000,
+  headersTimeoutMs: 60_000,
+};
+
+const FLAGS = {
+  maxBodyBytes: 'max-body',
+  connectTimeoutMs: 'connect-timeout',
+  responseTimeoutMs: 'response-timeout',
+  idleTimeoutMs: 'idle-timeout',
+  headersTimeoutMs: 'headers-timeout',
+} as const satisfies Record<keyof DataPlaneSettings, string>;
+
+/** `teal proxy` flags for settings that differ from the defaults: `--connect-timeout 2000ms`. */
+export function settingsArgs(settings: Partial<DataPlaneSettings>): string[] {
+  const args: string[] = [];
+  for (const [key, flag] of Object.entries(FLAGS) as [keyof DataPlaneSettings, string][]) {
+    const value = settings[key];
+    if (value === undefined || value === DEFAULT_SETTINGS[key]) continue;
+    args.push(`--${flag}`, key === 'maxBodyBytes' ? `${value}B` : `${value}ms`);
+  }
+  return args;
+}
+
+/** The options parseArgs needs for the settings flags. */
+export const SETTINGS_OPTIONS = Object.fromEntries(
+  Object.values(FLAGS).map((f) => [f, { type: 'string' as const }]),
+);
+
+/** Settings from parsed flags; throws with the flag named when a value is not a size or duration. */
+export function settingsFromFlags(values: Record<string, string | boolean | undefined>): DataPlaneSettings {
+  const out = { ...DEFAULT_SETTINGS };
+  for (const [key, flag] of Object.entries(FLAGS) as [keyof DataPlaneSettings, string][]) {
+    const raw = values[flag];
+    if (typeof raw !== 'string') continue;
+    try {
+      out[key] = key === 'maxBodyBytes' ? parseSize(raw) : parseDuration(raw);
+    } catch (err) {
+      throw new Error(`--${flag}: ${(err as Error).message}`);
+    }
+  }
+  return out;
+}
+
+/** Deadlines are checked by one timer; it ticks often enough for the shortest of them. */
+export function sweepInterval(s: DataPlaneSettings): number {
+  const shortest = Math.min(s.connectTimeoutMs, s.responseTimeoutMs, s.idleTimeoutMs, s.headersTimeoutMs);
+  return Math.max(20, Math.min(1_000, Math.floor(shortest / 4)));
+}

@@ -3,7 +3,7 @@ import type { ParsedHead } from './http1.js';
 import type { Flight, PoolRuntime } from './pool.js';
 import type { Refusal } from './select.js';
 import type { DataPlaneSettings } from './settings.js';
-import type { UpstreamConn, UpstreamEndpoint, UpstreamUser } from './upstream.js';
+import { CONNECT_FAILURES, type UpstreamConn, type UpstreamEndpoint, type UpstreamUser } from './upstream.js';
 import { plainResponse, type RequestHead, responseHeaderLines, statusLine, upstreamHead } from './wire.js';
 
 const RETRY_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
@@ -136,6 +136,7 @@ export class Exchange implements Flight, UpstreamUser {
   }
 
   onHead(head: ParsedHead): boolean {
+    this.ep?.markSuccess();
     if (head.status < 200) {
       // 100 Continue and other interim answers go to the client as they come; the real one follows.
       this.interim = true;
@@ -206,6 +207,7 @@ export class Exchange implements Flight, UpstreamUser {
     const failed = this.ep;
     this.releaseEndpoint();
     if (this.state === 'waiting') {
+      if (CONNECT_FAILURES.has(code)) failed?.markFailure();
       if (this.canRetry(code, answered, conn?.reused ?? false)) {
         this.attempt++;
         this.send(failed ?? undefined);
@@ -250,6 +252,7 @@ export class Exchange implements Flight, UpstreamUser {
     const connecting = this.conn.connecting;
     const { connectTimeoutMs, responseTimeoutMs } = this.client.settings;
     if ((connecting && waited > connectTimeoutMs) || waited > responseTimeoutMs) {
+      if (connecting) this.ep?.markFailure();
       this.conn.destroy();
       this.conn = null;
       this.releaseEndpoint();

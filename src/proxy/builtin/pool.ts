@@ -43,18 +43,26 @@ export class PoolRuntime {
     return this.inFlight + this.openStreams;
   }
 
-  /** The endpoint with the fewest outstanding requests (ties in turn), other than `avoid` if possible. */
+  /**
+   * The endpoint with the fewest outstanding requests (ties in turn), other than `avoid` if possible,
+   * and skipping endpoints out of rotation unless every one is.
+   */
   pick(avoid?: UpstreamEndpoint): UpstreamEndpoint {
     const eps = this.endpoints;
     if (eps.length === 1) return eps[0]!;
     const start = this.next++ % eps.length;
     let best: UpstreamEndpoint | undefined;
+    let fallback: UpstreamEndpoint | undefined;
     for (let i = 0; i < eps.length; i++) {
       const ep = eps[(start + i) % eps.length]!;
       if (ep === avoid) continue;
+      if (ep.down) {
+        fallback ??= ep;
+        continue;
+      }
       if (best === undefined || ep.outstanding < best.outstanding) best = ep;
     }
-    return best ?? eps[0]!;
+    return best ?? fallback ?? eps[0]!;
   }
 
   begin(flight: Flight): void {

@@ -149,12 +149,33 @@ function keepAliveHint(headers: string[]): number | undefined {
   return undefined;
 }
 
-/** One upstream address: its idle connections, and how many requests are outstanding on it. */
+/** Consecutive connect failures that take an endpoint out of rotation. */
+export const FAILURES_TO_EJECT = 2;
+/** Errors that say the endpoint itself is unreachable (not the idle-close race of a reused socket). */
+export const CONNECT_FAILURES = new Set([
+  'ECONNREFUSED',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ETIMEDOUT',
+  'CONNECT_TIMEOUT',
+]);
+
+/**
+ * One upstream address: its idle connections, how many requests are outstanding on it, and its
+ * passive health. After FAILURES_TO_EJECT connect failures in a row it is out of rotation; the
+ * data plane's sweeper then tries a TCP connect to it on every tick and puts it back once one
+ * succeeds. An instance that died is skipped within two requests, not after a health-check period.
+ */
 export class UpstreamEndpoint {
   readonly host: string;
   readonly port: number;
   readonly key: string;
   outstanding = 0;
+  /** Consecutive connect failures. */
+  failures = 0;
+  /** Out of rotation until a probe connects. */
+  down = false;
+  private probing = false;
   /** Left the pool's endpoint list: its connections go once its last request is done. */
   removed = false;
   /** Idle kept-alive connections, most recent last: reused first, so the oldest age out. */
@@ -181,6 +202,30 @@ export class UpstreamEndpoint {
     return conn;
   }
 
+  markFailure(): void {
+    if (++this.failures >= FAILURES_TO_EJECT) this.down = true;
+  }
+
+  markSuccess(): void {
+    this.failures = 0;
+    this.down = false;
+  }
+
+  /** While down: one TCP connect per call (per sweep tick); a connect puts it back in rotation. */
+  probe(): void {
+    if (!this.down || this.probing) return;
+    this.probing = true;
+    const socket = net.connect({ host: this.host, port: this.port });
+    const done = (up: boolean) => {
+      this.probing = false;
+      socket.destroy();
+      if (up) this.markSuccess();
+    };
+    socket.once('connect', () => done(true));
+    socket.once('error', () => done(false));
+    socket.setTimeout(2_000, () => done(false));
+  }
+
   release(): void {
     this.outstanding--;
     if (this.removed && this.outstanding === 0) this.closeIdle();
@@ -192,9 +237,10 @@ export class UpstreamEndpoint {
     if (i >= 0) this.idle.splice(i, 1);
   }
 
-  /** Closes idle connections past their time. */
+  /** Closes idle connections past their time; probes the endpoint if it is out of rotation. */
   sweep(now: number): void {
     for (const conn of [...this.idle]) if (conn.expired(now)) conn.destroy();
+    this.probe();
   }
 
   closeIdle(): void {

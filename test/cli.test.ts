@@ -158,6 +158,21 @@ describe('teal against a running daemon', () => {
     expect(await res.text()).toBe('hello v1\n');
   });
 
+  it('GET /metrics gives the data plane counters in Prometheus text, and they move with traffic', async () => {
+    const scrape = async () => {
+      const res = await fetch(`${daemon.info.api}/metrics`, { headers: { authorization: `Bearer ${daemon.token}` } });
+      expect(res.status).toBe(200);
+      expect(res.headers.get('content-type')).toContain('text/plain');
+      const text = await res.text();
+      const m = /teal_proxy_requests_total\{service="hello",slot="blue",release="1",pool="hello\/blue\/r1"\} (\d+)/.exec(text);
+      return Number(m?.[1] ?? Number.NaN);
+    };
+    const before = await scrape();
+    for (let i = 0; i < 20; i++) await (await fetch(`${daemon.info.proxy}/`)).text();
+    expect((await scrape()) - before).toBeGreaterThanOrEqual(20);
+    expect((await fetch(`${daemon.info.api}/metrics`)).status).toBe(401);
+  });
+
   it('down refuses while teal up runs', async () => {
     const r = await daemon.cli(['down']);
     expect(r.code).toBe(1);

@@ -7,6 +7,8 @@ import { type DeploymentRecord, keys, readDeployment, readServiceState } from '.
 import { slotInstances } from '../core/slots.js';
 import { isTerminal } from '../core/state.js';
 import { serviceHistory, serviceStatus, summarize } from '../core/status.js';
+import { renderPrometheus } from '../proxy/metrics.js';
+import type { TrafficSwitch } from '../proxy/switch.js';
 import type { Runtime } from '../runtimes/runtime.js';
 import type { Store } from '../stores/store.js';
 import { Router, readJson, sendJson } from './http.js';
@@ -16,6 +18,7 @@ export interface ApiContext {
   engine: Engine;
   store: Store;
   runtime: Runtime;
+  traffic: TrafficSwitch;
   version: string;
   /** Aborts every open stream when the daemon stops. */
   closing: AbortSignal;
@@ -62,6 +65,13 @@ export function apiRoutes(ctx: ApiContext): Router {
       auth: false,
     },
   );
+
+  // Prometheus scrapes with the API token (bearer_token in its scrape config).
+  router.add('GET', '/metrics', async (_req, res) => {
+    const text = renderPrometheus(await ctx.traffic.stats());
+    res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4', 'cache-control': 'no-store' });
+    res.end(text);
+  });
 
   router.add('GET', '/v1/services', async (_req, res) => {
     const names = Object.keys(engine.serviceConfigs());

@@ -112,7 +112,7 @@ export async function startDaemon(options: { configFile: string; log: Logger }):
     const closing = new AbortController();
     const version = packageVersion();
     const server = createApiServer({
-      router: apiRoutes({ engine, store, runtime, version, closing: closing.signal }),
+      router: apiRoutes({ engine, store, runtime, traffic, version, closing: closing.signal }),
       token,
       log,
     });

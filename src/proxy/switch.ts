@@ -45,6 +45,10 @@ export interface LatencySummary {
   p50Ms: number;
   p99Ms: number;
   maxMs: number;
+  /** Sum of all latencies (for a Prometheus histogram's _sum). */
+  sumMs?: number;
+  /** Cumulative counts at Prometheus-style bounds: counts[i] requests took at most leMs[i]. */
+  buckets?: { leMs: number[]; counts: number[] };
 }
 
 export interface PoolStats {

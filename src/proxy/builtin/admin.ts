@@ -1,5 +1,6 @@
 import http from 'node:http';
 import { TealError, toTealError } from '../../core/errors.js';
+import { renderPrometheus } from '../metrics.js';
 import type { DrainResult, RoutingTable, TrafficStats } from '../switch.js';
 import type { EventLog } from './log.js';
 import { parseDrainRequest, parseTable } from './table-shape.js';
@@ -65,6 +66,7 @@ function send(res: http.ServerResponse, status: number, body: unknown): void {
  *   GET  /v1/table   -> RoutingTable | null
  *   PUT  /v1/table   RoutingTable -> {revision}, answered once new requests use it
  *   GET  /v1/stats   -> TrafficStats
+ *   GET  /metrics    -> the same counters in Prometheus text format
  *   POST /v1/drain   {pool, timeoutMs} -> DrainResult, answered when the drain ends (long poll)
  *
  * Errors are `{error: {code, message}}` with the catalogue's HTTP status.
@@ -99,6 +101,15 @@ async function handle(
     }
     case 'GET /v1/stats':
       return send(res, 200, target.stats());
+    case 'GET /metrics': {
+      const text = renderPrometheus(target.stats());
+      res.writeHead(200, {
+        'content-type': 'text/plain; version=0.0.4',
+        'content-length': Buffer.byteLength(text),
+      });
+      res.end(text);
+      return;
+    }
     case 'POST /v1/drain': {
       const { pool, timeoutMs } = parseDrainRequest(await readJson(req));
       // The control plane gave up waiting (aborted, or crashed): stop waiting for it, cut nothing.

@@ -20,15 +20,32 @@ function upperBound(bucket: number): number {
   return FIRST_MS * GROWTH ** bucket;
 }
 
+/** The bounds exported to Prometheus (its client libraries' defaults, in ms). */
+export const PROMETHEUS_BOUNDS_MS = [5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000] as const;
+
 export class LatencyHistogram {
   private readonly counts = new Uint32Array(BUCKETS);
   private count = 0;
   private max = 0;
+  private sum = 0;
 
   record(ms: number): void {
     this.counts[bucketOf(ms)]!++;
     this.count++;
+    this.sum += ms;
     if (ms > this.max) this.max = ms;
+  }
+
+  /** Cumulative counts at the given bounds (exact to one fine bucket, 10%). */
+  cumulative(boundsMs: readonly number[]): number[] {
+    const out: number[] = [];
+    let seen = 0;
+    let i = 0;
+    for (const le of boundsMs) {
+      for (; i < BUCKETS && upperBound(i) <= le * 1.0000001; i++) seen += this.counts[i]!;
+      out.push(seen);
+    }
+    return out;
   }
 
   percentile(p: number): number {
@@ -49,6 +66,8 @@ export class LatencyHistogram {
       p50Ms: round(this.percentile(50)),
       p99Ms: round(this.percentile(99)),
       maxMs: round(this.max),
+      sumMs: round(this.sum),
+      buckets: { leMs: [...PROMETHEUS_BOUNDS_MS], counts: this.cumulative(PROMETHEUS_BOUNDS_MS) },
     };
   }
 }

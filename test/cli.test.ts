@@ -26,11 +26,16 @@ describe('teal validate', () => {
   });
 
   it('prints every problem with file, line, path and expectation, and exits 2', async () => {
-    const file = write('bad.yml', 'services:\n  web:\n    command: [node]\n    health:\n      timeout: fast\n    colour: blue\n');
+    const file = write(
+      'bad.yml',
+      'services:\n  web:\n    command: [node]\n    health:\n      timeout: fast\n    colour: blue\n',
+    );
     const r = await runCli(['validate', '-c', file]);
     expect(r.code).toBe(2);
     expect(r.stdout).toBe('');
-    expect(r.stderr).toContain(`${file}:5:16 services.web.health.timeout: expected a duration like "2s", got "fast"`);
+    expect(r.stderr).toContain(
+      `${file}:5:16 services.web.health.timeout: expected a duration like "2s", got "fast"`,
+    );
     expect(r.stderr).toMatch(/:6:5 services\.web\.colour: unknown key \(expected one of: runtime, command/);
   });
 
@@ -65,17 +70,33 @@ describe('teal without a daemon', () => {
         s.close(() => resolve(p));
       });
     });
-    const file = write('down.yml', `api: { listen: 127.0.0.1:${port} }\nservices:\n  web:\n    command: [node]\n`);
+    const file = write(
+      'down.yml',
+      `api: { listen: 127.0.0.1:${port} }\nservices:\n  web:\n    command: [node]\n`,
+    );
     const r = await runCli(['deploy', 'web', '--version', 'v1', '-c', file]);
     expect(r.code).toBe(3);
-    expect(r.stderr).toContain(`cannot reach the teal daemon at http://127.0.0.1:${port} (ECONNREFUSED); start it with: teal up -c`);
+    expect(r.stderr).toContain(
+      `cannot reach the teal daemon at http://127.0.0.1:${port} (ECONNREFUSED); start it with: teal up -c`,
+    );
     const json = await runCli(['status', '--json', '-c', file]);
     expect(json.code).toBe(3);
     expect(JSON.parse(json.stdout).error.code).toBe('TEAL_DAEMON_UNREACHABLE');
   });
 
   it('--help of every verb shows examples', async () => {
-    for (const verb of ['up', 'deploy', 'rollback', 'status', 'history', 'logs', 'validate', 'down', 'proxy']) {
+    for (const verb of [
+      'up',
+      'deploy',
+      'rollback',
+      'status',
+      'history',
+      'logs',
+      'validate',
+      'down',
+      'restart-proxy',
+      'proxy',
+    ]) {
       const r = await runCli([verb, '--help']);
       expect(r.code, verb).toBe(0);
       expect(r.stdout, verb).toMatch(/Examples?:/);
@@ -98,11 +119,13 @@ describe('teal against a running daemon', () => {
 
   beforeAll(async () => {
     daemon = await startTestDaemon({ services: `  hello:\n${helloService()}` });
-    load = backgroundLoad(`${(daemon.info.proxy)}/`, 8);
+    load = backgroundLoad(`${daemon.info.proxy}/`, 8);
   }, 60_000);
 
   afterAll(async () => {
-    await load.stop();
+    const { report } = await load.stop();
+    // Every deploy, rollback and data plane restart in this block ran under this load.
+    expect(report.failures).toEqual([]);
     await daemon.cleanup();
   });
 
@@ -112,7 +135,11 @@ describe('teal against a running daemon', () => {
     expect(r.stdout).toContain('plan: deploy hello v1 to blue; live now: nothing live yet');
     expect(r.stdout).toMatch(/wait until \/health passes 2 times in a row/);
     const json = await daemon.cli(['deploy', 'hello', '--version', 'v1', '--dry-run', '--json']);
-    expect(JSON.parse(json.stdout)).toMatchObject({ kind: 'deploy', targetSlot: 'blue', release: { version: 'v1' } });
+    expect(JSON.parse(json.stdout)).toMatchObject({
+      kind: 'deploy',
+      targetSlot: 'blue',
+      release: { version: 'v1' },
+    });
     expect((await daemon.cli(['history', 'hello', '--json'])).stdout.trim()).toBe('[]');
   });
 
@@ -120,12 +147,18 @@ describe('teal against a running daemon', () => {
     const r = await daemon.cli(['deploy', 'hello', '--version', 'v1']);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toBe('');
-    for (const step of ['lock', 'start', 'health', 'verify', 'switch']) expect(r.stderr).toMatch(new RegExp(`✓ ${step}`));
+    for (const step of ['lock', 'start', 'health', 'verify', 'switch'])
+      expect(r.stderr).toMatch(new RegExp(`✓ ${step}`));
     expect(r.stderr).toMatch(/✓ hello v1 is live on blue in /);
     const json = await daemon.cli(['deploy', 'hello', '--version', 'v2', '--json']);
     expect(json.code).toBe(0);
     expect(json.stderr).toBe('');
-    expect(JSON.parse(json.stdout)).toMatchObject({ state: 'done', version: 'v2', targetSlot: 'green', fromVersion: 'v1' });
+    expect(JSON.parse(json.stdout)).toMatchObject({
+      state: 'done',
+      version: 'v2',
+      targetSlot: 'green',
+      fromVersion: 'v1',
+    });
   });
 
   it('status --json has the documented shape', async () => {
@@ -141,7 +174,11 @@ describe('teal against a running daemon', () => {
   });
 
   it('history lists deployments newest first', async () => {
-    const list = JSON.parse((await daemon.cli(['history', 'hello', '--json'])).stdout) as { n: number; version: string; state: string }[];
+    const list = JSON.parse((await daemon.cli(['history', 'hello', '--json'])).stdout) as {
+      n: number;
+      version: string;
+      state: string;
+    }[];
     expect(list.map((d) => [d.version, d.state])).toEqual([
       ['v2', 'done'],
       ['v1', 'done'],
@@ -153,18 +190,29 @@ describe('teal against a running daemon', () => {
   it('rollback inside the warm window flips back at once', async () => {
     const r = await daemon.cli(['rollback', 'hello', '--json']);
     expect(r.code, r.stderr).toBe(0);
-    expect(JSON.parse(r.stdout)).toMatchObject({ kind: 'rollback', mode: 'flip', state: 'done', version: 'v1', targetSlot: 'blue' });
+    expect(JSON.parse(r.stdout)).toMatchObject({
+      kind: 'rollback',
+      mode: 'flip',
+      state: 'done',
+      version: 'v1',
+      targetSlot: 'blue',
+    });
     const res = await fetch(`${daemon.info.proxy}/`);
     expect(await res.text()).toBe('hello v1\n');
   });
 
   it('GET /metrics gives the data plane counters in Prometheus text, and they move with traffic', async () => {
     const scrape = async () => {
-      const res = await fetch(`${daemon.info.api}/metrics`, { headers: { authorization: `Bearer ${daemon.token}` } });
+      const res = await fetch(`${daemon.info.api}/metrics`, {
+        headers: { authorization: `Bearer ${daemon.token}` },
+      });
       expect(res.status).toBe(200);
       expect(res.headers.get('content-type')).toContain('text/plain');
       const text = await res.text();
-      const m = /teal_proxy_requests_total\{service="hello",slot="blue",release="1",pool="hello\/blue\/r1"\} (\d+)/.exec(text);
+      const m =
+        /teal_proxy_requests_total\{service="hello",slot="blue",release="1",pool="hello\/blue\/r1"\} (\d+)/.exec(
+          text,
+        );
       return Number(m?.[1] ?? Number.NaN);
     };
     const before = await scrape();
@@ -185,5 +233,16 @@ describe('teal against a running daemon', () => {
     expect(r.stdout).toContain('hello v1 listening on http://127.0.0.1:');
     const bad = await daemon.cli(['logs', 'hello', '--slot', 'purple']);
     expect(bad.code).toBe(2);
+  });
+
+  it('restart-proxy moves the data plane to a new process while the load keeps flowing', async () => {
+    const r = await daemon.cli(['restart-proxy', '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    const { from, to } = JSON.parse(r.stdout) as { from: number; to: number };
+    expect(to).not.toBe(from);
+    expect(await (await fetch(`${daemon.info.proxy}/`)).text()).toMatch(/^hello v\d/);
+    // The control plane drives the new data plane as it did the old one.
+    const d = await daemon.cli(['deploy', 'hello', '--version', 'v7', '--json']);
+    expect(JSON.parse(d.stdout)).toMatchObject({ state: 'done', version: 'v7' });
   });
 });

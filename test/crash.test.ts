@@ -33,7 +33,9 @@ describe('the control plane dies in the middle of a deploy', () => {
     expect(v1.state).toBe('done');
     const load = backgroundLoad(`${daemon.info.proxy}/`, 32);
 
-    const v2 = await daemon.client.request<DeploymentRecord>('POST', '/v1/services/hello/deployments', { version: 'v2' });
+    const v2 = await daemon.client.request<DeploymentRecord>('POST', '/v1/services/hello/deployments', {
+      version: 'v2',
+    });
     const starting = await until('v2 to have an instance running', async () => {
       const s = await daemon!.client.request<ServiceStatus>('GET', '/v1/services/hello');
       const green = s.slots.green;
@@ -46,7 +48,10 @@ describe('the control plane dies in the middle of a deploy', () => {
     await new Promise((r) => setTimeout(r, 500));
 
     await daemon.restart();
-    const record = await daemon.client.request<DeploymentRecord>('GET', `/v1/services/hello/deployments/${v2.n}`);
+    const record = await daemon.client.request<DeploymentRecord>(
+      'GET',
+      `/v1/services/hello/deployments/${v2.n}`,
+    );
     expect(record.state).toBe('interrupted');
     expect(record.error?.message).toContain('the control plane stopped while this deployment was starting');
     expect(pidAlive(starting.pid!)).toBe(false);
@@ -78,7 +83,9 @@ describe('the control plane dies in the middle of a deploy', () => {
     // The CLI says the daemon is down, with the command to start it.
     const down = await daemon.cli(['status']);
     expect(down.code).toBe(3);
-    expect(down.stderr).toMatch(/cannot reach the teal daemon at http:\/\/127\.0\.0\.1:\d+ .*start it with: teal up -c /);
+    expect(down.stderr).toMatch(
+      /cannot reach the teal daemon at http:\/\/127\.0\.0\.1:\d+ .*start it with: teal up -c /,
+    );
     await daemon.restart();
     expect((await deployAndWait(daemon.client, 'hello', 'v2')).state).toBe('done');
     const { report } = await load.stop();

@@ -20,14 +20,21 @@ describe('the main job (scripts/demo.sh runs dist/demo/main.js)', () => {
       .replace('cwd: .', `cwd: ${path.join(packageRoot(), 'examples/hello')}`);
     const file = path.join(dir, 'teal.yml');
     writeFileSync(file, config);
-    const { code, stdout, stderr } = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
-      execFile(
-        process.execPath,
-        [distEntry('demo/main.js'), '--config', file, '--exit', '--connections', '16'],
-        { env: { ...process.env, NO_COLOR: '1' }, timeout: 120_000 },
-        (err, out, errOut) => resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout: out, stderr: errOut }),
-      );
-    });
+    const { code, stdout, stderr } = await new Promise<{ code: number; stdout: string; stderr: string }>(
+      (resolve) => {
+        execFile(
+          process.execPath,
+          [distEntry('demo/main.js'), '--config', file, '--exit', '--connections', '16'],
+          { env: { ...process.env, NO_COLOR: '1' }, timeout: 120_000 },
+          (err, out, errOut) =>
+            resolve({
+              code: err ? Number((err as { code?: number }).code ?? 1) : 0,
+              stdout: out,
+              stderr: errOut,
+            }),
+        );
+      },
+    );
     expect(code, `${stdout}\n${stderr}`).toBe(0);
     expect(stdout).toContain('2. deploy hello v1');
     expect(stdout).toContain('3. deploy hello v2');

@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { helloService, startTestDaemon, type TestDaemon } from '../src/testing/daemon.js';
 import type { DeploymentRecord } from '../src/core/records.js';
+import { helloService, startTestDaemon, type TestDaemon } from '../src/testing/daemon.js';
 import { backgroundLoad, deployAndWait, staleAfterSwitch } from './helpers.js';
 
 let daemon: TestDaemon | undefined;

@@ -25,8 +25,13 @@ beforeAll(async () => {
   daemon = await startTestDaemon({
     services: [
       svc('ok'),
-      svc('exits', { command: `[${node}, -e, "console.error('boom: DATABASE_URL is not set'); process.exit(3)"]` }),
-      svc('sick', { env: '{ APP_VERSION: "{{version}}", START_DELAY_MS: "600000" }', health: '{ interval: 50ms, deadline: 1s }' }),
+      svc('exits', {
+        command: `[${node}, -e, "console.error('boom: DATABASE_URL is not set'); process.exit(3)"]`,
+      }),
+      svc('sick', {
+        env: '{ APP_VERSION: "{{version}}", START_DELAY_MS: "600000" }',
+        health: '{ interval: 50ms, deadline: 1s }',
+      }),
       svc('liar', { verify: '[{ http: { path: /, body: "goodbye" } }]' }),
       svc('ghost', { command: '[teal-no-such-program, serve]' }),
       svc('taken', { ports: `{ blue: ${taken}, green: ${taken} }` }),
@@ -68,7 +73,9 @@ describe('faults, end to end', () => {
   it('an app that never becomes healthy: exit 1 naming the last probe', async () => {
     const r = await daemon.cli(['deploy', 'sick', '--version', 'v1']);
     expect(r.code).toBe(1);
-    expect(r.stderr).toMatch(/did not become healthy within 1\.00s; last probe: GET http:\/\/127\.0\.0\.1:\d+\/health: HTTP 503/);
+    expect(r.stderr).toMatch(
+      /did not become healthy within 1\.00s; last probe: GET http:\/\/127\.0\.0\.1:\d+\/health: HTTP 503/,
+    );
     await nothingLeft('sick');
   });
 
@@ -99,7 +106,9 @@ describe('faults, end to end', () => {
     const n = JSON.parse(first.stdout).n as number;
     const refused = await daemon.cli(['deploy', 'slow', '--version', 'v2']);
     expect(refused.code).toBe(4);
-    expect(refused.stderr).toMatch(new RegExp(`slow is locked by deployment #${n} \\(deploy slow v1 by .*\\)`));
+    expect(refused.stderr).toMatch(
+      new RegExp(`slow is locked by deployment #${n} \\(deploy slow v1 by .*\\)`),
+    );
     const queued = await daemon.cli(['deploy', 'slow', '--version', 'v3', '--wait', '1m', '--json']);
     expect(queued.code, queued.stderr).toBe(0);
     expect(JSON.parse(queued.stdout)).toMatchObject({ state: 'done', version: 'v3', fromVersion: 'v1' });
@@ -110,9 +119,15 @@ describe('faults, end to end', () => {
     const r = await daemon.cli(['deploy', 'ok', '--version', 'v9'], { TEAL_TOKEN: 'wrong' });
     expect(r.code).toBe(2);
     expect(r.stderr).toContain('wrong API token');
-    const raw = await fetch(`${daemon.info.api}/v1/services/ok/deployments`, { method: 'POST', body: '{"version":"v9"}', headers: { authorization: 'Bearer nope' } });
+    const raw = await fetch(`${daemon.info.api}/v1/services/ok/deployments`, {
+      method: 'POST',
+      body: '{"version":"v9"}',
+      headers: { authorization: 'Bearer nope' },
+    });
     expect(raw.status).toBe(401);
-    expect((await daemon.client.request<unknown[]>('GET', '/v1/services/ok/deployments')).length).toBe(before);
+    expect((await daemon.client.request<unknown[]>('GET', '/v1/services/ok/deployments')).length).toBe(
+      before,
+    );
   });
 
   it('an unknown service and a bad version are usage errors (exit 2)', async () => {
@@ -123,5 +138,4 @@ describe('faults, end to end', () => {
     expect(bad.code).toBe(2);
     expect(bad.stderr).toContain('is not valid');
   });
-
 });

@@ -4,8 +4,16 @@ import { isTerminal } from '../src/core/state.js';
 import { type LoadReport, type LoadSample, runLoad } from '../src/verify/load.js';
 
 /** Deploys through the API and waits for the outcome by following the deployment's event stream. */
-export async function deployAndWait(client: ApiClient, service: string, version: string, body: Record<string, unknown> = {}): Promise<DeploymentRecord> {
-  const record = await client.request<DeploymentRecord>('POST', `/v1/services/${service}/deployments`, { version, ...body });
+export async function deployAndWait(
+  client: ApiClient,
+  service: string,
+  version: string,
+  body: Record<string, unknown> = {},
+): Promise<DeploymentRecord> {
+  const record = await client.request<DeploymentRecord>('POST', `/v1/services/${service}/deployments`, {
+    version,
+    ...body,
+  });
   return waitEnded(client, record);
 }
 
@@ -34,7 +42,12 @@ export function backgroundLoad(url: string, connections = 32) {
   const samples: VersionSample[] = [];
   const ac = new AbortController();
   const onSample = (s: LoadSample) => {
-    const sample: VersionSample = { start: s.start, end: s.end, status: s.status, version: /hello (\S+)/.exec(s.body ?? '')?.[1] ?? null };
+    const sample: VersionSample = {
+      start: s.start,
+      end: s.end,
+      status: s.status,
+      version: /hello (\S+)/.exec(s.body ?? '')?.[1] ?? null,
+    };
     if (s.error !== undefined) sample.error = s.error;
     samples.push(sample);
   };
@@ -68,7 +81,9 @@ export function staleAfterSwitch(samples: VersionSample[], deployments: Deployme
     const until = switches[i + 1]?.began ?? Number.POSITIVE_INFINITY;
     for (const s of samples) {
       if (s.start > sw.at && s.end < until && s.version !== sw.version) {
-        problems.push(`request started ${s.start - sw.at}ms after the switch to ${sw.version} got ${s.version ?? `status ${s.status}`}`);
+        problems.push(
+          `request started ${s.start - sw.at}ms after the switch to ${sw.version} got ${s.version ?? `status ${s.status}`}`,
+        );
       }
     }
   }

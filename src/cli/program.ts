@@ -5,6 +5,7 @@ import { downCommand } from './down.js';
 import { historyCommand } from './history.js';
 import { logsCommand } from './logs.js';
 import { proxyCommand } from './proxy.js';
+import { restartProxyCommand } from './restart-proxy.js';
 import { rollbackCommand } from './rollback.js';
 import { run } from './run.js';
 import { statusCommand } from './status.js';
@@ -40,6 +41,7 @@ historyCommand(program);
 logsCommand(program);
 validateCommand(program);
 downCommand(program);
+restartProxyCommand(program);
 proxyCommand(program);
 
 /** The full command line, with every verb and its help. */

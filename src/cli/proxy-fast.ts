@@ -15,6 +15,7 @@ export async function proxyFastPath(args: string[]): Promise<void> {
         listen: { type: 'string' },
         admin: { type: 'string' },
         state: { type: 'string' },
+        handoff: { type: 'boolean' },
         ...SETTINGS_OPTIONS,
       },
       strict: true,
@@ -46,6 +47,7 @@ export async function proxyFastPath(args: string[]): Promise<void> {
       listen: values.listen!,
       admin: values.admin!,
       state: values.state!,
+      handoff: values.handoff === true,
       settings,
     });
   } catch (err) {

@@ -11,7 +11,7 @@ import { endpointText } from '../core/model.js';
 import { reconcile } from '../core/reconcile.js';
 import { WarmReaper } from '../core/warm.js';
 import { HttpProbe } from '../health/http.js';
-import { ensureDataPlane } from '../proxy/builtin/launcher.js';
+import { dataPlaneInfo, ensureDataPlane, restartDataPlane } from '../proxy/builtin/launcher.js';
 import { BuiltinSwitch } from '../proxy/builtin/switch.js';
 import { ProcessRuntime } from '../runtimes/process.js';
 import { openStore } from '../stores/open.js';
@@ -79,6 +79,16 @@ export async function startDaemon(options: { configFile: string; log: Logger }):
       pid: plane.pid,
       listen: plane.listen,
     });
+    const running = plane.started ? undefined : await dataPlaneInfo(paths.proxySocket);
+    if (running && running.version !== packageVersion()) {
+      // teal was upgraded while the old data plane kept serving: move it to this version, without a gap.
+      const moved = await restartDataPlane(paths.proxySocket);
+      log.info('moved the data plane to this teal version', {
+        from: running.version,
+        to: packageVersion(),
+        pid: moved.to,
+      });
+    }
     const traffic = new BuiltinSwitch({ adminSocket: paths.proxySocket });
     closers.push(() => traffic.close());
 

@@ -38,6 +38,7 @@ describe('renderPrometheus', () => {
     expect(text).toContain('teal_proxy_table_revision 7\n');
     expect(text).toMatch(/# TYPE teal_proxy_request_duration_seconds histogram/);
     // Every sample line is "name{labels} value" or "name value".
-    for (const line of text.trim().split('\n')) expect(line).toMatch(/^(# (HELP|TYPE) .+|[a-z_]+(\{.*\})? [\d.]+)$/);
+    for (const line of text.trim().split('\n'))
+      expect(line).toMatch(/^(# (HELP|TYPE) .+|[a-z_]+(\{.*\})? [\d.]+)$/);
   });
 });

@@ -25,6 +25,8 @@ export interface AdminTarget {
   apply(table: RoutingTable): Promise<void>;
   stats(): TrafficStats;
   drain(pool: string, timeoutMs: number, signal: AbortSignal): Promise<DrainResult>;
+  /** Starts a fresh data plane process on the same sockets and retires this one. */
+  handoff(): Promise<{ from: number; to: number }>;
 }
 
 const MAX_BODY = 16 * 1024 * 1024;
@@ -67,6 +69,7 @@ function send(res: http.ServerResponse, status: number, body: unknown): void {
  *   PUT  /v1/table   RoutingTable -> {revision}, answered once new requests use it
  *   GET  /v1/stats   -> TrafficStats
  *   GET  /metrics    -> the same counters in Prometheus text format
+ *   POST /v1/handoff -> {from, to}: a fresh process took over the sockets; this one retires
  *   POST /v1/drain   {pool, timeoutMs} -> DrainResult, answered when the drain ends (long poll)
  *
  * Errors are `{error: {code, message}}` with the catalogue's HTTP status.
@@ -119,6 +122,8 @@ async function handle(
       });
       return send(res, 200, await target.drain(pool, timeoutMs, gone.signal));
     }
+    case 'POST /v1/handoff':
+      return send(res, 200, await target.handoff());
     default:
       throw new TealError('TEAL_NOT_FOUND', `no admin endpoint ${route}`);
   }

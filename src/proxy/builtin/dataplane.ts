@@ -31,6 +31,13 @@ export interface DataPlaneOptions {
   state: string;
   log: EventLog;
   settings?: Partial<DataPlaneSettings>;
+  /** Replaces this process with a fresh one without a gap (POST /v1/handoff); see handoff.ts. */
+  handoff?: () => Promise<HandoffResult>;
+}
+
+export interface HandoffResult {
+  from: number;
+  to: number;
 }
 
 /** Unix socket paths are limited to ~104-108 bytes depending on the OS. */
@@ -116,10 +123,11 @@ export class DataPlane implements AdminTarget, PlaneContext {
   private saving: Promise<void> = Promise.resolve();
   private bound = '';
 
-  private constructor(opts: DataPlaneOptions) {
+  private constructor(opts: DataPlaneOptions, inherited?: net.Server) {
     this.opts = opts;
     this.settings = { ...DEFAULT_SETTINGS, ...opts.settings };
-    this.server = net.createServer({ noDelay: true }, (socket) => new ClientConnection(this, socket));
+    this.server = inherited ?? net.createServer({ noDelay: true });
+    this.server.on('connection', (socket: Socket) => new ClientConnection(this, socket));
     this.admin = createAdminServer(this, opts.log);
     // One timer for every deadline (idle clients, slow heads, connect and response timeouts, idle
     // upstream connections), instead of timers per request.
@@ -171,6 +179,73 @@ export class DataPlane implements AdminTarget, PlaneContext {
       throw err;
     }
     return plane;
+  }
+
+  /**
+   * Starts on the listening socket of the data plane it replaces, with that one's table: both
+   * accept connections until the old one stops, so no connection is ever refused. The admin socket
+   * is bound later (`bindAdmin`), once the old data plane has let go of it.
+   */
+  static async adopt(
+    opts: DataPlaneOptions,
+    listener: net.Server,
+    table: RoutingTable | null,
+  ): Promise<DataPlane> {
+    selfCheck();
+    const plane = new DataPlane(opts, listener);
+    if (table) plane.install(table);
+    else await plane.restore();
+    const a = listener.address() as AddressInfo;
+    plane.bound = endpointText({ host: a.address, port: a.port });
+    return plane;
+  }
+
+  async bindAdmin(): Promise<void> {
+    await claimAdminSocket(this.opts.admin);
+    await listenOn(this.admin, this.opts.admin);
+    await chmod(this.opts.admin, 0o600);
+  }
+
+  /** The listening socket, for a successor to adopt. */
+  get listener(): net.Server {
+    return this.server;
+  }
+
+  /** Stops accepting user connections; those already open carry on. */
+  stopAccepting(): void {
+    this.server.close();
+  }
+
+  /** Lets go of the admin socket path (a successor binds it); admin requests in progress finish. */
+  releaseAdmin(): void {
+    // close() stops listening (and removes the socket file) at once; its callback would wait for the
+    // admin connections still open, among them the handoff request itself.
+    if (this.admin.listening) this.admin.close();
+  }
+
+  handoff(): Promise<HandoffResult> {
+    if (!this.opts.handoff) {
+      return Promise.reject(
+        new TealError(
+          'TEAL_BAD_REQUEST',
+          'this data plane was not started as `teal proxy`; it cannot hand off',
+        ),
+      );
+    }
+    return this.opts.handoff();
+  }
+
+  /**
+   * After a handoff: every connection closes after its next response (Connection: close), so
+   * clients move to the successor without a failed request; connections idle through the whole
+   * grace, and anything still running then, are closed.
+   */
+  async retire(graceMs: number): Promise<void> {
+    this.closing = true;
+    const deadline = performance.now() + graceMs;
+    while (this.connections.size > 0 && performance.now() < deadline)
+      await new Promise((r) => setTimeout(r, 50));
+    await this.close(0);
   }
 
   private async restore(): Promise<void> {

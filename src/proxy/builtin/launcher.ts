@@ -58,7 +58,7 @@ function reattach(info: DataPlaneInfo, opts: EnsureDataPlaneOptions): DataPlaneH
     throw new TealError(
       'TEAL_PROXY_FAILED',
       `the data plane on ${opts.adminSocket} (pid ${info.pid}) listens on ${info.listen}, not ${opts.listen}; ` +
-        `stop it (kill ${info.pid}, or \`teal up --stop-proxy\`) so a new one starts on ${opts.listen}`,
+        `stop it (kill ${info.pid}) so a new one starts on ${opts.listen}`,
       { pid: info.pid, listen: info.listen, wanted: opts.listen },
     );
   }
@@ -184,4 +184,12 @@ export async function stopDataPlane(
     await sleep(POLL_MS);
   }
   return { pid: info.pid, forced: false };
+}
+
+/**
+ * Replaces the running data plane with a fresh `teal proxy` process (the teal installed now) without
+ * refusing or failing a request: see handoff.ts. Resolves once the successor answers the admin API.
+ */
+export async function restartDataPlane(adminSocket: string): Promise<{ from: number; to: number }> {
+  return adminCall<{ from: number; to: number }>(adminSocket, 'POST', '/v1/handoff', { timeoutMs: 45_000 });
 }

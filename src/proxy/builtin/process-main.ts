@@ -13,7 +13,12 @@ export interface DataPlaneProcessOptions {
   /** File where the applied table is saved, and read back on start. */
   state: string;
   settings?: Partial<DataPlaneSettings>;
+  /** Started by a running data plane to take over its sockets (handoff.ts), not to bind them. */
+  handoff?: boolean;
 }
+
+/** After handing off, how long the old process lets its connections and streams finish. */
+const RETIRE_GRACE_MS = 30_000;
 
 /**
  * `teal proxy`: runs the builtin data plane until SIGTERM or SIGINT, then stops it gracefully and
@@ -24,9 +29,30 @@ export async function runDataPlaneProcess(options: DataPlaneProcessOptions): Pro
   const log = jsonLines((line) => process.stdout.write(line));
   // Loaded here, not at the top, so other verbs do not pay for the data plane's modules.
   const { DataPlane } = await import('./dataplane.js');
+  const { handOff, takeOver } = await import('./handoff.js');
   let plane: Awaited<ReturnType<typeof DataPlane.start>>;
+  const handoff = async () => {
+    const result = await handOff(plane, {
+      listen: options.listen,
+      admin: options.admin,
+      state: options.state,
+      settings: plane.settings,
+      log,
+    });
+    // Answer the admin request first, then retire and exit.
+    setImmediate(async () => {
+      log('retiring', { successor: result.to, graceMs: RETIRE_GRACE_MS });
+      await plane.retire(RETIRE_GRACE_MS);
+      log('stop', { reason: 'handed off' });
+      process.exit(0);
+    });
+    return result;
+  };
+  const opts = { ...options, log, handoff };
   try {
-    plane = await DataPlane.start({ ...options, log });
+    plane = options.handoff
+      ? await takeOver((listener, table) => DataPlane.adopt(opts, listener, table))
+      : await DataPlane.start(opts);
   } catch (err) {
     const e = toTealError(err);
     log('error', { where: 'start', code: e.code, message: e.message });

@@ -4,14 +4,18 @@
  * 1. the example app alone: spawn it, poll /health every 2 ms, time to the first 200 (median);
  * 2. teal: a real `teal up`, then ROUNDS deploys of the example app (alternating slots, under a
  *    light keep-alive load), each timed from the API request to the deployment's end.
- * Overhead = median deploy time - median app ready time. Writes its section of docs/benchmarks.md.
+ * Overhead = median deploy time - median app ready time. Then ROUNDS instant rollbacks (a flip to
+ * the warm slot) and back, each timed from the API request to the deployment's end, and from the
+ * request to the moment the data plane serves the other release.
+ * Writes its section of docs/benchmarks.md.
  */
 import { spawn } from 'node:child_process';
 import http from 'node:http';
 import net from 'node:net';
+import type { ApiClient } from '../src/cli/client.js';
 import type { DeploymentRecord } from '../src/core/records.js';
 import { HELLO, helloService, startTestDaemon } from '../src/testing/daemon.js';
-import { backgroundLoad, deployAndWait } from '../test/helpers.js';
+import { backgroundLoad, deployAndWait, waitEnded } from '../test/helpers.js';
 import { machine, median, writeSection } from './report.js';
 
 const rounds = Number(process.env.ROUNDS ?? 10);
@@ -53,6 +57,12 @@ for (let i = 0; i < rounds; i++) ready.push(await appReadyMs());
 
 const daemon = await startTestDaemon({ services: `  hello:\n${helloService({ keepWarm: '1m' })}` });
 const deploys: { wall: number; record: DeploymentRecord }[] = [];
+const rollbacks: { wall: number; switchMs: number }[] = [];
+
+async function rollbackAndWait(client: ApiClient, service: string): Promise<DeploymentRecord> {
+  const record = await client.request<DeploymentRecord>('POST', `/v1/services/${service}/rollback`, {});
+  return waitEnded(client, record);
+}
 let failed = 0;
 try {
   await deployAndWait(daemon.client, 'hello', 'b0');
@@ -62,6 +72,16 @@ try {
     const record = await deployAndWait(daemon.client, 'hello', `b${i}`);
     if (record.state !== 'done') throw new Error(`deploy b${i} ${record.state}: ${record.error?.message}`);
     deploys.push({ wall: performance.now() - t0, record });
+  }
+  for (let i = 0; i < rounds; i++) {
+    const t0 = performance.now();
+    const record = await rollbackAndWait(daemon.client, 'hello');
+    if (record.state !== 'done' || record.mode !== 'flip')
+      throw new Error(`rollback ${i}: ${record.state} ${record.mode}: ${record.error?.message}`);
+    rollbacks.push({
+      wall: performance.now() - t0,
+      switchMs: (record.switchedAt ?? 0) - Date.parse(record.createdAt),
+    });
   }
   failed = (await load.stop()).report.failed;
 } finally {
@@ -86,12 +106,21 @@ const rows = [
   ['  verify (one http step)', step('verify')],
   ['  switch (store CAS + data plane apply)', step('switch')],
   ['  drain the old slot', step('drain')],
+  [
+    'instant rollback (flip to the warm slot): API request to deployment end',
+    median(rollbacks.map((r) => r.wall)),
+  ],
+  [
+    '  of which: request to the data plane serving the warm release',
+    median(rollbacks.map((r) => r.switchMs)),
+  ],
 ];
 const md = `## Deploy overhead
 
 \`npm run bench:deploy\`, ${rounds} rounds, medians. Machine: ${machine()}. ${new Date().toISOString().slice(0, 10)}.
 Config: example app, \`health: { interval: 50ms, healthyThreshold: 2 }\`, one http verify step, keepWarm 1m
-(each deploy first stops the warm slot it lands on), 4 keep-alive connections of load (${failed} failed requests).
+(each deploy first stops the warm slot it lands on), then ${rounds} instant rollbacks back and forth;
+4 keep-alive connections of load throughout (${failed} failed requests).
 
 | what | ms |
 |---|---|

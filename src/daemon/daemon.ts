@@ -54,7 +54,7 @@ export async function startDaemon(options: { configFile: string; log: Logger }):
   assertNotRunning(paths);
   const token = ensureToken(paths);
 
-  const store = openStore(config.store, paths.dir);
+  const store = openStore(config.store, paths.dir, loaded.dir);
   const runtime = new ProcessRuntime({ stateDir: paths.dir });
   const closers: (() => Promise<void>)[] = [() => store.close(), () => runtime.close()];
   const unwind = async () => {

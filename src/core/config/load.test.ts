@@ -147,6 +147,34 @@ describe('loadConfig', () => {
     expect(problems[0]!.message).toContain('use $TEAL_VERSION');
   });
 
+  it('accepts an etcd store, filling in the prefix', () => {
+    const { config } = parseConfig(
+      `store:\n  kind: etcd\n  endpoints: [http://127.0.0.1:2379, http://10.0.0.2:2379]\n  auth: { username: teal, passwordEnv: TEAL_ETCD_PASSWORD }\n${minimal}`,
+      '/srv/app/teal.yml',
+    );
+    expect(config.store).toEqual({
+      kind: 'etcd',
+      endpoints: ['http://127.0.0.1:2379', 'http://10.0.0.2:2379'],
+      prefix: '/teal',
+      auth: { username: 'teal', passwordEnv: 'TEAL_ETCD_PASSWORD' },
+    });
+  });
+
+  it('names a bad etcd endpoint, and an unknown store kind', () => {
+    expect(problemsOf(`store: { kind: etcd, endpoints: [foo] }\n${minimal}`)).toEqual([
+      {
+        file: '/srv/app/teal.yml',
+        line: 1,
+        column: 34,
+        path: 'store.endpoints.0',
+        message: 'expected a URL like "http://127.0.0.1:2379", got "foo"',
+      },
+    ]);
+    expect(problemsOf(`store: { kind: consul }\n${minimal}`).map((p) => `${p.path}: ${p.message}`)).toEqual([
+      'store.kind: expected kind: sqlite or etcd',
+    ]);
+  });
+
   it('refuses a config without services', () => {
     expect(problemsOf('services: {}\n').map((p) => p.message)).toEqual(['expected at least one service']);
     expect(problemsOf('proxy: { kind: builtin }\n').map((p) => p.message)).toEqual([

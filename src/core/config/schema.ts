@@ -50,6 +50,68 @@ const address = (example: string, description: string) =>
 
 const SERVICE_NAME = /^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$/;
 
+const ENDPOINT = /^https?:\/\/[^/\s?#]+\/?$/;
+
+const endpoint = z
+  .string({ error: (iss) => `expected a URL like "http://127.0.0.1:2379", got ${describe(iss.input)}` })
+  .regex(ENDPOINT, {
+    abort: true,
+    error: (iss) => `expected a URL like "http://127.0.0.1:2379", got ${describe(iss.input)}`,
+  })
+  .refine((s) => URL.canParse(s), {
+    error: (iss) => `expected a URL like "http://127.0.0.1:2379", got ${describe(iss.input)}`,
+  });
+
+const EtcdStore = z
+  .strictObject({
+    kind: z.literal('etcd'),
+    endpoints: z
+      .array(endpoint, {
+        error: (iss) => `expected a list of URLs like [http://127.0.0.1:2379], got ${describe(iss.input)}`,
+      })
+      .min(1, { error: 'expected at least one URL, like [http://127.0.0.1:2379]' })
+      .refine((urls) => new Set(urls.map((u) => u.startsWith('https:'))).size <= 1, {
+        error: 'expected every endpoint to use the same scheme, all http:// or all https://',
+      })
+      .meta({ description: 'Client URLs of the etcd cluster members.' }),
+    prefix: z
+      .string({ error: (iss) => `expected a key prefix like "/teal", got ${describe(iss.input)}` })
+      .regex(/^\/.*[^/]$/, {
+        error: (iss) =>
+          `expected a key prefix like "/teal" (starting with "/", not ending with one), got ${describe(iss.input)}`,
+      })
+      .default('/teal')
+      .meta({ description: 'Prepended to every key: /teal/services/web/live.' }),
+    tls: z
+      .strictObject({
+        ca: z.string().min(1).optional().meta({ description: 'PEM file of the CA that signed etcd.' }),
+        cert: z.string().min(1).optional().meta({ description: 'PEM file of the client certificate.' }),
+        key: z.string().min(1).optional().meta({ description: 'PEM file of the client key.' }),
+      })
+      .refine((t) => (t.cert === undefined) === (t.key === undefined), {
+        error: 'expected cert and key together (a client certificate needs its key)',
+      })
+      .optional()
+      .meta({ description: 'TLS for https:// endpoints; paths relative to teal.yml.' }),
+    auth: z
+      .strictObject({
+        username: z.string().min(1, { error: 'expected the etcd user name' }),
+        passwordEnv: z
+          .string()
+          .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, {
+            error: (iss) =>
+              `expected the name of an environment variable like "TEAL_ETCD_PASSWORD", got ${describe(iss.input)}`,
+          })
+          .meta({ description: 'The environment variable holding the password, read at start.' }),
+      })
+      .optional()
+      .meta({ description: 'etcd user and password.' }),
+  })
+  .refine((c) => c.tls === undefined || c.endpoints.every((u) => u.startsWith('https:')), {
+    path: ['tls'],
+    error: 'expected https:// endpoints when tls is set',
+  });
+
 export const StoreConfig = z
   .discriminatedUnion(
     'kind',
@@ -61,11 +123,15 @@ export const StoreConfig = z
           .optional()
           .meta({ description: 'Database file; default store.db in the state dir.' }),
       }),
+      EtcdStore,
     ],
-    { error: () => 'expected kind: sqlite (etcd arrives with the etcd store)' },
+    { error: () => 'expected kind: sqlite or etcd' },
   )
   .prefault({ kind: 'sqlite' })
-  .meta({ description: 'Where teal keeps its state. The embedded SQLite store needs nothing else.' });
+  .meta({
+    description:
+      'Where teal keeps its state: the embedded SQLite store (needs nothing else), or etcd (several hosts, confd-readable keys).',
+  });
 
 export const ProxyConfig = z
   .discriminatedUnion(

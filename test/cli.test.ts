@@ -115,18 +115,21 @@ describe('teal without a daemon', () => {
 
 describe('teal against a running daemon', () => {
   let daemon: TestDaemon;
-  let load: ReturnType<typeof backgroundLoad>;
+  /** Started once v1 is live: every later deploy, rollback and restart runs under it. */
+  let load: ReturnType<typeof backgroundLoad> | undefined;
 
   beforeAll(async () => {
     daemon = await startTestDaemon({ services: `  hello:\n${helloService()}` });
-    load = backgroundLoad(`${daemon.info.proxy}/`, 8);
   }, 60_000);
 
   afterAll(async () => {
-    const { report } = await load.stop();
-    // Every deploy, rollback and data plane restart in this block ran under this load.
-    expect(report.failures).toEqual([]);
-    await daemon.cleanup();
+    try {
+      const { report } = await load!.stop();
+      expect(report.failures).toEqual([]);
+      expect(report.sent).toBeGreaterThan(100);
+    } finally {
+      await daemon.cleanup();
+    }
   });
 
   it('deploy --dry-run prints the plan and changes nothing', async () => {
@@ -150,6 +153,7 @@ describe('teal against a running daemon', () => {
     for (const step of ['lock', 'start', 'health', 'verify', 'switch'])
       expect(r.stderr).toMatch(new RegExp(`✓ ${step}`));
     expect(r.stderr).toMatch(/✓ hello v1 is live on blue in /);
+    load = backgroundLoad(`${daemon.info.proxy}/`, 8);
     const json = await daemon.cli(['deploy', 'hello', '--version', 'v2', '--json']);
     expect(json.code).toBe(0);
     expect(json.stderr).toBe('');

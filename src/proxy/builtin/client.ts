@@ -1,6 +1,6 @@
 import type { Socket } from 'node:net';
 import { type ClientSide, Exchange } from './exchange.js';
-import { Http1Parser, ParseError } from './http1.js';
+import { Http1Parser, ParseError, STOP } from './http1.js';
 import type { PoolRuntime } from './pool.js';
 import type { Refusal } from './select.js';
 import type { DataPlaneSettings } from './settings.js';
@@ -18,11 +18,15 @@ export interface PlaneContext {
 /** Pipelined requests beyond this wait in the socket, not in memory. */
 const MAX_QUEUED = 16;
 
+/** How long a closing connection keeps reading (and dropping) what the client still sends. */
+const LINGER_MS = 5_000;
+
 /**
  * One client connection: parses its requests with llhttp, answers them in order (pipelined ones
  * wait their turn), keeps the connection alive between them, and closes it when the client or the
  * data plane asks. Malformed requests get 400 (431 for oversized heads) and a closed connection,
- * never a forwarded request.
+ * never a forwarded request: nothing of a packet goes upstream before all of it has parsed, so a
+ * request whose body turns out malformed in the same packet as its head never leaves.
  */
 export class ClientConnection implements ClientSide {
   private readonly plane: PlaneContext;
@@ -39,6 +43,12 @@ export class ClientConnection implements ClientSide {
   private closeRequested = false;
   private ended = false;
   private pausedBy = 0;
+  /** Inside `parser.execute`: exchanges are started once it returns. */
+  private parsing = false;
+  /** A head refused by the data plane itself (see RequestHead.refusal), while the parser stops. */
+  private headRefusal: { status: number; reason: string; requestId: string } | null = null;
+  /** The answer to a malformed request, sent once the requests before it are answered. */
+  private refusal: string | null = null;
 
   constructor(plane: PlaneContext, socket: Socket) {
     this.plane = plane;
@@ -48,6 +58,10 @@ export class ClientConnection implements ClientSide {
       head: (head) => {
         this.headStarted = 0;
         const req = readRequestHead(head, socket.remoteAddress ?? '');
+        if (req.refusal) {
+          this.headRefusal = { ...req.refusal, requestId: req.requestId };
+          return STOP;
+        }
         if (req.upgrade) {
           this.upgradeReq = req;
           return false;
@@ -55,8 +69,8 @@ export class ClientConnection implements ClientSide {
         const exchange = new Exchange(this, req, plane.route(req));
         this.queue.push(exchange);
         this.reading = exchange;
-        if (this.queue.length === 1) exchange.start();
-        else if (this.queue.length > MAX_QUEUED) this.pauseReading();
+        // Started by onData once the packet has parsed.
+        if (this.queue.length > MAX_QUEUED) this.pauseReading();
         return false;
       },
       body: (chunk) => this.reading?.requestBody(chunk),
@@ -79,15 +93,23 @@ export class ClientConnection implements ClientSide {
     this.lastActivity = Date.now();
     if (this.queue.length === 0 && this.headStarted === 0) this.headStarted = this.lastActivity;
     let parsed: number;
+    this.parsing = true;
     try {
       parsed = this.parser.execute(data);
     } catch (err) {
-      this.refuse(
-        err instanceof ParseError && err.code === 'HPE_HEADER_OVERFLOW' ? 431 : 400,
-        (err as Error).message,
-      );
+      this.parsing = false;
+      const refused = this.headRefusal;
+      if (refused) this.refuse(refused.status, refused.reason, refused.requestId);
+      else
+        this.refuse(
+          err instanceof ParseError && err.code === 'HPE_HEADER_OVERFLOW' ? 431 : 400,
+          `malformed request: ${(err as Error).message}`,
+          'none',
+        );
       return;
     }
+    this.parsing = false;
+    this.queue[0]?.start();
     if (this.upgradeReq) {
       // The parser stopped after the upgrade's head; what follows belongs to the new protocol.
       this.pendingUpgrade = { req: this.upgradeReq, head: data.subarray(parsed) };
@@ -98,13 +120,42 @@ export class ClientConnection implements ClientSide {
     }
   };
 
-  /** A malformed request: answered and closed when nothing is in flight, else closed after it. */
-  private refuse(status: 400 | 431, reason: string): void {
+  /**
+   * A malformed request: the requests complete before it are answered, then it gets `status` and
+   * the connection closes. A request whose body turned out malformed is abandoned upstream (its
+   * head may have gone in an earlier packet), or cut if its response had already begun.
+   */
+  private refuse(status: number, reason: string, requestId: string): void {
     this.socket.off('data', this.onData);
-    if (this.queue.length === 0) {
-      this.ended = true;
-      this.socket.end(plainResponse(status, `malformed request: ${reason}`, 'none', true), 'latin1');
-    } else this.closeRequested = true;
+    this.refusal = plainResponse(status, reason, requestId, true);
+    const broken = this.reading;
+    this.reading = null;
+    if (broken) {
+      const i = this.queue.indexOf(broken);
+      if (i >= 0) this.queue.splice(i, 1);
+      const answering = broken.responding;
+      broken.clientGone();
+      if (answering) {
+        this.destroy();
+        return;
+      }
+    }
+    const front = this.queue[0];
+    if (front) front.start();
+    else this.sendRefusal();
+  }
+
+  private sendRefusal(): void {
+    if (this.ended || this.refusal === null) return;
+    this.ended = true;
+    this.socket.end(this.refusal, 'latin1');
+    this.linger();
+  }
+
+  /** After ending: reads and drops what the client still sends, so closing does not reset the answer. */
+  private linger(): void {
+    this.socket.resume();
+    setTimeout(() => this.socket.destroy(), LINGER_MS).unref();
   }
 
   private maybeUpgrade(): void {
@@ -120,6 +171,11 @@ export class ClientConnection implements ClientSide {
 
   closingAfterCurrent(): boolean {
     return this.closeRequested || this.plane.closing;
+  }
+
+  /** Whether `exchange` is the one being answered (the others wait, and so does their sender). */
+  isCurrent(exchange: Exchange): boolean {
+    return this.queue[0] === exchange;
   }
 
   write(data: string | Buffer): boolean {
@@ -161,7 +217,9 @@ export class ClientConnection implements ClientSide {
     // A pipelined request waiting with its body paused the socket: let it flow again.
     while (this.pausedBy > 0) this.resumeReading();
     const next = this.queue[0];
-    if (next) next.start();
+    if (next) {
+      if (!this.parsing) next.start();
+    } else if (this.refusal !== null) this.sendRefusal();
     else this.maybeUpgrade();
   }
 
@@ -173,7 +231,7 @@ export class ClientConnection implements ClientSide {
     for (const e of this.queue.splice(0)) e.clientGone();
     this.socket.end();
     // A client that never reads its last response must not hold the socket forever.
-    setTimeout(() => this.socket.destroy(), 5_000).unref();
+    this.linger();
   }
 
   destroy(): void {
@@ -192,7 +250,10 @@ export class ClientConnection implements ClientSide {
     if (this.ended || this.queue.length > 0) return;
     if (this.headStarted > 0 && now - this.headStarted > this.plane.settings.headersTimeoutMs) {
       this.ended = true;
+      // Whatever of the head still comes must not be parsed into a request.
+      this.socket.off('data', this.onData);
       this.socket.end(plainResponse(408, 'the request head did not arrive in time', 'none', true), 'latin1');
+      this.linger();
     } else if (now - this.lastActivity > this.plane.settings.idleTimeoutMs) this.end();
   }
 

@@ -4,10 +4,19 @@ import type { Flight, PoolRuntime } from './pool.js';
 import type { Refusal } from './select.js';
 import type { DataPlaneSettings } from './settings.js';
 import { CONNECT_FAILURES, type UpstreamConn, type UpstreamEndpoint, type UpstreamUser } from './upstream.js';
-import { plainResponse, type RequestHead, responseHeaderLines, statusLine, upstreamHead } from './wire.js';
+import {
+  hasBody,
+  plainResponse,
+  type RequestHead,
+  responseHeaderLines,
+  statusLine,
+  upstreamHead,
+} from './wire.js';
 
 const RETRY_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
-const RETRY_CODES = new Set(['ECONNRESET', 'EPIPE', 'ECONNREFUSED']);
+const RETRY_CODES = new Set(['ECONNRESET', 'EPIPE']);
+/** Failures only a connect can have: the request reached no instance, whatever its method. */
+const NOT_CONNECTED = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'CONNECT_TIMEOUT']);
 
 /** The client side of an exchange: the connection it answers on. */
 export interface ClientSide {
@@ -23,6 +32,8 @@ export interface ClientSide {
   resumeReading(): void;
   /** The exchange is over: the connection goes on to the next request, or closes. */
   done(exchange: Exchange, close: boolean): void;
+  /** Whether `exchange` is the one being answered now (not one queued behind it). */
+  isCurrent(exchange: Exchange): boolean;
   /** Cuts the client connection (a response that cannot be completed). */
   destroy(): void;
 }
@@ -53,6 +64,12 @@ export class Exchange implements Flight, UpstreamUser {
   private stream = false;
   private status = 0;
   private upstreamError = false;
+  private started = false;
+  /** The body went over the limit before the exchange started: answered 413 when it does. */
+  private tooLarge = false;
+  /** This exchange paused the client (upload back-pressure) or the upstream (download). */
+  private pausedClient = false;
+  private pausedUpstream = false;
 
   constructor(client: ClientSide, req: RequestHead, route: PoolRuntime | Refusal) {
     this.client = client;
@@ -60,18 +77,27 @@ export class Exchange implements Flight, UpstreamUser {
     this.route = route;
   }
 
-  /** Called when the exchange reaches the front of its connection's queue. */
+  /** Whether the upstream's response has begun reaching the client. */
+  get responding(): boolean {
+    return this.state === 'streaming';
+  }
+
+  /** Called when the exchange reaches the front of its connection's queue; once. */
   start(): void {
+    if (this.started) return;
+    this.started = true;
     this.startedAt = performance.now();
     const route = this.route;
     if (!('meta' in route)) {
       this.answer(route.status, route.reason);
       return;
     }
-    if (this.req.contentLength > this.client.settings.maxBodyBytes) {
+    if (this.tooLarge || this.req.contentLength > this.client.settings.maxBodyBytes) {
       this.answer(
         413,
-        `the request body (${this.req.contentLength} bytes) is over the limit of ${this.client.settings.maxBodyBytes} bytes`,
+        this.tooLarge
+          ? `the request body is over the limit of ${this.client.settings.maxBodyBytes} bytes`
+          : `the request body (${this.req.contentLength} bytes) is over the limit of ${this.client.settings.maxBodyBytes} bytes`,
       );
       return;
     }
@@ -109,24 +135,50 @@ export class Exchange implements Flight, UpstreamUser {
   requestBody(chunk: Buffer): void {
     this.bodyBytes += chunk.length;
     if (this.bodyBytes > this.client.settings.maxBodyBytes) {
-      if (this.state === 'queued' || this.state === 'waiting') {
-        this.conn?.destroy();
-        this.releaseEndpoint();
-        this.answer(413, `the request body is over the limit of ${this.client.settings.maxBodyBytes} bytes`);
-      }
-      this.client.destroy();
+      this.overLimit();
       return;
     }
     const conn = this.conn;
     if (conn && this.state !== 'done') {
-      if (!this.writeBody(conn, chunk)) {
+      if (!this.writeBody(conn, chunk) && !this.pausedClient) {
+        // One pause per drain, undone only while this exchange still writes to that connection.
+        this.pausedClient = true;
         this.client.pauseReading();
-        conn.socket.once('drain', () => this.client.resumeReading());
+        conn.socket.once('drain', () => {
+          if (this.conn !== conn || !this.pausedClient) return;
+          this.pausedClient = false;
+          this.client.resumeReading();
+        });
       }
     } else if (this.state === 'queued') {
       this.pending.push(chunk);
-      // A queued (pipelined) request waits: so does its sender.
-      this.client.pauseReading();
+      // A pipelined request waits for those before it: so does its sender. (The current one is
+      // started as soon as the packet that brought this chunk has parsed.)
+      if (!this.client.isCurrent(this)) this.client.pauseReading();
+    }
+  }
+
+  /**
+   * The body went over the limit: 413 if nothing was answered yet, the upstream request (if it
+   * began) abandoned, and the connection closed after the answer (the rest of the body is dropped).
+   */
+  private overLimit(): void {
+    if (this.state === 'queued') {
+      this.tooLarge = true;
+      this.pending = [];
+    } else if (this.state === 'waiting') {
+      this.conn?.destroy();
+      this.conn = null;
+      this.releaseEndpoint();
+      this.answer(413, `the request body is over the limit of ${this.client.settings.maxBodyBytes} bytes`);
+    } else if (this.state === 'streaming') {
+      // The upstream is already answering: the response cannot be completed.
+      this.state = 'done';
+      this.conn?.destroy();
+      this.conn = null;
+      this.releaseEndpoint();
+      this.finish(false);
+      this.client.destroy();
     }
   }
 
@@ -152,7 +204,10 @@ export class Exchange implements Flight, UpstreamUser {
       this.stream = true;
       this.pool!.promote();
     }
-    this.closeAfter = !this.req.keepAlive || this.client.closingAfterCurrent();
+    // A final answer before the whole body arrived (a 413 or 417 to Expect: 100-continue, say): the
+    // rest of the body may never come, so the connection closes after it, and says so (RFC 9110 15.5).
+    this.closeAfter =
+      !this.req.keepAlive || this.client.closingAfterCurrent() || (hasBody(this.req) && !this.requestDone);
     let extra = '';
     if (!noBody && !framing.contentLength) {
       // The upstream chunked (or ends by closing): the data plane chunks for HTTP/1.1 clients,
@@ -176,10 +231,17 @@ export class Exchange implements Flight, UpstreamUser {
       this.client.write(chunk);
       ok = this.client.write('\r\n');
     } else ok = this.client.write(chunk);
-    if (!ok) {
-      const socket = this.conn?.socket;
-      socket?.pause();
-      this.client.onDrain(() => socket?.resume());
+    const conn = this.conn;
+    if (!ok && conn && !this.pausedUpstream) {
+      // Undone on the client's drain, only while this exchange still reads that connection: a
+      // client that ends never drains, and the connection is resumed when it goes back idle.
+      this.pausedUpstream = true;
+      conn.socket.pause();
+      this.client.onDrain(() => {
+        if (this.conn !== conn || !this.pausedUpstream) return;
+        this.pausedUpstream = false;
+        conn.socket.resume();
+      });
     }
   }
 
@@ -228,13 +290,14 @@ export class Exchange implements Flight, UpstreamUser {
   /**
    * An upstream may close an idle kept-alive connection just as it is reused; the request then fails
    * before any answer. A bodiless request with a safe method is retried once on a fresh connection
-   * (another endpoint if there is one), so the client never sees that race.
+   * (another endpoint if there is one), so the client never sees that race. A bodiless request that
+   * could not connect at all reached no instance: it is retried on another one, whatever its method.
+   * (A body is not kept for a replay.)
    */
   private canRetry(code: string, answered: boolean, reused: boolean): boolean {
-    if (this.attempt > 0 || answered || this.bodyBytes > 0 || this.req.contentLength > 0 || this.req.chunked)
-      return false;
-    if (!RETRY_METHODS.has(this.req.method) || !RETRY_CODES.has(code)) return false;
-    return reused || (code === 'ECONNREFUSED' && this.pool!.endpoints.length > 1);
+    if (this.attempt > 0 || answered || this.bodyBytes > 0 || hasBody(this.req)) return false;
+    if (!reused && NOT_CONNECTED.has(code)) return this.pool!.endpoints.length > 1;
+    return reused && RETRY_METHODS.has(this.req.method) && RETRY_CODES.has(code);
   }
 
   cork(): void {
@@ -253,9 +316,16 @@ export class Exchange implements Flight, UpstreamUser {
     const { connectTimeoutMs, responseTimeoutMs } = this.client.settings;
     if ((connecting && waited > connectTimeoutMs) || waited > responseTimeoutMs) {
       if (connecting) this.ep?.markFailure();
+      const failed = this.ep;
       this.conn.destroy();
       this.conn = null;
       this.releaseEndpoint();
+      // An instance that never accepted got nothing: like a refused connect, try another one.
+      if (connecting && this.canRetry('CONNECT_TIMEOUT', false, false)) {
+        this.attempt++;
+        this.send(failed ?? undefined);
+        return;
+      }
       this.upstreamError = true;
       this.answer(
         504,
@@ -266,16 +336,24 @@ export class Exchange implements Flight, UpstreamUser {
     }
   }
 
-  /** A drain ran out of time, or the data plane is stopping: cut both sides. */
+  /**
+   * A drain ran out of time, or the data plane is stopping: cut both sides. An event stream is
+   * ended cleanly instead (its last chunk, then the connection closed): it has no length to fall
+   * short of, and EventSource clients reconnect on a clean end as they would on an error.
+   */
   destroy(): void {
+    const endStream = this.state === 'streaming' && this.stream;
     this.conn?.destroy();
     this.conn = null;
     this.releaseEndpoint();
     if (this.state !== 'done') {
       this.state = 'done';
-      this.finish(false);
+      this.finish(endStream);
     }
-    this.client.destroy();
+    if (endStream) {
+      if (this.chunkedOut) this.client.write('0\r\n\r\n');
+      this.client.done(this, true);
+    } else this.client.destroy();
   }
 
   /** The client went away: the upstream request is abandoned too (its connection cannot be reused). */

@@ -59,9 +59,15 @@ export interface ParsedHead {
   keepAlive: boolean;
 }
 
+/** Returned by `head` to stop parsing: `execute` then throws a ParseError (HPE_CB_HEADERS_COMPLETE). */
+export const STOP = Symbol('stop');
+
 export interface ParserHandlers {
-  /** Return true to tell the parser the message has no body (a response to HEAD, say). */
-  head(head: ParsedHead): boolean;
+  /**
+   * Return true to tell the parser the message has no body (a response to HEAD, say); STOP to
+   * parse nothing more (a head llhttp accepts that the data plane refuses).
+   */
+  head(head: ParsedHead): boolean | typeof STOP;
   body(chunk: Buffer): void;
   complete(): void;
 }
@@ -126,6 +132,8 @@ export class Http1Parser {
         upgrade,
         keepAlive,
       });
+      // llhttp takes any other value than 0, 1 and 2 as the callback failing, and stops.
+      if (skipBody === STOP) return -1;
       return skipBody ? 1 : 0;
     };
     native[K_BODY] = handlers.body;

@@ -3,7 +3,17 @@ import { LatencyHistogram, statusClass } from './stats.js';
 
 describe('LatencyHistogram', () => {
   it('reports zeros before anything is recorded', () => {
-    expect(new LatencyHistogram().summary()).toEqual({ count: 0, p50Ms: 0, p99Ms: 0, maxMs: 0 });
+    expect(new LatencyHistogram().summary()).toEqual({
+      count: 0,
+      p50Ms: 0,
+      p99Ms: 0,
+      maxMs: 0,
+      sumMs: 0,
+      buckets: {
+        leMs: [5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000],
+        counts: Array(11).fill(0),
+      },
+    });
   });
 
   it('gives percentiles within one bucket (10%) of the true value and the exact max', () => {

@@ -78,6 +78,9 @@ export class UpstreamConn {
   release(): void {
     this.user = null;
     this.reused = true;
+    // An exchange may end while it holds the socket paused for a slow client (whose drain then
+    // never comes if it closes): an idle connection must be read, for its close and its next answer.
+    this.socket.resume();
     if (this.keepAlive && !this.socket.destroyed && this.endpoint.idle.length < MAX_IDLE_PER_ENDPOINT) {
       this.idleSince = Date.now();
       this.endpoint.idle.push(this);

@@ -50,6 +50,8 @@ export interface RequestHead {
   upgradeProtocol: string | undefined;
   /** Lower-cased names the Connection header lists (beyond keep-alive/close/upgrade), if any. */
   connectionListed: Set<string> | undefined;
+  /** Set when the data plane must refuse the request on its head alone (see `refusalFor`). */
+  refusal: { status: 400 | 501 | 505; reason: string } | undefined;
 }
 
 // Request ids: this process's random prefix and a counter; unique across data planes and
@@ -91,13 +93,16 @@ export function readRequestHead(head: ParsedHead, remoteAddress: string): Reques
     forwardedFor: undefined,
     upgradeProtocol: undefined,
     connectionListed: undefined,
+    refusal: undefined,
   };
+  let hosts = 0;
+  let codings: string | undefined;
   for (let i = 0; i < h.length; i += 2) {
     const name = h[i]!;
     // Only a handful of names matter here; compare lengths first to skip most without lower-casing.
     switch (name.length) {
       case 4:
-        if (out.host === undefined && name.toLowerCase() === 'host') out.host = h[i + 1];
+        if (name.toLowerCase() === 'host' && hosts++ === 0) out.host = h[i + 1];
         break;
       case 7:
         if (name.toLowerCase() === 'upgrade') out.upgradeProtocol = h[i + 1];
@@ -124,13 +129,88 @@ export function readRequestHead(head: ParsedHead, remoteAddress: string): Reques
         }
         break;
       case 17:
-        // llhttp has already refused any Transfer-Encoding that does not end in chunked.
-        if (name.toLowerCase() === 'transfer-encoding') out.chunked = true;
+        if (name.toLowerCase() === 'transfer-encoding') {
+          out.chunked = true;
+          codings = codings === undefined ? h[i + 1]! : `${codings},${h[i + 1]}`;
+        }
         break;
     }
   }
   if (!out.requestId) out.requestId = newRequestId();
+  out.refusal = refusalFor(head, out, hosts, codings);
   return out;
+}
+
+/** host[:port], a bracketed IPv6 address or a name of letters, digits, '-', '.' and '_'. */
+const AUTHORITY = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::\d{0,5})?$/;
+/** An absolute-form request target: the authority, then the path and query (fragment excluded). */
+const ABSOLUTE_FORM = /^https?:\/\/([^/?#]*)([/?][^#]*)?$/i;
+
+/**
+ * What llhttp lets through that the data plane still refuses, because the upstream (or the router)
+ * could read it otherwise than the data plane does (RFC 9112 3.2, 3.2.2, 6.1, 6.3): Transfer-Encoding
+ * in HTTP/1.0 (ambiguous framing), Transfer-Encoding not ending in chunked (no reliable length),
+ * codings besides chunked (the upstream would take coded bytes for plain ones: 501, as nginx does),
+ * not exactly one valid Host in HTTP/1.1, and a request target that is neither a path nor an
+ * absolute http(s) URL. An absolute URL becomes a path, its authority replacing the Host header, so
+ * the router and the upstream agree on the host. Versions other than 1.x get 505.
+ */
+function refusalFor(
+  head: ParsedHead,
+  req: RequestHead,
+  hosts: number,
+  codings: string | undefined,
+): RequestHead['refusal'] {
+  if (head.versionMajor !== 1) {
+    return { status: 505, reason: `HTTP/${head.versionMajor}.${head.versionMinor} is not supported` };
+  }
+  if (req.chunked && head.versionMinor === 0) {
+    return { status: 400, reason: 'Transfer-Encoding is not allowed in an HTTP/1.0 request' };
+  }
+  if (codings !== undefined && codings.trim().toLowerCase() !== 'chunked') {
+    const list = codings.split(',').map((c) => c.trim().toLowerCase());
+    // Not ending in chunked, the body has no length the upstream would read the same (RFC 9112 6.3).
+    if (list[list.length - 1] !== 'chunked') {
+      return {
+        status: 400,
+        reason: `Transfer-Encoding ${JSON.stringify(codings.slice(0, 100))} does not end in chunked`,
+      };
+    }
+    return {
+      status: 501,
+      reason: `transfer coding ${JSON.stringify(codings.slice(0, 100))} is not supported, only chunked`,
+    };
+  }
+  if (hosts > 1) return { status: 400, reason: 'more than one Host header' };
+  if (hosts === 0 && head.versionMinor > 0)
+    return { status: 400, reason: 'an HTTP/1.1 request needs a Host header' };
+  if (req.host !== undefined && !AUTHORITY.test(req.host)) {
+    return { status: 400, reason: `invalid Host header ${JSON.stringify(req.host.slice(0, 100))}` };
+  }
+  // Origin form, the usual case; CONNECT (authority form) is answered 405 by the upgrade path.
+  if (req.url.charCodeAt(0) === 47 /* / */ || req.method === 'CONNECT') return undefined;
+  if (req.url === '*' && req.method === 'OPTIONS') return undefined;
+  const m = ABSOLUTE_FORM.exec(req.url);
+  if (!m || !AUTHORITY.test(m[1]!)) {
+    return {
+      status: 400,
+      reason: `request target ${JSON.stringify(req.url.slice(0, 100))} is neither a path nor an absolute http URL`,
+    };
+  }
+  const authority = m[1]!;
+  const rest = m[2] ?? '';
+  req.url = rest.startsWith('/') ? rest : `/${rest}`;
+  req.host = authority;
+  const h = req.headers;
+  let replaced = false;
+  for (let i = 0; i < h.length; i += 2) {
+    if (h[i]!.length === 4 && h[i]!.toLowerCase() === 'host') {
+      h[i + 1] = authority;
+      replaced = true;
+    }
+  }
+  if (!replaced) h.push('Host', authority);
+  return undefined;
 }
 
 /** Whether the request carries a body (a length above zero, or chunked). */

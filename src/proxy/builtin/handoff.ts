@@ -1,11 +1,11 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import type net from 'node:net';
 import { TealError } from '../../core/errors.js';
-import { cliEntry } from '../../paths.js';
 import type { RoutingTable } from '../switch.js';
 import type { DataPlane, HandoffResult } from './dataplane.js';
+import { dataPlaneArgs } from './launcher.js';
 import type { EventLog } from './log.js';
-import { type DataPlaneSettings, settingsArgs } from './settings.js';
+import type { DataPlaneSettings } from './settings.js';
 
 /**
  * Restarting the data plane without a gap (kamal: "rebooting the proxy means there's a gap").
@@ -75,19 +75,13 @@ function next(child: ChildProcess, type: Message['type']): Promise<Message> {
 export async function handOff(plane: DataPlane, opts: HandoffOptions): Promise<HandoffResult> {
   const child = spawn(
     process.execPath,
-    [
-      '--max-semi-space-size=1',
-      cliEntry(),
-      'proxy',
-      '--listen',
-      opts.listen,
-      '--admin',
-      opts.admin,
-      '--state',
-      opts.state,
-      ...settingsArgs(opts.settings),
-      '--handoff',
-    ],
+    dataPlaneArgs({
+      listen: opts.listen,
+      admin: opts.admin,
+      state: opts.state,
+      settings: opts.settings,
+      handoff: true,
+    }),
     // Its output goes where ours goes (the data plane's log file); it outlives us in its own session.
     { detached: true, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] },
   );

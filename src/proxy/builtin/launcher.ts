@@ -78,6 +78,31 @@ async function logSince(file: string, offset: number, lines = 20): Promise<strin
   }
 }
 
+/** `node <args>` runs `teal proxy` as teal starts it: for a first start and for a successor alike. */
+export function dataPlaneArgs(o: {
+  listen: string;
+  admin: string;
+  state: string;
+  settings: Partial<DataPlaneSettings>;
+  handoff?: boolean;
+}): string[] {
+  return [
+    // A 1 MB young generation keeps the data plane's RSS low at no measured cost in throughput
+    // (npm run bench; the default 16 MB adds ~20 MB of RSS under load).
+    '--max-semi-space-size=1',
+    cliEntry(),
+    'proxy',
+    '--listen',
+    o.listen,
+    '--admin',
+    o.admin,
+    '--state',
+    o.state,
+    ...settingsArgs(o.settings),
+    ...(o.handoff ? ['--handoff'] : []),
+  ];
+}
+
 /**
  * Makes sure a data plane serves: re-attaches to the one answering on the admin socket, or starts
  * `teal proxy` detached (its own session, outliving this process) and waits until it answers.
@@ -95,20 +120,12 @@ export async function ensureDataPlane(opts: EnsureDataPlaneOptions): Promise<Dat
     () => 0,
   );
   const fd = openSync(opts.logFile, 'a');
-  const args = [
-    // A 1 MB young generation keeps the data plane's RSS low at no measured cost in throughput
-    // (npm run bench; the default 16 MB adds ~20 MB of RSS under load).
-    '--max-semi-space-size=1',
-    cliEntry(),
-    'proxy',
-    '--listen',
-    opts.listen,
-    '--admin',
-    opts.adminSocket,
-    '--state',
-    opts.stateFile,
-    ...settingsArgs(opts.settings ?? {}),
-  ];
+  const args = dataPlaneArgs({
+    listen: opts.listen,
+    admin: opts.adminSocket,
+    state: opts.stateFile,
+    settings: opts.settings ?? {},
+  });
   let exited: string | undefined;
   let child: ReturnType<typeof spawn>;
   try {

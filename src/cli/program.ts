@@ -1,5 +1,5 @@
 import { Command } from 'commander';
-import { packageVersion } from '../daemon/version.js';
+import { packageVersion } from '../version.js';
 import { deployCommand } from './deploy.js';
 import { downCommand } from './down.js';
 import { historyCommand } from './history.js';

@@ -2,6 +2,7 @@ import type { Pool, RoutingTable, ServiceRoutes, TrafficSwitch } from '../proxy/
 import { poolId } from '../proxy/switch.js';
 import type { Store } from '../stores/store.js';
 import type { TealConfig } from './config/schema.js';
+import { publishTable, waitForEdges } from './edges.js';
 import { SLOTS } from './model.js';
 import { readServiceState, type ServiceState, type SlotRecord } from './records.js';
 
@@ -38,25 +39,35 @@ export function buildTable(config: TealConfig, states: ServiceState[], revision:
 /**
  * Applies the table the store describes to the data plane, one apply at a time. Each call reads the
  * store afresh inside the queue, so when two deployments race the later apply always carries both
- * changes: a stale table can never overwrite a newer one.
+ * changes: a stale table can never overwrite a newer one. The table is also published to the
+ * store for edges (edges.ts), and a sync resolves only once every registered edge serves it.
  */
 export class TableSync {
   readonly #store: Store;
   readonly #traffic: TrafficSwitch;
   readonly #config: () => TealConfig;
+  readonly #edgeTimeoutMs: number;
   #queue: Promise<unknown> = Promise.resolve();
 
-  constructor(store: Store, traffic: TrafficSwitch, config: () => TealConfig) {
+  constructor(
+    store: Store,
+    traffic: TrafficSwitch,
+    config: () => TealConfig,
+    options: { edgeTimeoutMs?: number } = {},
+  ) {
     this.#store = store;
     this.#traffic = traffic;
     this.#config = config;
+    this.#edgeTimeoutMs = options.edgeTimeoutMs ?? 10_000;
   }
 
-  /** Builds the table from the store now and applies it; resolves once the data plane serves it. */
+  /** Builds the table from the store now and applies it; resolves once every data plane serves it. */
   sync(signal?: AbortSignal): Promise<RoutingTable> {
     const next = this.#queue.then(async () => {
       const table = await this.current();
       await this.#traffic.apply(table, signal ? { signal } : undefined);
+      await publishTable(this.#store, table);
+      await waitForEdges(this.#store, table.revision, this.#edgeTimeoutMs);
       return table;
     });
     this.#queue = next.catch(() => undefined);

@@ -11,12 +11,12 @@ import { endpointText } from '../core/model.js';
 import { reconcile } from '../core/reconcile.js';
 import { WarmReaper } from '../core/warm.js';
 import { HttpProbe } from '../health/http.js';
-import { dataPlaneInfo, ensureDataPlane, restartDataPlane } from '../proxy/builtin/launcher.js';
-import { BuiltinSwitch } from '../proxy/builtin/switch.js';
+import { openTrafficSwitch } from '../proxy/open.js';
 import { ProcessRuntime } from '../runtimes/process.js';
 import { openStore } from '../stores/open.js';
 import type { Store } from '../stores/store.js';
 import { StepVerifier } from '../verify/steps.js';
+import { packageVersion } from '../version.js';
 import {
   assertNotRunning,
   ensureStateDir,
@@ -26,7 +26,6 @@ import {
   statePaths,
   writeDaemonInfo,
 } from './files.js';
-import { packageVersion } from './version.js';
 
 export interface Daemon {
   /** http://127.0.0.1:7070 */
@@ -62,34 +61,7 @@ export async function startDaemon(options: { configFile: string; log: Logger }):
   };
 
   try {
-    const plane = await ensureDataPlane({
-      listen: endpointText(config.proxy.listen),
-      adminSocket: paths.proxySocket,
-      stateFile: paths.proxyState,
-      logFile: paths.proxyLog,
-      settings: {
-        maxBodyBytes: config.proxy.maxBodySize,
-        connectTimeoutMs: config.proxy.timeouts.connect,
-        responseTimeoutMs: config.proxy.timeouts.response,
-        idleTimeoutMs: config.proxy.timeouts.idle,
-        headersTimeoutMs: config.proxy.timeouts.headers,
-      },
-    });
-    log.info(plane.started ? 'started the data plane' : 're-attached to the running data plane', {
-      pid: plane.pid,
-      listen: plane.listen,
-    });
-    const running = plane.started ? undefined : await dataPlaneInfo(paths.proxySocket);
-    if (running && running.version !== packageVersion()) {
-      // teal was upgraded while the old data plane kept serving: move it to this version, without a gap.
-      const moved = await restartDataPlane(paths.proxySocket);
-      log.info('moved the data plane to this teal version', {
-        from: running.version,
-        to: packageVersion(),
-        pid: moved.to,
-      });
-    }
-    const traffic = new BuiltinSwitch({ adminSocket: paths.proxySocket });
+    const { traffic, url: proxyUrl } = await openTrafficSwitch(config.proxy, paths, log);
     closers.push(() => traffic.close());
 
     const deps = {
@@ -137,7 +109,6 @@ export async function startDaemon(options: { configFile: string; log: Logger }):
 
     const bound = server.address() as AddressInfo;
     const apiUrl = `http://${endpointText({ host: bound.address, port: bound.port })}`;
-    const proxyUrl = `http://${plane.listen.replace(/^0\.0\.0\.0:/, '127.0.0.1:').replace(/^\[::\]:/, '127.0.0.1:')}`;
     await writeDaemonInfo(paths, {
       pid: process.pid,
       api: apiUrl,

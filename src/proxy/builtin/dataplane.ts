@@ -1,4 +1,3 @@
-import { readFileSync } from 'node:fs';
 import { chmod, lstat, mkdir, unlink } from 'node:fs/promises';
 import type http from 'node:http';
 import net, { type AddressInfo, type Socket } from 'node:net';
@@ -7,7 +6,7 @@ import { performance } from 'node:perf_hooks';
 import { parseAddress } from '../../core/config/address.js';
 import { isTealError, TealError, toTealError } from '../../core/errors.js';
 import { endpointText } from '../../core/model.js';
-import { packageRoot } from '../../paths.js';
+import { packageVersion } from '../../version.js';
 import type { DrainResult, RoutingTable, TrafficStats } from '../switch.js';
 import { type AdminTarget, createAdminServer, type DataPlaneInfo } from './admin.js';
 import { adminCall } from './admin-client.js';
@@ -42,15 +41,6 @@ export interface HandoffResult {
 
 /** Unix socket paths are limited to ~104-108 bytes depending on the OS. */
 const MAX_SOCKET_PATH = 100;
-
-function version(): string {
-  try {
-    return (JSON.parse(readFileSync(path.join(packageRoot(), 'package.json'), 'utf8')) as { version: string })
-      .version;
-  } catch {
-    return 'unknown';
-  }
-}
 
 function listenOn(
   server: net.Server | http.Server,
@@ -118,7 +108,7 @@ export class DataPlane implements AdminTarget, PlaneContext {
   private readonly admin: http.Server;
   private readonly opts: DataPlaneOptions;
   private readonly startedAt = new Date().toISOString();
-  private readonly version = version();
+  private readonly version = packageVersion();
   private readonly sweeper: NodeJS.Timeout;
   private saving: Promise<void> = Promise.resolve();
   private bound = '';

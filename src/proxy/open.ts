@@ -1,0 +1,69 @@
+import type { TealConfig } from '../core/config/schema.js';
+import type { Logger } from '../core/deps.js';
+import { endpointText } from '../core/model.js';
+import { packageVersion } from '../version.js';
+import type { TrafficSwitch } from './switch.js';
+
+export interface SwitchPaths {
+  /** The state dir: the data plane's admin socket, saved table and log live here. */
+  dir: string;
+  proxySocket: string;
+  proxyState: string;
+  proxyLog: string;
+}
+
+export interface OpenedSwitch {
+  traffic: TrafficSwitch;
+  /** Where users reach it: http://host:port */
+  url: string;
+}
+
+/**
+ * The traffic switch a config names, ready to apply tables. For the builtin data plane that means
+ * starting `teal proxy` or re-attaching to the one running. Each kind is loaded only when used.
+ */
+export async function openTrafficSwitch(
+  config: TealConfig['proxy'],
+  paths: SwitchPaths,
+  log: Logger,
+): Promise<OpenedSwitch> {
+  switch (config.kind) {
+    case 'builtin': {
+      const { dataPlaneInfo, ensureDataPlane, restartDataPlane } = await import('./builtin/launcher.js');
+      const { BuiltinSwitch } = await import('./builtin/switch.js');
+      const plane = await ensureDataPlane({
+        listen: endpointText(config.listen),
+        adminSocket: paths.proxySocket,
+        stateFile: paths.proxyState,
+        logFile: paths.proxyLog,
+        settings: {
+          maxBodyBytes: config.maxBodySize,
+          connectTimeoutMs: config.timeouts.connect,
+          responseTimeoutMs: config.timeouts.response,
+          idleTimeoutMs: config.timeouts.idle,
+          headersTimeoutMs: config.timeouts.headers,
+        },
+      });
+      log.info(plane.started ? 'started the data plane' : 're-attached to the running data plane', {
+        pid: plane.pid,
+        listen: plane.listen,
+      });
+      if (!plane.started) {
+        const running = await dataPlaneInfo(paths.proxySocket);
+        if (running && running.version !== packageVersion()) {
+          // teal was upgraded while the old data plane kept serving: move it to this version, without a gap.
+          const moved = await restartDataPlane(paths.proxySocket);
+          log.info('moved the data plane to this teal version', {
+            from: running.version,
+            to: packageVersion(),
+            pid: moved.to,
+          });
+        }
+      }
+      return {
+        traffic: new BuiltinSwitch({ adminSocket: paths.proxySocket }),
+        url: `http://${plane.listen.replace(/^0\.0\.0\.0:/, '127.0.0.1:').replace(/^\[::\]:/, '127.0.0.1:')}`,
+      };
+    }
+  }
+}

@@ -2,6 +2,7 @@ import { Command } from 'commander';
 import { packageVersion } from '../version.js';
 import { deployCommand } from './deploy.js';
 import { downCommand } from './down.js';
+import { edgeCommand } from './edge.js';
 import { historyCommand } from './history.js';
 import { logsCommand } from './logs.js';
 import { proxyCommand } from './proxy.js';
@@ -41,6 +42,7 @@ historyCommand(program);
 logsCommand(program);
 validateCommand(program);
 downCommand(program);
+edgeCommand(program);
 restartProxyCommand(program);
 proxyCommand(program);
 

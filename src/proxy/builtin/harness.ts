@@ -1,10 +1,17 @@
-import { spawn } from 'node:child_process';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import net from 'node:net';
+import { mkdtemp, rm } from 'node:fs/promises';
+import http from 'node:http';
+import type net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { afterAll, afterEach, beforeAll } from 'vitest';
+import { poolFor, type Upstream, webTable } from '../switch.contract.js';
+import type { Pool } from '../switch.js';
 import { ensureDataPlane, stopDataPlane } from './launcher.js';
+import { RawClient, startRawUpstream } from './raw-http.js';
 import type { DataPlaneSettings } from './settings.js';
+import { BuiltinSwitch } from './switch.js';
+
+export * from './raw-http.js';
 
 /** A `teal proxy` process in its own temp dir, for tests (the contract suite, process tests). */
 export interface TestDataPlane {
@@ -66,319 +73,66 @@ export async function startTestDataPlane(
  */
 
 /** A response as it came off the wire. */
-export interface RawResponse {
-  status: number;
-  /** The head as received, status line included, without the blank line. */
-  head: string;
-  /** Lower-cased names, in order received. */
-  headers: [string, string][];
-  body: Buffer;
-  /** The body came chunked (`body` is the decoded payload). */
-  chunked: boolean;
-}
+export const upstreamAt = (port: number) => ({ port }) as Upstream;
 
-export function headerValues(res: RawResponse, name: string): string[] {
-  return res.headers.filter(([n]) => n === name).map(([, v]) => v);
-}
-
-/**
- * Complete responses at the start of `data`, 1xx interim answers included. `noBody(i)` says whether
- * the i-th final response answers a HEAD; `closed` lets a body without framing run to the end.
- */
-export function parseResponses(
-  data: Buffer,
-  options: { noBody?: (i: number) => boolean; closed?: boolean } = {},
-): RawResponse[] {
-  const out: RawResponse[] = [];
-  let at = 0;
-  let finals = 0;
-  for (;;) {
-    const end = data.indexOf('\r\n\r\n', at, 'latin1');
-    if (end < 0) return out;
-    const head = data.subarray(at, end).toString('latin1');
-    const [statusLine, ...lines] = head.split('\r\n');
-    const status = Number(/^HTTP\/1\.[01] (\d{3})/.exec(statusLine ?? '')?.[1] ?? Number.NaN);
-    const headers = lines.map((l): [string, string] => {
-      const colon = l.indexOf(':');
-      return [l.slice(0, colon).toLowerCase(), l.slice(colon + 1).trim()];
-    });
-    const value = (n: string) => headers.find(([h]) => h === n)?.[1];
-    let pos = end + 4;
-    const res: RawResponse = { status, head, headers, body: Buffer.alloc(0), chunked: false };
-    if (status >= 100 && status < 200) {
-      out.push(res);
-      at = pos;
-      continue;
-    }
-    const bodiless = options.noBody?.(finals) === true || status === 204 || status === 304;
-    if (bodiless) {
-      // nothing to read
-    } else if (value('transfer-encoding')?.toLowerCase() === 'chunked') {
-      res.chunked = true;
-      const parts: Buffer[] = [];
-      for (;;) {
-        const lineEnd = data.indexOf('\r\n', pos, 'latin1');
-        if (lineEnd < 0) return out;
-        const size = Number.parseInt(data.subarray(pos, lineEnd).toString('latin1'), 16);
-        if (size === 0) {
-          const trailerEnd = data.indexOf('\r\n', lineEnd + 2, 'latin1');
-          if (trailerEnd !== lineEnd + 2) return out; // no trailers are expected here
-          pos = trailerEnd + 2;
-          break;
-        }
-        if (data.length < lineEnd + 2 + size + 2) return out;
-        parts.push(data.subarray(lineEnd + 2, lineEnd + 2 + size));
-        pos = lineEnd + 2 + size + 2;
-      }
-      res.body = Buffer.concat(parts);
-    } else if (value('content-length') !== undefined) {
-      const n = Number(value('content-length'));
-      if (data.length < pos + n) return out;
-      res.body = data.subarray(pos, pos + n);
-      pos += n;
-    } else {
-      if (!options.closed) return out;
-      res.body = data.subarray(pos);
-      pos = data.length;
-    }
-    out.push(res);
-    finals++;
-    at = pos;
-  }
-}
-
-/** A client on a raw socket: sends exactly the bytes it is given and keeps every byte it receives. */
-export class RawClient {
-  readonly socket: net.Socket;
-  private readonly chunks: Buffer[] = [];
-  private size = 0;
-  /** The other side ended the connection (FIN). */
-  ended = false;
-  closed = false;
-  error: string | undefined;
-  private readonly watchers = new Set<() => void>();
-
-  private constructor(socket: net.Socket) {
-    this.socket = socket;
-    socket.on('data', (d: Buffer) => {
-      this.chunks.push(d);
-      this.size += d.length;
-      this.notify();
-    });
-    socket.on('end', () => {
-      this.ended = true;
-      this.notify();
-    });
-    socket.on('error', (err: NodeJS.ErrnoException) => {
-      this.error = err.code ?? err.message;
-      this.notify();
-    });
-    socket.on('close', () => {
-      this.closed = true;
-      this.notify();
-    });
-  }
-
-  /** Connects to `url`'s host and port (an http:// URL or "host:port"). */
-  static connect(url: string): Promise<RawClient> {
-    const u = new URL(url.includes('://') ? url : `http://${url}`);
-    return new Promise((resolve, reject) => {
-      const socket = net.connect({ host: u.hostname, port: Number(u.port), noDelay: true });
-      socket.once('connect', () => resolve(new RawClient(socket)));
-      socket.once('error', reject);
-    });
-  }
-
-  get received(): Buffer {
-    if (this.chunks.length > 1) {
-      const all = Buffer.concat(this.chunks);
-      this.chunks.splice(0, this.chunks.length, all);
-    }
-    return this.chunks[0] ?? Buffer.alloc(0);
-  }
-
-  get bytesReceived(): number {
-    return this.size;
-  }
-
-  /** Everything received so far, as latin1 text (byte for byte). */
-  get text(): string {
-    return this.received.toString('latin1');
-  }
-
-  send(data: string | Buffer): void {
-    this.socket.write(typeof data === 'string' ? Buffer.from(data, 'latin1') : data);
-  }
-
-  responses(options: { noBody?: (i: number) => boolean } = {}): RawResponse[] {
-    return parseResponses(this.received, { ...options, closed: this.ended || this.closed });
-  }
-
-  /** Resolves once `check` holds; rejects after `timeoutMs`, naming `what` and what arrived. */
-  until(what: string, check: () => boolean, timeoutMs = 5_000): Promise<void> {
-    if (check()) return Promise.resolve();
-    return new Promise((resolve, reject) => {
-      const watch = () => {
-        if (!check()) return;
-        clearTimeout(timer);
-        this.watchers.delete(watch);
-        resolve();
-      };
-      const timer = setTimeout(() => {
-        this.watchers.delete(watch);
-        reject(
-          new Error(`timed out waiting for ${what}; received ${JSON.stringify(this.text.slice(0, 500))}`),
-        );
-      }, timeoutMs);
-      this.watchers.add(watch);
-    });
-  }
-
-  /** The first `n` final responses (1xx excluded), once they have all arrived. */
-  async finalResponses(n: number, options: { noBody?: (i: number) => boolean; timeoutMs?: number } = {}) {
-    const finals = () => this.responses(options).filter((r) => r.status >= 200);
-    await this.until(`${n} response(s)`, () => finals().length >= n, options.timeoutMs);
-    return finals().slice(0, n);
-  }
-
-  /** Resolves once the data plane has ended or closed the connection. */
-  waitForClose(timeoutMs = 5_000): Promise<void> {
-    return this.until('the connection to close', () => this.ended || this.closed, timeoutMs);
-  }
-
-  destroy(): void {
-    this.socket.destroy();
-  }
-
-  private notify(): void {
-    for (const w of [...this.watchers]) w();
-  }
-}
-
-/** A raw upstream: every byte received is recorded; each request head gets `respond`'s answer. */
-export interface RawUpstream {
+/** An HTTP upstream a test serves, closed after the test. */
+export interface Served {
   port: number;
-  /** Connections accepted, and how many of them have closed. */
-  connections: number;
-  closed: number;
-  /** Every byte received on any connection, in order (latin1). */
-  received: string;
-  /** Request heads received, without the blank line. */
-  heads: string[];
+  server: http.Server;
   close(): Promise<void>;
 }
 
-const OK = 'HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok';
-
 /**
- * Answers every request head with `respond(head)` (no answer when it returns undefined). Bodies with
- * a Content-Length are skipped; this upstream is for heads, not bodies.
+ * One data plane per describe block, the upstreams and clients of each test closed after it. Each
+ * test routes `web` on `/` to a pool of its own (a fresh release number: a fresh pool).
  */
-export async function startRawUpstream(
-  options: { port?: number; respond?: (head: string) => string | undefined } = {},
-): Promise<RawUpstream> {
-  const respond = options.respond ?? (() => OK);
-  const sockets = new Set<net.Socket>();
-  const up: RawUpstream = {
-    port: 0,
-    connections: 0,
-    closed: 0,
-    received: '',
-    heads: [],
-    close: () =>
-      new Promise((resolve) => {
-        for (const s of sockets) s.destroy();
-        server.close(() => resolve());
-      }),
+export function planeFixture(settings: Parameters<typeof startTestDataPlane>[1] = {}) {
+  const f = {
+    dp: undefined as unknown as TestDataPlane,
+    sw: undefined as unknown as BuiltinSwitch,
+    revision: 0,
+    closers: [] as (() => unknown)[],
+    async serve(handler: http.RequestListener): Promise<Served> {
+      const server = http.createServer(handler);
+      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+      const served: Served = {
+        port: (server.address() as net.AddressInfo).port,
+        server,
+        close: () => {
+          server.closeAllConnections();
+          return new Promise((resolve) => server.close(() => resolve()));
+        },
+      };
+      f.closers.push(served.close);
+      return served;
+    },
+    async raw(options: Parameters<typeof startRawUpstream>[0] = {}) {
+      const up = await startRawUpstream(options);
+      f.closers.push(up.close);
+      return up;
+    },
+    async client(): Promise<RawClient> {
+      const c = await RawClient.connect(f.dp.url);
+      f.closers.push(() => c.destroy());
+      return c;
+    },
+    /** Routes `web` to a new pool of these ports; returns the pool. */
+    async route(...ports: number[]): Promise<Pool> {
+      f.revision++;
+      const pool = poolFor('web', 'blue', f.revision, ports.map(upstreamAt));
+      await f.sw.apply(webTable(f.revision, pool));
+      return pool;
+    },
   };
-  const server = net.createServer((socket) => {
-    up.connections++;
-    sockets.add(socket);
-    socket.on('close', () => {
-      up.closed++;
-      sockets.delete(socket);
-    });
-    socket.on('error', () => socket.destroy());
-    let buffered = '';
-    let skip = 0;
-    socket.on('data', (d: Buffer) => {
-      const text = d.toString('latin1');
-      up.received += text;
-      buffered += text;
-      for (;;) {
-        if (skip > 0) {
-          const n = Math.min(skip, buffered.length);
-          buffered = buffered.slice(n);
-          skip -= n;
-        }
-        const end = buffered.indexOf('\r\n\r\n');
-        if (end < 0 || skip > 0) return;
-        const head = buffered.slice(0, end);
-        buffered = buffered.slice(end + 4);
-        up.heads.push(head);
-        skip = Number(/\r\ncontent-length: *(\d+)/i.exec(head)?.[1] ?? 0);
-        const answer = respond(head);
-        if (answer !== undefined) socket.write(answer, 'latin1');
-      }
-    });
+  beforeAll(async () => {
+    f.dp = await startTestDataPlane('127.0.0.1:0', settings);
+    f.sw = new BuiltinSwitch({ adminSocket: f.dp.adminSocket });
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(options.port ?? 0, '127.0.0.1', () => resolve());
+  afterAll(async () => {
+    await f.dp.stop();
   });
-  up.port = (server.address() as net.AddressInfo).port;
-  return up;
-}
-
-/**
- * A port whose listen backlog is full: a connect to it neither succeeds nor fails, like a host that
- * has gone away. The listener lives in a child process whose event loop is blocked, so it never
- * accepts; two connections of ours fill its backlog of one.
- */
-export async function startUnacceptingListener(): Promise<{ port: number; close(): Promise<void> }> {
-  const child = spawn(
-    process.execPath,
-    [
-      '-e',
-      `const s = require('net').createServer().listen({ port: 0, host: '127.0.0.1', backlog: 1 }, () => {
-         process.stdout.write(s.address().port + '\\n');
-         Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0);
-       });`,
-    ],
-    { stdio: ['ignore', 'pipe', 'inherit'] },
-  );
-  const port = await new Promise<number>((resolve, reject) => {
-    child.stdout!.once('data', (d: Buffer) => resolve(Number(d.toString().trim())));
-    child.once('error', reject);
+  afterEach(async () => {
+    for (const c of f.closers.splice(0).reverse()) await c();
   });
-  const fillers: net.Socket[] = [];
-  const close = async () => {
-    for (const s of fillers) s.destroy();
-    if (child.exitCode === null) {
-      const exited = new Promise((resolve) => child.once('exit', resolve));
-      child.kill('SIGKILL');
-      await exited;
-    }
-  };
-  // Fill the backlog until a connect hangs.
-  for (let i = 0; i < 8; i++) {
-    const s = net.connect({ host: '127.0.0.1', port });
-    s.on('error', () => undefined);
-    fillers.push(s);
-    const connected = await Promise.race([
-      new Promise<boolean>((resolve) => s.once('connect', () => resolve(true))),
-      new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 200)),
-    ]);
-    if (!connected) return { port, close };
-  }
-  await close();
-  throw new Error('could not fill the listen backlog of the unaccepting listener');
-}
-
-/** Resident memory of a process in bytes, from /proc (Linux). */
-export async function residentBytes(pid: number): Promise<number> {
-  const status = await readFile(`/proc/${pid}/status`, 'utf8');
-  const kb = /^VmRSS:\s+(\d+) kB$/m.exec(status)?.[1];
-  if (kb === undefined) throw new Error(`no VmRSS in /proc/${pid}/status`);
-  return Number(kb) * 1024;
+  return f;
 }

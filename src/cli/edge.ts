@@ -62,7 +62,7 @@ Examples:
       process.once('SIGTERM', () => stop.abort());
       process.once('SIGINT', () => stop.abort());
       try {
-        const { traffic, url } = await openTrafficSwitch(proxy, paths, log);
+        const { traffic, url } = await openTrafficSwitch(proxy, { ...paths, configDir: loaded.dir }, log);
         log.info('edge is up', { id, url, store: loaded.config.store.kind });
         await runEdge({ store, traffic, id, listen: url, log, signal: stop.signal });
         await traffic.close();

@@ -61,7 +61,11 @@ export async function startDaemon(options: { configFile: string; log: Logger }):
   };
 
   try {
-    const { traffic, url: proxyUrl } = await openTrafficSwitch(config.proxy, paths, log);
+    const { traffic, url: proxyUrl } = await openTrafficSwitch(
+      config.proxy,
+      { ...paths, configDir: loaded.dir },
+      log,
+    );
     closers.push(() => traffic.close());
 
     const deps = {

@@ -1,7 +1,14 @@
+import path from 'node:path';
 import type { TealConfig } from '../core/config/schema.js';
 import type { Logger } from '../core/deps.js';
 import { endpointText } from '../core/model.js';
 import { packageVersion } from '../version.js';
+
+/** The URL a user on this host reaches a listen address at (a wildcard means loopback). */
+function localUrl(listen: string): string {
+  return `http://${listen.replace(/^0\.0\.0\.0:/, '127.0.0.1:').replace(/^\[::\]:/, '127.0.0.1:')}`;
+}
+
 import type { TrafficSwitch } from './switch.js';
 
 export interface SwitchPaths {
@@ -10,6 +17,8 @@ export interface SwitchPaths {
   proxySocket: string;
   proxyState: string;
   proxyLog: string;
+  /** The folder of teal.yml: relative paths in the proxy config resolve from here (default: dir's parent). */
+  configDir?: string;
 }
 
 export interface OpenedSwitch {
@@ -62,8 +71,26 @@ export async function openTrafficSwitch(
       }
       return {
         traffic: new BuiltinSwitch({ adminSocket: paths.proxySocket }),
-        url: `http://${plane.listen.replace(/^0\.0\.0\.0:/, '127.0.0.1:').replace(/^\[::\]:/, '127.0.0.1:')}`,
+        url: localUrl(plane.listen),
       };
+    }
+    case 'nginx': {
+      const { NginxSwitch } = await import('./nginx/switch.js');
+      const from = (p: string) => path.resolve(paths.configDir ?? path.dirname(paths.dir), p);
+      const listen = endpointText(config.listen);
+      const traffic = await NginxSwitch.open({
+        configFile: from(config.config),
+        template: config.template === undefined ? undefined : from(config.template),
+        check: config.check,
+        reload: config.reload,
+        pidFile: from(config.pidFile),
+        listen,
+        stateDir: paths.dir,
+        accessLog:
+          config.accessLog === undefined ? path.join(paths.dir, 'nginx-access.log') : from(config.accessLog),
+      });
+      log.info('driving nginx', { config: traffic.configFile, pidFile: config.pidFile, listen });
+      return { traffic, url: localUrl(listen) };
     }
   }
 }

@@ -155,6 +155,12 @@ export interface ContractAllowance {
   failuresPerSwitch?: number;
   /** Called with what the zero-drop test measured, for the test output and the notes. */
   report?: (measured: { switches: number; failed: number; sent: number }) => void;
+  /**
+   * False when the data plane cannot say how many requests and streams each pool has open (nginx's
+   * open-source build counts nothing per upstream): the cases then do not check `inFlight` and
+   * `openStreams`, and the implementation must document that it reports them as 0.
+   */
+  countsOpenRequests?: boolean;
 }
 
 export function switchContract(
@@ -370,7 +376,8 @@ export function switchContract(
       sockets.push(fresh);
       fresh.send('three');
       expect(await nextMessage(fresh)).toBe('B:three');
-      expect((await t.sw.stats()).pools.find((p) => p.pool === old.id)?.openStreams).toBe(1);
+      if (allowance.countsOpenRequests !== false)
+        expect((await t.sw.stats()).pools.find((p) => p.pool === old.id)?.openStreams).toBe(1);
 
       const closed = new Promise<void>((resolve) => ws.once('close', () => resolve()));
       const result = await t.sw.drain(old.id, { timeoutMs: 300 });

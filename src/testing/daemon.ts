@@ -103,12 +103,16 @@ async function waitFor<T>(
 export async function startTestDaemon(options: {
   services: string;
   extraConfig?: string;
+  /** The `proxy:` mapping (flow YAML); a builtin data plane on a free port when absent. */
+  proxy?: string;
+  /** An existing dir to use (and remove at cleanup) instead of a fresh temp dir. */
+  dir?: string;
 }): Promise<TestDaemon> {
-  const dir = mkdtempSync(path.join(tmpdir(), 'teal-it-'));
+  const dir = options.dir ?? mkdtempSync(path.join(tmpdir(), 'teal-it-'));
   const configFile = path.join(dir, 'teal.yml');
   writeFileSync(
     configFile,
-    `proxy: { kind: builtin, listen: 127.0.0.1:0 }\napi: { listen: 127.0.0.1:0 }\n${options.extraConfig ?? ''}services:\n${options.services}\n`,
+    `proxy: ${options.proxy ?? '{ kind: builtin, listen: 127.0.0.1:0 }'}\napi: { listen: 127.0.0.1:0 }\n${options.extraConfig ?? ''}services:\n${options.services}\n`,
   );
   const paths = statePaths(path.join(dir, '.teal'));
   const logFile = path.join(dir, 'daemon.out');

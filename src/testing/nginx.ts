@@ -1,7 +1,9 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
+import { pidAlive } from '../proc.js';
 import { findBinary } from './binaries.js';
 
 const run = promisify(execFile);
@@ -10,10 +12,36 @@ export interface NginxInstance {
   pid: number;
   dir: string;
   configFile: string;
+  /** The master's pid file (`pid` directive), as a switch needs it. */
+  pidFile: string;
+  /** The nginx binary and the arguments that name this instance: `-c <config> -p <dir> -e <error log>`. */
+  bin: string;
+  args: string[];
+  /**
+   * Shell commands for this instance, as a user would configure them: `check` is `nginx -t`,
+   * `reload` is `nginx -s reload`, both with this instance's config, prefix and error log.
+   */
+  commands: { check: string; reload: string };
   /** Writes a new config (the `http { }` block's content) and reloads; resolves once nginx accepted the signal. */
   reload(http: string): Promise<void>;
+  /** Pids of the master's worker processes now (serving and retiring). */
+  workers(): number[];
+  /** Stops nginx and every worker it had, retiring ones included (quit, then terminate, then kill). */
   stop(): Promise<void>;
   errorLog(): string;
+}
+
+const quote = (s: string) => `'${s.replaceAll("'", `'\\''`)}'`;
+
+function childrenOf(pid: number): number[] {
+  try {
+    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8')
+      .split(' ')
+      .filter((s) => s.trim() !== '')
+      .map(Number);
+  } catch {
+    return [];
+  }
 }
 
 /**
@@ -26,11 +54,12 @@ export async function startNginx(dir: string, http: string): Promise<NginxInstan
   mkdirSync(dir, { recursive: true });
   const configFile = path.join(dir, 'nginx.conf');
   const errorLog = path.join(dir, 'error.log');
+  const pidFile = path.join(dir, 'nginx.pid');
   const write = (body: string) =>
     writeFileSync(
       configFile,
       `worker_processes 1;
-pid ${dir}/nginx.pid;
+pid ${pidFile};
 error_log ${errorLog} warn;
 daemon off;
 events { worker_connections 8192; }
@@ -53,27 +82,57 @@ ${body}
   // nginx writes its pid file once it listens.
   for (let i = 0; ; i++) {
     try {
-      if (Number(readFileSync(path.join(dir, 'nginx.pid'), 'utf8')) === child.pid) break;
+      if (Number(readFileSync(pidFile, 'utf8')) === child.pid) break;
     } catch {}
     if (child.exitCode !== null || i > 200)
       throw new Error(`nginx did not start:\n${readFileSync(errorLog, 'utf8')}`);
     await new Promise((r) => setTimeout(r, 25));
   }
+  const pid = child.pid!;
+  const shellArgs = args.map(quote).join(' ');
+  const workers = () => childrenOf(pid);
   return {
-    pid: child.pid!,
+    pid,
     dir,
     configFile,
+    pidFile,
+    bin,
+    args,
+    commands: {
+      check: `${quote(bin)} -t -q ${shellArgs}`,
+      reload: `${quote(bin)} -s reload ${shellArgs}`,
+    },
     async reload(next: string) {
       write(next);
       await run(bin, ['-t', ...args]);
-      process.kill(child.pid!, 'SIGHUP');
+      process.kill(pid, 'SIGHUP');
     },
+    workers,
     async stop() {
-      if (child.exitCode === null) {
-        child.kill('SIGQUIT');
-        const timer = setTimeout(() => child.kill('SIGKILL'), 5_000);
+      // Workers outlive a master that is killed, so remember them all, and end any left over.
+      const seen = new Set(workers());
+      const wait = async (ms: number) => {
+        const deadline = Date.now() + ms;
+        while (child.exitCode === null && child.signalCode === null && Date.now() < deadline) {
+          for (const w of workers()) seen.add(w);
+          await sleep(20);
+        }
+        return child.exitCode !== null || child.signalCode !== null;
+      };
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGQUIT'); // graceful: waits for open connections (a websocket may hold it)
+        if (!(await wait(2_000))) {
+          child.kill('SIGTERM'); // fast: workers close their connections and exit at once
+          if (!(await wait(3_000))) child.kill('SIGKILL');
+        }
         await exited;
-        clearTimeout(timer);
+      }
+      for (const w of seen) {
+        if (pidAlive(w)) {
+          try {
+            process.kill(w, 'SIGKILL');
+          } catch {}
+        }
       }
     },
     errorLog: () => readFileSync(errorLog, 'utf8'),

@@ -175,6 +175,27 @@ describe('loadConfig', () => {
     ]);
   });
 
+  it('fills the nginx switch defaults and names what is missing or unknown', () => {
+    const { config } = parseConfig(
+      `proxy: { kind: nginx, config: nginx/teal.conf }\n${minimal}`,
+      '/t/teal.yml',
+    );
+    expect(config.proxy).toEqual({
+      kind: 'nginx',
+      config: 'nginx/teal.conf',
+      listen: { host: '0.0.0.0', port: 80 },
+      check: 'nginx -t -q',
+      reload: 'nginx -s reload',
+      pidFile: '/run/nginx.pid',
+    });
+    expect(problemsOf(`proxy: { kind: nginx }\n${minimal}`).map((p) => `${p.path}: ${p.message}`)).toEqual([
+      'proxy.config: required: expected a file path like "/etc/nginx/conf.d/teal.conf"',
+    ]);
+    expect(problemsOf(`proxy: { kind: traefik }\n${minimal}`).map((p) => `${p.path}: ${p.message}`)).toEqual([
+      'proxy.kind: expected kind: builtin or nginx',
+    ]);
+  });
+
   it('refuses a config without services', () => {
     expect(problemsOf('services: {}\n').map((p) => p.message)).toEqual(['expected at least one service']);
     expect(problemsOf('proxy: { kind: builtin }\n').map((p) => p.message)).toEqual([

@@ -133,6 +133,44 @@ export const StoreConfig = z
       'Where teal keeps its state: the embedded SQLite store (needs nothing else), or etcd (several hosts, confd-readable keys).',
   });
 
+const filePathString = (example: string) =>
+  z
+    .string({ error: (iss) => `expected a file path like "${example}", got ${describe(iss.input)}` })
+    .min(1, { error: `expected a file path like "${example}"` });
+
+const command = (example: string, description: string) =>
+  z
+    .string({ error: (iss) => `expected a shell command like "${example}", got ${describe(iss.input)}` })
+    .min(1, { error: `expected a shell command like "${example}"` })
+    .meta({ description });
+
+/** nginx run by the user; teal renders one included file and reloads (docs/nginx.md). */
+const NginxProxy = z.strictObject({
+  kind: z.literal('nginx'),
+  config: filePathString('/etc/nginx/conf.d/teal.conf').meta({
+    description:
+      "The file teal writes with the whole routing table, included in nginx's http block; relative to teal.yml.",
+  }),
+  listen: address(
+    '0.0.0.0:80',
+    'Where the rendered servers listen (the `listen` the template prints).',
+  ).prefault('0.0.0.0:80'),
+  template: filePathString('nginx/teal.conf.mustache')
+    .optional()
+    .meta({ description: "A Mustache template of your own (docs/nginx.md); teal's default when absent." }),
+  check: command(
+    'nginx -t -q',
+    'Checks the config with the new file in place; its message fails the deploy.',
+  ).default('nginx -t -q'),
+  reload: command('nginx -s reload', 'Makes nginx load the new file.').default('nginx -s reload'),
+  pidFile: filePathString('/run/nginx.pid')
+    .default('/run/nginx.pid')
+    .meta({ description: "nginx's pid file: teal watches the master's workers to know a reload took." }),
+  accessLog: filePathString('/var/log/nginx/teal-access.log').optional().meta({
+    description: 'Where the template logs requests for per-pool stats; in the state dir by default.',
+  }),
+});
+
 export const ProxyConfig = z
   .discriminatedUnion(
     'kind',
@@ -164,8 +202,9 @@ export const ProxyConfig = z
           })
           .prefault({}),
       }),
+      NginxProxy,
     ],
-    { error: () => 'expected kind: builtin' },
+    { error: () => 'expected kind: builtin or nginx' },
   )
   .prefault({ kind: 'builtin' })
   .meta({ description: 'The traffic switch in front of the services.' });

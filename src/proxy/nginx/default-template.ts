@@ -1,0 +1,106 @@
+/**
+ * teal's nginx template (Mustache): the whole routing table as one file included in nginx's `http`
+ * block. docs/nginx.md shows it as the example for writing your own and documents every field it
+ * uses (render.ts `TemplateView`); a test keeps the two the same.
+ *
+ * It does not print the table's revision: a new revision with the same routes then renders the
+ * same text, and the switch skips the reload.
+ */
+export const DEFAULT_TEMPLATE = `# Written by teal from its routing table: edits are overwritten on the next apply.
+# Included in nginx's http block.
+
+# One line per request, read by teal for its per-pool stats. A template of your own must keep
+# this format's name and fields: pool, status, request_time, upstream_status, upstream_header_time.
+log_format teal_access escape=json '{"pool":"$teal_pool","status":"$status",'
+    '"request_time":"$request_time","upstream_status":"$upstream_status",'
+    '"upstream_header_time":"$upstream_header_time"}';
+
+# The pool a request went to, from the upstream it was proxied to.
+map $proxy_host $teal_pool {
+    default "-";
+{{#upstreams}}
+    {{name}} {{pool}};
+{{/upstreams}}
+}
+
+# Websockets: pass Upgrade on; other requests keep the upstream connection alive.
+map $http_upgrade $teal_connection {
+    default upgrade;
+    "" "";
+}
+
+# The client's X-Request-Id, or one nginx makes up.
+map $http_x_request_id $teal_request_id {
+    default $http_x_request_id;
+    "" $request_id;
+}
+
+# An HTTP/1.0 request may come without a Host.
+map $http_host $teal_host {
+    default $http_host;
+    "" $host;
+}
+{{#upstreams}}
+
+# {{service}}: {{slot}}, release {{release}} ({{version}})
+upstream {{name}} {
+{{#servers}}
+    server {{address}};
+{{/servers}}
+    keepalive 32;
+    # Below Node's default 5 s server keep-alive, so nginx never reuses a connection the app is closing.
+    keepalive_timeout 4s;
+}
+{{/upstreams}}
+{{#services}}
+
+# {{service}}: the upstream a request goes to. Without X-Teal-Slot, the live pool (-503: nothing
+# is live); with X-Teal-Slot: blue|green, that slot's pool (-404: nothing in that slot).
+map $http_x_teal_slot {{variable}} {
+    default -404;
+    "" {{liveTarget}};
+{{#slots}}
+    {{slot}} {{target}};
+{{/slots}}
+}
+{{/services}}
+{{#servers}}
+
+server {
+    listen {{listen}}{{#default}} default_server{{/default}};
+    server_name {{serverName}};
+    access_log {{accessLog}} teal_access;
+
+    proxy_http_version 1.1;
+    proxy_set_header Host $teal_host;
+    proxy_set_header Upgrade $http_upgrade;
+    proxy_set_header Connection $teal_connection;
+    proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+    proxy_set_header X-Forwarded-Proto $scheme;
+    proxy_set_header X-Forwarded-Host $teal_host;
+    proxy_set_header X-Request-Id $teal_request_id;
+    proxy_set_header X-Teal-Slot "";
+    proxy_hide_header X-Request-Id;
+    add_header X-Request-Id $teal_request_id always;
+    # Event streams and other long answers reach the client as the app writes them.
+    proxy_buffering off;
+    # Websockets and event streams may stay quiet for a while.
+    proxy_read_timeout 1h;
+    proxy_send_timeout 1h;
+{{#locations}}
+
+    location {{match}} {
+        if ({{variable}} = "-503") { return 503; }
+        if ({{variable}} = "-404") { return 404; }
+        proxy_pass http://{{variable}};
+    }
+{{/locations}}
+{{#notFound}}
+
+    location / {
+        return 404;
+    }
+{{/notFound}}
+}
+{{/servers}}
+`;

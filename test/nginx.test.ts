@@ -76,7 +76,12 @@ describe.skipIf(!available)('blue-green deploys through nginx', () => {
     // nginx or the app (a 502 would mean teal switched to an instance not ready, or drained early).
     expect(Object.keys(report.statuses)).toEqual(['200']);
     expect(report.statuses[200]).toBe(report.sent - report.failed);
-    expect(report.failed).toBeLessThanOrEqual(32 * reloads);
+    // Both losses come from the same thing (old workers closing idle keep-alive connections), so
+    // they are equal in distribution and a strict <= would be a coin toss on a shared machine:
+    // teal's rate per reload may be at most half as much again as the bare reloads' in this run.
+    const perReload = report.failed / reloads;
+    const barePerReload = floor.failed / reloads;
+    expect(perReload).toBeLessThanOrEqual(barePerReload * 1.5 + 2);
     expect(report.sent).toBeGreaterThan(1_000);
     // Dropped requests are counted above; every request that got an answer got the right version.
     const answeredSamples = samples.filter((x) => x.status !== null);

@@ -9,8 +9,12 @@ export interface HaproxyInstance {
   dir: string;
   /** Admin socket (stats socket, level admin): the runtime API. */
   socket: string;
+  /** The config file it runs. */
+  configFile: string;
   /** Sends one runtime API command and returns its answer. */
   command(line: string): Promise<string>;
+  /** What haproxy printed on stdout and stderr so far. */
+  output(): string;
   stop(): Promise<void>;
 }
 
@@ -18,15 +22,10 @@ export interface HaproxyInstance {
  * A private haproxy for tests and benchmarks: one thread, in the foreground (-db) as our child, with
  * an admin socket in `dir`. `body` holds the frontends and backends.
  */
-export async function startHaproxy(dir: string, body: string): Promise<HaproxyInstance> {
-  const bin = findBinary('haproxy');
-  if (!bin) throw new Error('haproxy is not installed; run scripts/install-test-deps.sh');
-  mkdirSync(dir, { recursive: true });
-  const socket = path.join(dir, 'admin.sock');
-  const configFile = path.join(dir, 'haproxy.cfg');
-  writeFileSync(
-    configFile,
-    `global
+export function startHaproxy(dir: string, body: string): Promise<HaproxyInstance> {
+  return startHaproxyConfig(
+    dir,
+    (socket) => `global
   nbthread 1
   maxconn 4000
   stats socket ${socket} mode 600 level admin
@@ -39,6 +38,23 @@ defaults
 ${body}
 `,
   );
+}
+
+/**
+ * A private haproxy running a whole config of the caller's (teal's rendered base config, say), made
+ * by `config` from the admin socket path in `dir` it must declare. Resolves once the runtime API
+ * answers; stop() ends it by its pid.
+ */
+export async function startHaproxyConfig(
+  dir: string,
+  config: (socket: string) => string,
+): Promise<HaproxyInstance> {
+  const bin = findBinary('haproxy');
+  if (!bin) throw new Error('haproxy is not installed; run scripts/install-test-deps.sh');
+  mkdirSync(dir, { recursive: true });
+  const socket = path.join(dir, 'admin.sock');
+  const configFile = path.join(dir, 'haproxy.cfg');
+  writeFileSync(configFile, config(socket));
   const output: string[] = [];
   const child: ChildProcess = spawn(bin, ['-db', '-f', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
   child.stdout!.on('data', (c: Buffer) => output.push(c.toString()));
@@ -55,21 +71,27 @@ ${body}
     });
   for (let i = 0; ; i++) {
     try {
-      await command('show info');
-      break;
+      // A socket left by an earlier haproxy in the same dir answers nothing: wait for ours.
+      if (child.exitCode === null && (await command('show info')).includes(`Pid: ${child.pid}`)) break;
     } catch {
-      if (child.exitCode !== null || i > 200) throw new Error(`haproxy did not start:\n${output.join('')}`);
-      await new Promise((r) => setTimeout(r, 25));
+      // not listening yet
     }
+    if (child.exitCode !== null || i > 200) {
+      child.kill('SIGKILL');
+      throw new Error(`haproxy did not start:\n${output.join('')}`);
+    }
+    await new Promise((r) => setTimeout(r, 25));
   }
   return {
     pid: child.pid!,
     dir,
     socket,
+    configFile,
     command,
+    output: () => output.join(''),
     async stop() {
-      if (child.exitCode === null) {
-        child.kill('SIGTERM');
+      if (child.exitCode === null && child.signalCode === null) {
+        process.kill(child.pid!, 'SIGTERM');
         await exited;
       }
     },

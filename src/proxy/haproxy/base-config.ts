@@ -1,0 +1,228 @@
+import { mkdir, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { TealError } from '../../core/errors.js';
+
+/**
+ * The haproxy config teal needs for haproxy's first start. Nothing in it names a service, a route
+ * or an address: routing lives in one map and upstream addresses in server slots, both changed at
+ * runtime over the admin socket (switch.ts). So the same file serves any teal.yml, and a new
+ * service, route or release never needs a reload; only outgrowing the lanes or server slots does.
+ *
+ * A request is routed in the frontend, in order:
+ *   1. no table applied yet (the map has no `T` entry)           -> 503
+ *   2. host + longest path prefix -> service (`R<host><path>/`)   -> 404 when none
+ *   3. `X-Teal-Slot: blue|green` -> that slot's lane (`P<svc>/<slot>`) -> 404 when none;
+ *      otherwise the live lane (`L<svc>`)                          -> 503 when none
+ *   4. the lane backend (`<prefix>_lane_<n>`), whose servers teal set to the pool's endpoints.
+ */
+
+export interface BaseConfigOptions {
+  /** Where users connect: `0.0.0.0:8080`, `127.0.0.1:8080`, `[::]:8080`. */
+  listen: string;
+  /** The admin socket (runtime API) the switch drives; rendered `level admin`, mode 600. */
+  socket: string;
+  /** The switch's state dir: haproxy loads the routes map and the server state from it at start. */
+  stateDir: string;
+  /** Backends ("lanes") to render; each holds one pool at a time. Default 16. */
+  lanes?: number;
+  /** Server slots per lane: the most endpoints one pool may have. Default 8. */
+  serversPerLane?: number;
+  /** Names every haproxy object teal renders and drives (frontend, `<prefix>_lane_<n>`, ring). Default `teal`. */
+  prefix?: string;
+  /** Size of the in-memory ring the per-request log lines go to (latency source). Default 1 MiB. */
+  ringBytes?: number;
+  timeouts?: {
+    connectMs?: number;
+    /** Client and server inactivity. */
+    idleMs?: number;
+    /** Websockets and other upgraded connections, once established. */
+    tunnelMs?: number;
+    /** A client's whole request head. */
+    requestMs?: number;
+  };
+}
+
+export const DEFAULT_LANES = 16;
+export const DEFAULT_SERVERS_PER_LANE = 8;
+export const DEFAULT_PREFIX = 'teal';
+
+/** The files in the state dir: haproxy reads the first two at start, teal owns the third. */
+export function stateFiles(stateDir: string): { map: string; serverState: string; applied: string } {
+  return {
+    map: path.join(stateDir, 'routes.map'),
+    serverState: path.join(stateDir, 'servers.state'),
+    applied: path.join(stateDir, 'applied.json'),
+  };
+}
+
+export function laneBackend(prefix: string, lane: number): string {
+  return `${prefix}_lane_${lane}`;
+}
+
+/** 1-based, as `server-template` numbers its servers. */
+export function serverName(slot: number): string {
+  return `s${slot}`;
+}
+
+export function ringName(prefix: string): string {
+  return `${prefix}_requests`;
+}
+
+/** The lane number of a backend name, or undefined when it is not one of this prefix's lanes. */
+export function laneOf(prefix: string, backend: string): number | undefined {
+  const head = `${prefix}_lane_`;
+  if (!backend.startsWith(head)) return undefined;
+  const n = Number(backend.slice(head.length));
+  return Number.isInteger(n) && n >= 0 && String(n) === backend.slice(head.length) ? n : undefined;
+}
+
+const PREFIX = /^[A-Za-z][A-Za-z0-9_]{0,30}$/;
+/** A path haproxy reads as one word: no whitespace, quotes, `#` or backslash. */
+const CONFIG_WORD = /^[^\s"'#\\]+$/;
+
+function refuse(what: string, value: unknown, expected: string): never {
+  throw new TealError(
+    'TEAL_CONFIG_INVALID',
+    `haproxy base config: ${what} ${JSON.stringify(value)} cannot be rendered (expected ${expected})`,
+    { field: what, value },
+  );
+}
+
+function count(what: string, value: number | undefined, fallback: number, max: number): number {
+  const n = value ?? fallback;
+  if (!Number.isInteger(n) || n < 1 || n > max) refuse(what, value, `an integer from 1 to ${max}`);
+  return n;
+}
+
+/** `host:port` as haproxy's `bind` reads it (IPv6 in brackets becomes `ipv6@addr:port`). */
+function bindAddress(listen: string): string {
+  const v6 = /^\[([0-9A-Fa-f:.]+)\]:(\d{1,5})$/.exec(listen);
+  if (v6) return `ipv6@${v6[1]}:${v6[2]}`;
+  if (!/^[A-Za-z0-9.-]*:\d{1,5}$/.test(listen)) refuse('listen', listen, 'host:port or [ipv6]:port');
+  return listen;
+}
+
+const ms = (value: number | undefined, fallback: number) => `${Math.max(1, Math.round(value ?? fallback))}ms`;
+
+/**
+ * The base config: global (admin socket, server state file), a ring for per-request log lines, one
+ * frontend that routes through the map, and `lanes` backends of `serversPerLane` disabled server
+ * slots each. Print it once, start haproxy with it; teal drives everything else at runtime.
+ *
+ * @example
+ *   writeFileSync('/etc/haproxy/haproxy.cfg', renderBaseConfig({
+ *     listen: '0.0.0.0:80', socket: '/run/haproxy/admin.sock', stateDir: '/var/lib/teal/haproxy' }));
+ */
+export function renderBaseConfig(options: BaseConfigOptions): string {
+  const prefix = options.prefix ?? DEFAULT_PREFIX;
+  if (!PREFIX.test(prefix)) refuse('prefix', prefix, 'a letter then letters, digits or "_"');
+  for (const [what, value] of [
+    ['socket', options.socket],
+    ['stateDir', options.stateDir],
+  ] as const)
+    if (!path.isAbsolute(value) || !CONFIG_WORD.test(value))
+      refuse(what, value, 'an absolute path without spaces, quotes, "#" or "\\"');
+  const lanes = count('lanes', options.lanes, DEFAULT_LANES, 1000);
+  const servers = count('serversPerLane', options.serversPerLane, DEFAULT_SERVERS_PER_LANE, 1000);
+  const ringBytes = count('ringBytes', options.ringBytes, 1 << 20, 1 << 30);
+  const files = stateFiles(options.stateDir);
+  const t = options.timeouts ?? {};
+  const map = files.map;
+  const found = (v: string) => `{ var(txn.${prefix}_${v}) -m found }`;
+  const missing = (v: string) => `!${found(v)}`;
+  const v = (name: string) => `txn.${prefix}_${name}`;
+
+  // Server slots are named by a host name only so that haproxy takes their address from the server
+  // state file at start (`init-addr last`; a literal address would win over it); `.invalid` never
+  // resolves, and without `libc` in init-addr haproxy never tries. 0.0.0.0 until teal sets one; the
+  // placeholder port is not 0, which would make haproxy ignore the port the state file restores.
+  const backends: string[] = [];
+  for (let lane = 0; lane < lanes; lane++)
+    backends.push(`backend ${laneBackend(prefix, lane)}
+  # Empty: a request cut off before its response (a drain's timeout) closes without an answer.
+  errorfile 502 /dev/null
+  server-template s 1-${servers} unset.teal.invalid:1 disabled init-addr last,0.0.0.0
+`);
+
+  return `# haproxy base config rendered by teal. Routing (${map}) and server addresses are set at
+# runtime over the admin socket; edit nothing below by hand, re-render it instead.
+global
+  stats socket ${options.socket} mode 600 level admin expose-fd listeners
+  stats timeout 2m
+  # Written by teal after every change, so a restarted haproxy serves the last applied table.
+  server-state-file ${files.serverState}
+
+ring ${ringName(prefix)}
+  description "teal: one line per request (latency per pool)"
+  format raw
+  maxlen 256
+  size ${ringBytes}
+
+defaults
+  mode http
+  load-server-state-from-file global
+  balance leastconn
+  timeout connect ${ms(t.connectMs, 5_000)}
+  timeout client ${ms(t.idleMs, 60_000)}
+  timeout server ${ms(t.idleMs, 60_000)}
+  timeout tunnel ${ms(t.tunnelMs, 3_600_000)}
+  timeout http-request ${ms(t.requestMs, 10_000)}
+  timeout http-keep-alive ${ms(t.idleMs, 60_000)}
+  timeout client-fin 5s
+  # A connection refused by one endpoint is retried once, on another (after a 1 s pause when the
+  # pool has only that one). Only connection failures: a request retried after part of it reached
+  # the app could run twice, and one a drain cut off must stay cut off.
+  retries 1
+  option redispatch 1
+
+frontend ${prefix}
+  bind ${bindAddress(options.listen)}
+  log ring@${ringName(prefix)} format raw local0 info
+  # One line per request for teal's latency numbers: counter, lane, status, and the time from its
+  # head being read to its end in microseconds (%Ta has whole milliseconds only).
+  log-format "%rt %b %ST %Ta %[var(${v('t0')})] %[date(0,us)]"
+  http-request set-var(${v('t0')}) date(0,us)
+  option forwardfor
+  http-request set-header X-Forwarded-Proto http
+  http-request set-header X-Forwarded-Host %[req.hdr(host)] if { req.hdr(host) -m found }
+  http-request set-header X-Request-Id %[uuid] unless { req.hdr(x-request-id) -m found }
+  http-request set-var(${v('rev')}) str(T),map_str(${map})
+  http-request return status 503 content-type text/plain string "no routing table has been applied yet" if ${missing('rev')}
+  # Host without port or trailing dot, lower-cased; then the longest "<host><path>/" prefix wins.
+  http-request set-var(${v('host')}) req.hdr(host),lower,regsub(:[0-9]*$,),regsub([.]$,)
+  http-request set-var-fmt(${v('key')}) "R%[var(${v('host')})]%[path]/"
+  http-request set-var(${v('svc')}) var(${v('key')}),map_beg(${map})
+  http-request set-var-fmt(${v('key')}) "R*%[path]/" if ${missing('svc')}
+  http-request set-var(${v('svc')}) var(${v('key')}),map_beg(${map}) if ${missing('svc')}
+  http-request return status 404 content-type text/plain string "no route" if ${missing('svc')}
+  http-request set-var(${v('slot')}) req.hdr(x-teal-slot),lower if { req.hdr(x-teal-slot) -m found }
+  http-request del-header x-teal-slot
+  http-request set-var-fmt(${v('key')}) "P%[var(${v('svc')})]/%[var(${v('slot')})]" if ${found('slot')}
+  http-request set-var-fmt(${v('key')}) "L%[var(${v('svc')})]" if ${missing('slot')}
+  http-request set-var(${v('lane')}) var(${v('key')}),map_str(${map})
+  http-request return status 404 content-type text/plain string "nothing running in that slot to preview" if ${found('slot')} ${missing('lane')}
+  http-request return status 503 content-type text/plain string "the service has no live release" if ${missing('lane')}
+  use_backend %[var(${v('lane')})]
+
+${backends.join('\n')}`;
+}
+
+/**
+ * Creates the state dir, an empty routes map and an empty server state file where there are none:
+ * haproxy refuses to start when a map file its config names is missing. Existing files are left
+ * alone (they hold the last applied table).
+ */
+export async function prepareStateDir(stateDir: string): Promise<void> {
+  await mkdir(stateDir, { recursive: true });
+  const files = stateFiles(stateDir);
+  for (const [file, empty] of [
+    [files.map, ''],
+    [files.serverState, '1\n'],
+  ] as const) {
+    try {
+      await writeFile(file, empty, { flag: 'wx', mode: 0o644 });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+  }
+}

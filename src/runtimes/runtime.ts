@@ -33,6 +33,43 @@ export interface InstanceSpec {
   port?: number;
   /** Human hint for errors about the port: "services.web.ports.blue". */
   portSource?: string;
+  /**
+   * What the docker runtime runs; other runtimes ignore it. With it, `command` is the container's
+   * command (docker run's arguments after the image: the image's CMD when empty), `cwd` is not
+   * used, `host`/`port` are where the container port is published, and the env reaches the
+   * container alone (not the control plane's own environment) with PORT set to `container.port`.
+   */
+  container?: ContainerSpec;
+}
+
+/** A release as a container: see InstanceSpec.container. */
+export interface ContainerSpec {
+  /** Image reference with the version already interpolated: "registry.local/web:1.4.2". */
+  image: string;
+  /** The port the app listens on inside the container; it gets PORT set to this. */
+  port: number;
+  /**
+   * `missing` (default): pull when the engine has no image of that name; `always`: pull every
+   * time, and a failed pull fails the start (never falls back to the local copy); `never`: the
+   * image must already be on the engine.
+   */
+  pull?: 'always' | 'missing' | 'never';
+  /** Runs an init process as PID 1 (docker run --init) that forwards signals and reaps zombies. */
+  init?: boolean;
+  /** Memory limit in bytes. */
+  memoryBytes?: number;
+  /** CPU limit in CPUs: 0.5 is half of one. */
+  cpus?: number;
+  /** Replaces the image's entrypoint. */
+  entrypoint?: string[];
+  /** Working directory inside the container (the image's when absent). */
+  workdir?: string;
+  /** Extra container labels; keys starting with `teal.` are teal's own and refused. */
+  labels?: Record<string, string>;
+  /** Mounts in docker's `source:target[:options]` form: a host path or a named volume. */
+  volumes?: string[];
+  /** A network to attach to instead of the engine's default bridge (not `host`). */
+  network?: string;
 }
 
 export interface Instance extends Endpoint {
@@ -44,6 +81,17 @@ export interface Instance extends Endpoint {
   startedAt: number;
   /** Process id for the process runtime (diagnostics only). */
   pid?: number;
+  /** The image a container instance runs, as resolved when it started. */
+  image?: InstanceImage;
+}
+
+export interface InstanceImage {
+  /** The reference asked for: "registry.local/web:1.4.2". */
+  ref: string;
+  /** The image ID ("sha256:…", the digest of its config): exactly what the container runs. */
+  id: string;
+  /** The registry manifest digest ("registry.local/web@sha256:…") when the image came from a registry. */
+  digest?: string;
 }
 
 export type InstanceStatus =

@@ -3,6 +3,7 @@ import { packageVersion } from '../version.js';
 import { deployCommand } from './deploy.js';
 import { downCommand } from './down.js';
 import { edgeCommand } from './edge.js';
+import { haproxyConfigCommand } from './haproxy-config.js';
 import { historyCommand } from './history.js';
 import { logsCommand } from './logs.js';
 import { proxyCommand } from './proxy.js';
@@ -45,6 +46,7 @@ downCommand(program);
 edgeCommand(program);
 restartProxyCommand(program);
 proxyCommand(program);
+haproxyConfigCommand(program);
 
 /** The full command line, with every verb and its help. */
 export function runProgram(argv: string[]): Promise<void> {

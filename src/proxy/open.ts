@@ -92,5 +92,29 @@ export async function openTrafficSwitch(
       log.info('driving nginx', { config: traffic.configFile, pidFile: config.pidFile, listen });
       return { traffic, url: localUrl(listen) };
     }
+    case 'haproxy': {
+      const { HaproxySwitch } = await import('./haproxy/switch.js');
+      const o = haproxyOptions(config, paths);
+      log.info('driving haproxy', { socket: o.socket, stateDir: o.stateDir });
+      return {
+        traffic: new HaproxySwitch({ socket: o.socket, stateDir: o.stateDir, prefix: o.prefix }),
+        url: localUrl(o.listen),
+      };
+    }
   }
+}
+
+type HaproxyConfig = Extract<TealConfig['proxy'], { kind: 'haproxy' }>;
+
+/** The haproxy switch's settings with paths resolved: what the switch and its base config share. */
+export function haproxyOptions(config: HaproxyConfig, paths: Pick<SwitchPaths, 'dir' | 'configDir'>) {
+  const from = (p: string) => path.resolve(paths.configDir ?? path.dirname(paths.dir), p);
+  return {
+    socket: from(config.socket),
+    stateDir: config.stateDir === undefined ? path.join(paths.dir, 'haproxy') : from(config.stateDir),
+    listen: endpointText(config.listen),
+    prefix: config.prefix,
+    lanes: config.lanes,
+    serversPerLane: config.serversPerLane,
+  };
 }

@@ -192,7 +192,7 @@ describe('loadConfig', () => {
       'proxy.config: required: expected a file path like "/etc/nginx/conf.d/teal.conf"',
     ]);
     expect(problemsOf(`proxy: { kind: traefik }\n${minimal}`).map((p) => `${p.path}: ${p.message}`)).toEqual([
-      'proxy.kind: expected kind: builtin or nginx',
+      'proxy.kind: expected kind: builtin, nginx or haproxy',
     ]);
   });
 

@@ -171,6 +171,37 @@ const NginxProxy = z.strictObject({
   }),
 });
 
+/** haproxy started with teal's base config and driven through its runtime API (docs/haproxy.md). */
+const HaproxyProxy = z.strictObject({
+  kind: z.literal('haproxy'),
+  socket: filePathString('/run/haproxy/teal.sock').meta({
+    description:
+      "haproxy's admin socket (runtime API), as the base config declares it; relative to teal.yml.",
+  }),
+  listen: address('0.0.0.0:80', 'Where users connect (the base config binds it).').prefault('0.0.0.0:80'),
+  stateDir: filePathString('/var/lib/teal/haproxy')
+    .optional()
+    .meta({
+      description:
+        "The switch's state (routes map, server state) haproxy loads at start; <stateDir>/haproxy by default.",
+    }),
+  prefix: z
+    .string()
+    .regex(/^[a-z][a-z0-9_]{0,30}$/, { error: 'expected a name like "teal": lower-case letters, digits, _' })
+    .default('teal')
+    .meta({ description: 'Names of the frontend, lanes and ring in the base config.' }),
+  lanes: z.number().int().min(2).max(1000).default(16).meta({
+    description: 'Backends in the base config, each holding one pool: at least two per service.',
+  }),
+  serversPerLane: z
+    .number()
+    .int()
+    .min(1)
+    .max(1000)
+    .default(8)
+    .meta({ description: 'Server slots per lane: the most instances one slot may have.' }),
+});
+
 export const ProxyConfig = z
   .discriminatedUnion(
     'kind',
@@ -203,8 +234,9 @@ export const ProxyConfig = z
           .prefault({}),
       }),
       NginxProxy,
+      HaproxyProxy,
     ],
-    { error: () => 'expected kind: builtin or nginx' },
+    { error: () => 'expected kind: builtin, nginx or haproxy' },
   )
   .prefault({ kind: 'builtin' })
   .meta({ description: 'The traffic switch in front of the services.' });

@@ -5,7 +5,8 @@
  * 1. throughput: wrk -t2 -c64 for BENCH_SECONDS (10) per target, targets interleaved, ROUNDS (3)
  *    rounds, medians: straight to the upstream, nginx, haproxy, teal;
  * 2. switching: SWITCHES (50) switches between two upstreams under wrk load, for teal (an apply of
- *    the routing table) and nginx (config rewrite + reload): failed requests, and the time from the
+ *    the routing table), nginx (config rewrite + reload), and teal's nginx and haproxy switches
+ *    (their TrafficSwitch apply): failed requests, and the time from the
  *    switch to the first response from the new upstream (also for teal when idle);
  * 3. the data plane's RSS under load (max of samples during its throughput runs).
  * Writes its section of docs/benchmarks.md. Needs wrk, nginx, haproxy (scripts/install-test-deps.sh).
@@ -19,9 +20,12 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { ensureDataPlane, stopDataPlane } from '../src/proxy/builtin/launcher.js';
 import { BuiltinSwitch } from '../src/proxy/builtin/switch.js';
+import { prepareStateDir, renderBaseConfig } from '../src/proxy/haproxy/base-config.js';
+import { HaproxySwitch } from '../src/proxy/haproxy/switch.js';
+import { NginxSwitch } from '../src/proxy/nginx/switch.js';
 import type { RoutingTable } from '../src/proxy/switch.js';
 import { findBinary } from '../src/testing/binaries.js';
-import { startHaproxy } from '../src/testing/haproxy.js';
+import { startHaproxy, startHaproxyConfig } from '../src/testing/haproxy.js';
 import { startNginx } from '../src/testing/nginx.js';
 import { machine, median, writeSection } from './report.js';
 import { type WrkResult, wrk } from './wrk.js';
@@ -258,6 +262,57 @@ backend app
     `nginx reload under load: median ${nginxLoaded.medianMs.toFixed(1)} ms, ${nginxLoaded.failed} failed\n`,
   );
 
+  // teal driving nginx and haproxy: the same flips, through their TrafficSwitch as a deploy does.
+  const nginxTealPort = await freePort();
+  const nginxTeal = await startNginx(path.join(dir, 'nginx-teal'), `include ${dir}/nginx-teal/teal*.conf;`);
+  cleanups.push(() => nginxTeal.stop());
+  const nginxSwitch = await NginxSwitch.open({
+    configFile: path.join(dir, 'nginx-teal', 'teal.conf'),
+    check: nginxTeal.commands.check,
+    reload: nginxTeal.commands.reload,
+    pidFile: nginxTeal.pidFile,
+    listen: `127.0.0.1:${nginxTealPort}`,
+    stateDir: path.join(dir, 'nginx-teal-state'),
+    accessLog: path.join(dir, 'nginx-teal-access.log'),
+  });
+  let nginxRevision = 1;
+  await nginxSwitch.apply(table(nginxRevision, portA, 'A'));
+  const nginxSwitched = await switching(
+    nginxTealPort,
+    async (to) => {
+      const t0 = performance.now();
+      await nginxSwitch.apply(table(++nginxRevision, to === 'A' ? portA : portB, to));
+      return t0;
+    },
+    true,
+  );
+  process.stderr.write(
+    `teal's nginx switch under load: median ${nginxSwitched.medianMs.toFixed(1)} ms, ${nginxSwitched.failed} failed\n`,
+  );
+
+  const haproxyTealPort = await freePort();
+  const haproxyState = path.join(dir, 'haproxy-teal-state');
+  await prepareStateDir(haproxyState);
+  const haproxyTeal = await startHaproxyConfig(path.join(dir, 'haproxy-teal'), (socket) =>
+    renderBaseConfig({ listen: `127.0.0.1:${haproxyTealPort}`, socket, stateDir: haproxyState }),
+  );
+  cleanups.push(() => haproxyTeal.stop());
+  const haproxySwitch = new HaproxySwitch({ socket: haproxyTeal.socket, stateDir: haproxyState });
+  let haproxyRevision = 1;
+  await haproxySwitch.apply(table(haproxyRevision, portA, 'A'));
+  const haproxySwitched = await switching(
+    haproxyTealPort,
+    async (to) => {
+      const t0 = performance.now();
+      await haproxySwitch.apply(table(++haproxyRevision, to === 'A' ? portA : portB, to));
+      return t0;
+    },
+    true,
+  );
+  process.stderr.write(
+    `teal's haproxy switch under load: median ${haproxySwitched.medianMs.toFixed(1)} ms, ${haproxySwitched.failed} failed\n`,
+  );
+
   const med = (name: string, pick: (r: WrkResult) => number) => median(results.get(name)!.map(pick));
   const nginxRps = med(targets[1]!.name, (r) => r.requestsPerSecond);
   const nginxP99 = med(targets[1]!.name, (r) => r.p99Ms);
@@ -289,9 +344,14 @@ every other Node process on the host. Goal: under 60 MB.
 | teal, idle | - | - | ${tealIdle.medianMs.toFixed(1)} ms | ${tealIdle.maxMs.toFixed(1)} ms |
 | teal, under wrk -c64 | ${tealLoaded.failed} | ${tealLoaded.requests.toLocaleString('en-US')} | ${tealLoaded.medianMs.toFixed(1)} ms | ${tealLoaded.maxMs.toFixed(1)} ms |
 | nginx reload, under wrk -c64 | ${nginxLoaded.failed} (${(nginxLoaded.failed / SWITCHES).toFixed(1)} per reload) | ${nginxLoaded.requests.toLocaleString('en-US')} | ${nginxLoaded.medianMs.toFixed(1)} ms | ${nginxLoaded.maxMs.toFixed(1)} ms |
+| teal's nginx switch (render, nginx -t, reload, confirmed), under wrk -c64 | ${nginxSwitched.failed} (${(nginxSwitched.failed / SWITCHES).toFixed(1)} per reload) | ${nginxSwitched.requests.toLocaleString('en-US')} | ${nginxSwitched.medianMs.toFixed(1)} ms | ${nginxSwitched.maxMs.toFixed(1)} ms |
+| teal's haproxy switch (runtime API), under wrk -c64 | ${haproxySwitched.failed} | ${haproxySwitched.requests.toLocaleString('en-US')} | ${haproxySwitched.medianMs.toFixed(1)} ms | ${haproxySwitched.maxMs.toFixed(1)} ms |
 
 teal's time is from the start of the apply request to the first answer from the new upstream on a
-separate keep-alive connection; nginx's from the start of the reload (config write, \`nginx -t\`, SIGHUP).
+separate keep-alive connection; nginx's from the start of the reload (config write, \`nginx -t\`, SIGHUP);
+teal's nginx and haproxy switches from the start of their \`apply\`, as a deploy's switch step runs it.
+nginx's loss per reload is nginx's own (old workers close idle keep-alive connections): teal's
+nginx switch should lose no more than the bare reload in the same run.
 Goals: zero failed requests; under 5 ms idle and 15 ms under load.`;
   process.stdout.write(`${md}\n`);
   process.stdout.write(`wrote ${writeSection('proxy', md)}\n`);

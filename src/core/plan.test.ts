@@ -266,3 +266,64 @@ describe('planRollback', () => {
     expect(previousRelease(history, 1)).toBe(null);
   });
 });
+
+describe('container releases', () => {
+  const docker = (extra = '') =>
+    parseConfig(
+      `services:\n  web:\n    runtime: docker\n    image: "registry.local/{{service}}:{{version}}"\n    port: 3000\n    env: { V: "{{version}}" }\n${extra}`,
+      '/srv/teal.yml',
+    ).config.services.web!;
+  const deploy = (config: ServiceConfig, version: string) =>
+    planDeploy({ service: 'web', config, configDir: '/srv', version, state: state(), releases: [] });
+
+  it('resolves the image with the version and service, and the docker defaults into the release', () => {
+    const plan = deploy(docker('    memory: 256MB\n    volumes: ["/srv/{{service}}:/data"]\n'), 'v7');
+    expect(plan.release).toMatchObject({
+      runtime: 'docker',
+      command: [],
+      container: {
+        image: 'registry.local/web:v7',
+        port: 3000,
+        pull: 'missing',
+        init: true,
+        memoryBytes: 256 * 1024 * 1024,
+        volumes: ['/srv/web:/data'],
+      },
+    });
+    expect(plan.host).toBe('127.0.0.1');
+    expect(plan.image).toBeUndefined();
+    expect(plan.steps[0]).toBe(
+      'start 1 instance(s) of web v7 in blue on 127.0.0.1:a free port: container of registry.local/web:v7 (pull missing)',
+    );
+  });
+
+  it('gives a different release for a different container definition, the same one for the same', () => {
+    const a = deploy(docker(), 'v1').release.configHash;
+    expect(deploy(docker(), 'v1').release.configHash).toBe(a);
+    expect(deploy(docker('    cpus: 1\n'), 'v1').release.configHash).not.toBe(a);
+    expect(deploy(docker('    pull: never\n'), 'v1').release.configHash).not.toBe(a);
+  });
+
+  it('a rollback starts the image a release ran, by its ID, without pulling', () => {
+    const ran = { ref: 'registry.local/web:v1', id: `sha256:${'a'.repeat(64)}` };
+    const rel1 = {
+      ...release(1, 'v1'),
+      runtime: 'docker',
+      command: [],
+      container: { image: ran.ref, port: 3000 },
+    };
+    const plan = planRollback({
+      service: 'web',
+      config: docker(),
+      state: state({
+        live: 'green',
+        slots: { blue: slot('blue'), green: slot('green', { state: 'live', release: 2, version: 'v2' }) },
+      }),
+      releases: [rel1, release(2, 'v2')],
+      deployments: [{ ...done(1, 1, null), image: ran }, done(2, 2, 1)],
+      to: 1,
+    });
+    expect(plan).toMatchObject({ mode: 'start', releaseN: 1, image: ran });
+    expect(plan.steps[0]).toContain('as it ran; not pulled');
+  });
+});

@@ -1,3 +1,4 @@
+import type { InstanceImage } from '../runtimes/runtime.js';
 import { formatDuration } from './config/duration.js';
 import { interpolate } from './config/interpolate.js';
 import type { HealthConfig, ServiceConfig, VerifyStep } from './config/schema.js';
@@ -35,6 +36,13 @@ export interface DeployPlan {
   /** Instances left in the target slot (an older warm release): stopped before starting. */
   clear: InstanceRef[];
   instances: InstancePlan[];
+  /** Address the instances bind (docker: publish) on and the proxy reaches them at. */
+  host: string;
+  /**
+   * A container release started again (a rollback): the image it ran, by ID, started without
+   * pulling, so it comes back exactly as it ran even if its tag has moved.
+   */
+  image?: InstanceImage;
   health: HealthConfig;
   verify: VerifyStep[];
   drainMs: number;
@@ -111,7 +119,14 @@ export function planRollback(req: RollbackRequest): DeployPlan {
   if (!req.cold && idle.state === 'warm' && idle.release === target && idle.instances.length > 0) {
     return flipPlan(req.service, req.config, state, draft, target);
   }
-  return startPlan(req.service, 'rollback', req.config, state, draft, target);
+  const image = draft.container ? imageRan(req.deployments, target) : undefined;
+  return startPlan(req.service, 'rollback', req.config, state, draft, target, image);
+}
+
+/** The image a container release last ran, preferring a deployment that completed. */
+export function imageRan(deployments: DeploymentRecord[], release: number): InstanceImage | undefined {
+  const ran = deployments.filter((d) => d.release === release && d.image !== undefined);
+  return (ran.filter((d) => d.state === 'done').pop() ?? ran.pop())?.image;
 }
 
 /** The release that was live before `current`, from the history of completed deployments. */
@@ -132,6 +147,7 @@ function common(service: string, config: ServiceConfig, state: ServiceState) {
     fromSlot: from,
     fromRelease: from ? state.slots[from].release : null,
     fromVersion: from ? state.slots[from].version : null,
+    host: config.bindAddress,
     health: config.health,
     verify: config.verify,
     drainMs: config.drain,
@@ -147,6 +163,7 @@ function startPlan(
   state: ServiceState,
   release: ReleaseDraft,
   releaseN: number | null,
+  image?: InstanceImage,
 ): DeployPlan {
   const target: Slot = state.live ? otherSlot(state.live) : 'blue';
   const base = common(service, config, state);
@@ -165,6 +182,7 @@ function startPlan(
     targetSlot: target,
     clear,
     instances,
+    ...(image ? { image } : {}),
     steps: [],
   };
   plan.steps = describeStart(plan);
@@ -204,8 +222,13 @@ function describeStart(plan: DeployPlan): string[] {
   const ports = plan.instances.map((i) => (i.port ? String(i.port) : 'a free port')).join(', ');
   const steps: string[] = [];
   if (plan.clear.length > 0) steps.push(`stop the ${plan.clear.length} instance(s) left in ${target}`);
+  const what = release.container
+    ? plan.image
+      ? `container of ${plan.image.id.slice(0, 19)} (${release.container.image}, as it ran; not pulled)`
+      : `container of ${release.container.image} (pull ${release.container.pull ?? 'missing'})${release.command.length > 0 ? `: ${release.command.join(' ')}` : ''}`
+    : `${release.command.join(' ')} (in ${release.cwd})`;
   steps.push(
-    `start ${plan.instances.length} instance(s) of ${service} ${release.version} in ${target} on ${ports}: ${release.command.join(' ')} (in ${release.cwd})`,
+    `start ${plan.instances.length} instance(s) of ${service} ${release.version} in ${target} on ${plan.host}:${ports}: ${what}`,
     `wait until ${plan.health.path} passes ${plan.health.healthyThreshold} times in a row (every ${formatDuration(plan.health.interval)}, up to ${formatDuration(plan.health.deadline)})`,
   );
   const vars = { version: release.version, service, slot: target };

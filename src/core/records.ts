@@ -1,3 +1,4 @@
+import type { ContainerSpec, InstanceImage } from '../runtimes/runtime.js';
 import type { Json, Store } from '../stores/store.js';
 import type { ErrorCode } from './errors.js';
 import type { Slot } from './model.js';
@@ -32,7 +33,9 @@ export interface ReleaseRecord {
   /** Absolute. */
   cwd: string;
   env: Record<string, string>;
-  /** sha256 of what defines the release (runtime, command, cwd, env): same hash, same release. */
+  /** For runtime docker: the container, placeholders filled (so a retained release restarts exactly). */
+  container?: ContainerSpec;
+  /** sha256 of what defines the release (runtime, command, cwd, env, container): same hash, same release. */
   configHash: string;
   createdAt: string;
 }
@@ -43,6 +46,8 @@ export interface InstanceRef {
   port: number;
   index: number;
   pid?: number;
+  /** The image a container instance runs (docker): also how the runtime that runs it is told apart. */
+  image?: InstanceImage;
 }
 
 export interface SlotRecord {
@@ -104,6 +109,8 @@ export interface DeploymentRecord {
   endedAt?: string;
   /** Epoch ms of the moment traffic moved (the proxy applied the switch). */
   switchedAt?: number;
+  /** For a container release: the image the instances ran, as the engine resolved it (id and digest). */
+  image?: InstanceImage;
   error?: { code: ErrorCode; message: string; details?: Json };
   events: DeploymentEvent[];
 }

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import path from 'node:path';
+import type { ContainerSpec } from '../runtimes/runtime.js';
 import { interpolate, type TemplateVars } from './config/interpolate.js';
 import type { ServiceConfig } from './config/schema.js';
 import type { Slot } from './model.js';
@@ -19,23 +20,64 @@ export function resolveRelease(
   configDir: string,
 ): ReleaseDraft {
   const vars: Partial<TemplateVars> = { version, service };
-  const command = config.command.map((arg) => interpolate(arg, vars));
-  const cwd = path.resolve(configDir, interpolate(config.cwd, vars));
-  const env = Object.fromEntries(
-    Object.entries(config.env).map(([k, v]) => [k, interpolate(String(v), vars)]),
-  );
-  const draft = { service, version, runtime: config.runtime, command, cwd, env };
+  const fill = (text: string) => interpolate(text, vars);
+  const command = (config.command ?? []).map(fill);
+  const cwd = path.resolve(configDir, fill(config.cwd));
+  const env = Object.fromEntries(Object.entries(config.env).map(([k, v]) => [k, fill(String(v))]));
+  const draft: Omit<ReleaseDraft, 'configHash'> = {
+    service,
+    version,
+    runtime: config.runtime,
+    command,
+    cwd,
+    env,
+  };
+  if (config.runtime === 'docker') draft.container = containerOf(config, fill);
   return { ...draft, configHash: hashOf(draft) };
 }
 
+/** The container part of a docker release, with the defaults the config leaves implicit made explicit. */
+function containerOf(config: ServiceConfig, fill: (text: string) => string): ContainerSpec {
+  const c: ContainerSpec = {
+    image: fill(config.image ?? ''),
+    port: config.port ?? 0,
+    pull: config.pull ?? 'missing',
+    // Without an init, node as PID 1 ignores SIGTERM and every stop waits the full stop timeout.
+    init: config.init ?? true,
+  };
+  if (config.memory !== undefined) c.memoryBytes = config.memory;
+  if (config.cpus !== undefined) c.cpus = config.cpus;
+  if (config.entrypoint !== undefined) c.entrypoint = config.entrypoint.map(fill);
+  if (config.workdir !== undefined) c.workdir = fill(config.workdir);
+  if (config.labels !== undefined) {
+    c.labels = Object.fromEntries(Object.entries(config.labels).map(([k, v]) => [k, fill(v)]));
+  }
+  if (config.volumes !== undefined) c.volumes = config.volumes.map(fill);
+  if (config.network !== undefined) c.network = config.network;
+  return c;
+}
+
 function hashOf(draft: Omit<ReleaseDraft, 'configHash'>): string {
-  const canonical = JSON.stringify([
+  const parts: unknown[] = [
     draft.runtime,
     draft.command,
     draft.cwd,
     Object.entries(draft.env).sort(([a], [b]) => (a < b ? -1 : 1)),
-  ]);
-  return createHash('sha256').update(canonical).digest('hex').slice(0, 16);
+  ];
+  // Only when present, so a process release keeps the hash it had before containers existed.
+  if (draft.container) parts.push(canonical(draft.container));
+  return createHash('sha256').update(JSON.stringify(parts)).digest('hex').slice(0, 16);
+}
+
+/** Keys sorted at every level, so the hash does not depend on the order fields were written in. */
+function canonical(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(canonical);
+  if (value && typeof value === 'object') {
+    return Object.keys(value)
+      .sort()
+      .map((k) => [k, canonical((value as Record<string, unknown>)[k])]);
+  }
+  return value;
 }
 
 /** The command and env of one instance of a release in a slot. */

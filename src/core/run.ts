@@ -1,4 +1,4 @@
-import type { Instance } from '../runtimes/runtime.js';
+import type { Instance, InstanceSpec } from '../runtimes/runtime.js';
 import { formatDuration } from './config/duration.js';
 import type { VerifyStep } from './config/schema.js';
 import type { EngineDeps, VerifyResult } from './deps.js';
@@ -9,6 +9,7 @@ import type { DeployPlan } from './plan.js';
 import type { Recorder } from './recorder.js';
 import { createNumbered, keys, type ReleaseRecord, readServiceState, type SlotRecord } from './records.js';
 import { forInstance } from './release.js';
+import { pruneImages } from './retention.js';
 import { refOf, slotInstances, stopAll, writeSlot } from './slots.js';
 import { retireOld, switchTraffic } from './switchover.js';
 import type { TableSync } from './table.js';
@@ -41,12 +42,34 @@ export async function applyPlan(ctx: RunContext): Promise<void> {
     progress.switched = true;
     await retireOld(ctx);
     const { plan, rec } = ctx;
+    if (plan.release.container) await pruneOld(ctx);
     await rec.event('done', 'done', `${plan.service} ${plan.release.version} is live on ${plan.targetSlot}`, {
       ms: Date.now() - Date.parse(rec.record.createdAt),
     });
     await rec.finish('done');
   } catch (err) {
     await fail(ctx, progress, err);
+  }
+}
+
+/** Removes the images of releases past the service's `retain`; a failure only warns (the deploy is done). */
+async function pruneOld(ctx: RunContext): Promise<void> {
+  const { deps, plan, rec } = ctx;
+  const retain = deps.config().config.services[plan.service]?.retain ?? 5;
+  try {
+    const removed = await pruneImages(deps, plan.service, retain);
+    if (removed.length > 0) {
+      await rec.event(
+        'done',
+        'info',
+        `removed images of releases older than the last ${retain}: ${removed.join(', ')}`,
+      );
+    }
+  } catch (err) {
+    deps.log.warn('removing old release images failed', {
+      service: plan.service,
+      error: toTealError(err).message,
+    });
   }
 }
 
@@ -95,16 +118,21 @@ async function startTarget(ctx: RunContext, progress: Progress): Promise<void> {
     'start',
     `start ${plan.instances.length} instance(s) of ${plan.release.version} in ${target}`,
     async () => {
+      const container = plan.release.container && {
+        ...plan.release.container,
+        ...(plan.image ? { imageId: plan.image.id, pull: 'never' as const } : {}),
+      };
       for (const i of plan.instances) {
-        const spec = {
+        const spec: InstanceSpec = {
           labels: { service: svc, slot: target, release, deployment: rec.n, version: plan.release.version },
           index: i.index,
           command,
           cwd: plan.release.cwd,
           env,
-          host: '127.0.0.1',
+          host: plan.host,
           ...(i.port === undefined ? {} : { port: i.port }),
           ...(i.portSource === undefined ? {} : { portSource: i.portSource }),
+          ...(container ? { container } : {}),
         };
         const instance = await runtime.start(spec, { signal });
         progress.started.push(instance);
@@ -114,8 +142,11 @@ async function startTarget(ctx: RunContext, progress: Progress): Promise<void> {
         });
       }
     },
-    () => `started ${progress.started.map((i) => `${i.id} on ${endpointText(i)}`).join(', ')}`,
+    () =>
+      `started ${progress.started.map((i) => `${i.id} on ${endpointText(i)}`).join(', ')}${imageText(progress.started)}`,
   );
+  const image = progress.started[0]?.image;
+  if (image) await rec.update({ image });
 
   const probe = deps.probe(plan.health);
   await rec.step(
@@ -161,6 +192,12 @@ async function startTarget(ctx: RunContext, progress: Progress): Promise<void> {
       (result) => `${label}: ${result.detail}`,
     );
   }
+}
+
+function imageText(started: Instance[]): string {
+  const image = started[0]?.image;
+  if (!image) return '';
+  return ` from ${image.ref} (${image.id}${image.digest ? `, ${image.digest}` : ''})`;
 }
 
 export function describeStep(step: VerifyStep): string {

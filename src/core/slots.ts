@@ -41,6 +41,7 @@ export function instanceOf(service: string, slot: SlotRecord, ref: InstanceRef):
     },
   };
   if (ref.pid !== undefined) instance.pid = ref.pid;
+  if (ref.image !== undefined) instance.image = ref.image;
   return instance;
 }
 
@@ -52,6 +53,7 @@ export function refOf(instance: Instance): InstanceRef {
     index: instance.index,
   };
   if (instance.pid !== undefined) ref.pid = instance.pid;
+  if (instance.image !== undefined) ref.image = instance.image;
   return ref;
 }
 

@@ -1,4 +1,4 @@
-import type { Runtime } from '../runtimes/runtime.js';
+import type { InstanceImage, Runtime } from '../runtimes/runtime.js';
 import type { Json, Store } from '../stores/store.js';
 import type { Slot } from './model.js';
 import {
@@ -15,6 +15,8 @@ export interface InstanceStatusView {
   host: string;
   port: number;
   pid?: number;
+  /** The image a container instance runs: ref, ID and registry digest. */
+  image?: InstanceImage;
   /** What the runtime says now: running, exited or unknown. */
   status: string;
 }
@@ -63,6 +65,7 @@ export async function serviceStatus(store: Store, runtime: Runtime, svc: string)
           status: (await runtime.status(i)).state,
         };
         if (i.pid !== undefined) v.pid = i.pid;
+        if (i.image !== undefined) v.image = i.image;
         return v;
       }),
     );

@@ -46,6 +46,12 @@ export interface InstanceSpec {
 export interface ContainerSpec {
   /** Image reference with the version already interpolated: "registry.local/web:1.4.2". */
   image: string;
+  /**
+   * Runs exactly this image ID ("sha256:…", recorded when the release first ran) instead of
+   * resolving `image`: `pull` is not consulted and nothing is pulled. A rollback uses it, so the
+   * release comes back as it ran even if its tag has moved since.
+   */
+  imageId?: string;
   /** The port the app listens on inside the container; it gets PORT set to this. */
   port: number;
   /**
@@ -130,5 +136,10 @@ export interface Runtime {
     instance: Instance,
     options: { follow: boolean; signal: AbortSignal; tail?: number },
   ): AsyncIterable<string>;
+  /**
+   * Optional (runtimes that keep artefacts per release, like images): removes what `drop` names
+   * unless `keep` names it too or something still uses it. Returns what it removed.
+   */
+  forgetImages?(drop: InstanceImage[], keep: InstanceImage[]): Promise<string[]>;
   close(): Promise<void>;
 }

@@ -116,9 +116,55 @@ describe('loadConfig', () => {
     );
     expect(problems.map((p) => `${p.path}: ${p.message}`)).toEqual([
       'services.Web_1: expected a service name of lower-case letters, digits and dashes, got "Web_1"',
-      'services.api.command: required: expected a list of arguments like [node, server.js]',
+      'services.api.command: required for runtime: process (like [node, server.js])',
       'services.api.ports.green: expected a port number (1-65535), got 70000',
       'services.api.env.V: unknown placeholder {{vresion}} (known: {{version}}, {{service}}, {{slot}})',
+    ]);
+  });
+
+  it('accepts a docker service, filling its defaults and turning memory into bytes', () => {
+    const { config } = parseConfig(
+      'docker: { host: "tcp://10.0.0.5:2375" }\nservices:\n  web:\n    runtime: docker\n    image: "registry.local/web:{{version}}"\n    port: 3000\n    memory: 512MB\n    cpus: 0.5\n    labels: { team: web }\n    volumes: ["data:/var/lib/web"]\n',
+      '/srv/app/teal.yml',
+    );
+    expect(config.docker).toEqual({ host: 'tcp://10.0.0.5:2375', timeout: 30_000 });
+    expect(config.services.web).toMatchObject({
+      runtime: 'docker',
+      image: 'registry.local/web:{{version}}',
+      port: 3000,
+      memory: 512 * 1024 * 1024,
+      cpus: 0.5,
+      bindAddress: '127.0.0.1',
+      retain: 5,
+    });
+    expect(config.services.web!.command).toBeUndefined();
+    expect(parseConfig(minimal, '/srv/app/teal.yml').config.docker).toBeUndefined();
+  });
+
+  it('says which fields runtime docker needs, and which only it takes', () => {
+    const problems = problemsOf(
+      'services:\n  web:\n    runtime: docker\n    labels: { teal.id: x }\n  api:\n    command: [x]\n    image: api:1\n    pull: never\n  job:\n    runtime: podman\n    command: [x]\n',
+    );
+    expect(problems.map((p) => `${p.path}: ${p.message}`)).toEqual([
+      'services.web.image: required for runtime: docker',
+      'services.web.port: required for runtime: docker (the port the app listens on inside the container)',
+      'services.web.labels.teal.id: labels starting with "teal." are reserved',
+      'services.api.image: only for runtime: docker (add runtime: docker)',
+      'services.api.pull: only for runtime: docker (add runtime: docker)',
+      'services.job.runtime: expected runtime: process or docker',
+    ]);
+    expect(problems[0]).toMatchObject({ line: 3, column: 5 });
+  });
+
+  it('names a bad pull policy, memory size, engine address and image placeholder', () => {
+    const problems = problemsOf(
+      'docker: { host: "http://x" }\nservices:\n  web:\n    runtime: docker\n    image: "web:{{tag}}"\n    port: 3000\n    pull: sometimes\n    memory: lots\n',
+    );
+    expect(problems.map((p) => `${p.path}: ${p.message}`)).toEqual([
+      'docker.host: expected an engine address like "unix:///var/run/docker.sock" or "tcp://127.0.0.1:2375", got "http://x"',
+      'services.web.image: unknown placeholder {{tag}} (known: {{version}}, {{service}}, {{slot}})',
+      'services.web.pull: expected pull: always, missing or never',
+      'services.web.memory: expected a size like "512MB", got "lots"',
     ]);
   });
 

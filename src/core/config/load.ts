@@ -135,6 +135,16 @@ function placeholderProblems(data: unknown, doc: Document, lc: LineCounter, file
       for (const [i, arg] of svc.command.entries()) check(['services', name, 'command', String(i)], arg);
     }
     check(['services', name, 'cwd'], svc.cwd);
+    check(['services', name, 'image'], svc.image);
+    check(['services', name, 'workdir'], svc.workdir);
+    for (const list of ['entrypoint', 'volumes'] as const) {
+      const items = svc[list];
+      if (Array.isArray(items))
+        for (const [i, v] of items.entries()) check(['services', name, list, String(i)], v);
+    }
+    if (svc.labels && typeof svc.labels === 'object') {
+      for (const [k, v] of Object.entries(svc.labels)) check(['services', name, 'labels', k], v);
+    }
     if (svc.env && typeof svc.env === 'object') {
       for (const [k, v] of Object.entries(svc.env)) check(['services', name, 'env', k], v);
     }

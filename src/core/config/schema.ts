@@ -179,12 +179,10 @@ const HaproxyProxy = z.strictObject({
       "haproxy's admin socket (runtime API), as the base config declares it; relative to teal.yml.",
   }),
   listen: address('0.0.0.0:80', 'Where users connect (the base config binds it).').prefault('0.0.0.0:80'),
-  stateDir: filePathString('/var/lib/teal/haproxy')
-    .optional()
-    .meta({
-      description:
-        "The switch's state (routes map, server state) haproxy loads at start; <stateDir>/haproxy by default.",
-    }),
+  stateDir: filePathString('/var/lib/teal/haproxy').optional().meta({
+    description:
+      "The switch's state (routes map, server state) haproxy loads at start; <stateDir>/haproxy by default.",
+  }),
   prefix: z
     .string()
     .regex(/^[a-z][a-z0-9_]{0,30}$/, { error: 'expected a name like "teal": lower-case letters, digits, _' })
@@ -299,31 +297,116 @@ const envValue = z.union([z.string(), z.number(), z.boolean()], {
   error: (iss) => `expected a string, number or boolean, got ${describe(iss.input)}`,
 });
 
+const DOCKER_ONLY = [
+  'image',
+  'port',
+  'pull',
+  'init',
+  'memory',
+  'cpus',
+  'entrypoint',
+  'workdir',
+  'labels',
+  'volumes',
+  'network',
+] as const;
+
+const stringList = (example: string) =>
+  z.array(z.string(), {
+    error: (iss) => `expected a list of strings like ${example}, got ${describe(iss.input)}`,
+  });
+
 export const ServiceConfig = z
   .strictObject({
     runtime: z
-      .enum(['process'], {
-        error: () => 'expected runtime: process (docker arrives with the docker runtime)',
-      })
-      .default('process'),
+      .enum(['process', 'docker'], { error: () => 'expected runtime: process or docker' })
+      .default('process')
+      .meta({ description: 'How releases run: as processes on this host, or as Docker containers.' }),
     command: z
       .array(z.string(), {
         error: (iss) => `expected a list of arguments like [node, server.js], got ${describe(iss.input)}`,
       })
       .min(1, { error: 'expected at least the program to run, like [node, server.js]' })
+      .optional()
       .meta({
         description:
-          'Program and arguments, run without a shell. PORT is set in its env. {{version}} is replaced.',
+          "Program and arguments, run without a shell (process: required; docker: replaces the image's CMD). PORT is set in its env. {{version}} is replaced.",
       }),
-    cwd: z.string().default('.').meta({ description: 'Working directory, relative to teal.yml.' }),
+    cwd: z.string().default('.').meta({ description: 'Working directory, relative to teal.yml (process).' }),
+    image: z
+      .string({
+        error: (iss) => `expected an image like "registry.local/web:{{version}}", got ${describe(iss.input)}`,
+      })
+      .min(1, { error: 'expected an image like "registry.local/web:{{version}}"' })
+      .optional()
+      .meta({ description: 'docker: the image of a release; {{version}} and {{service}} are replaced.' }),
+    port: port
+      .optional()
+      .meta({ description: 'docker: the port the app listens on inside the container (PORT is set to it).' }),
+    pull: z
+      .enum(['always', 'missing', 'never'], { error: () => 'expected pull: always, missing or never' })
+      .optional()
+      .meta({
+        description:
+          'docker: missing (default) pulls when the engine lacks the image; always pulls every deploy; never requires it on the engine. A failed pull fails the deploy.',
+      }),
+    init: z.boolean().optional().meta({
+      description:
+        'docker: run an init as PID 1 that forwards SIGTERM and reaps zombies (default true; node as PID 1 ignores SIGTERM).',
+    }),
+    memory: z
+      .string({ error: (iss) => `expected a size like "512MB", got ${describe(iss.input)}` })
+      .regex(new RegExp(SIZE_PATTERN), {
+        abort: true,
+        error: (iss) => `expected a size like "512MB", got ${describe(iss.input)}`,
+      })
+      .transform(parseSize)
+      .optional()
+      .meta({ description: 'docker: memory limit per container, like 512MB.' }),
+    cpus: z
+      .number({ error: (iss) => `expected a number of CPUs like 0.5, got ${describe(iss.input)}` })
+      .positive({ error: (iss) => `expected a number of CPUs like 0.5, got ${describe(iss.input)}` })
+      .optional()
+      .meta({ description: 'docker: CPU limit per container, in CPUs (0.5 is half of one).' }),
+    entrypoint: stringList('[/bin/tini, --]')
+      .optional()
+      .meta({ description: "docker: replaces the image's entrypoint." }),
+    workdir: z
+      .string()
+      .min(1)
+      .optional()
+      .meta({ description: 'docker: working directory inside the container.' }),
+    labels: z
+      .record(z.string(), z.string())
+      .optional()
+      .meta({ description: 'docker: extra container labels (teal.* is reserved).' }),
+    volumes: stringList('["data:/var/lib/app"]')
+      .optional()
+      .meta({ description: 'docker: mounts as source:target[:options], a host path or a named volume.' }),
+    network: z
+      .string()
+      .min(1)
+      .optional()
+      .meta({ description: "docker: a network to attach to instead of the engine's default bridge." }),
+    bindAddress: z
+      .string()
+      .regex(/^[0-9.]+$|^[0-9a-fA-F:]+$/, { error: 'expected an IP address like "127.0.0.1"' })
+      .default('127.0.0.1')
+      .meta({
+        description:
+          "Where instances' ports are bound (docker: the published host address) and the proxy reaches them.",
+      }),
+    retain: z.number().int().min(1).max(100).default(5).meta({
+      description:
+        'docker: the images of the last N releases are kept for teal rollback --to, older ones removed.',
+    }),
     env: z
       .record(z.string(), envValue)
       .default({})
       .meta({ description: 'Extra environment; values may use {{version}}.' }),
-    ports: z
-      .strictObject({ blue: port, green: port })
-      .optional()
-      .meta({ description: 'Fixed port per slot (instance i gets port + i); free ports when absent.' }),
+    ports: z.strictObject({ blue: port, green: port }).optional().meta({
+      description: 'Fixed (host) port per slot (instance i gets port + i); free ports when absent.',
+    }),
     instances: z.number().int().min(1).max(64).default(1).meta({ description: 'Instances per slot.' }),
     routes: z
       .array(Route)
@@ -344,7 +427,71 @@ export const ServiceConfig = z
       '10s',
     ),
   })
+  .superRefine((svc, ctx) => {
+    // Which fields a runtime needs is a rule across fields; each problem is located at its field.
+    if (svc.runtime === 'docker') {
+      if (svc.image === undefined)
+        ctx.addIssue({ code: 'custom', path: ['image'], message: 'required for runtime: docker' });
+      if (svc.port === undefined) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['port'],
+          message: 'required for runtime: docker (the port the app listens on inside the container)',
+        });
+      }
+      if (svc.labels) {
+        for (const key of Object.keys(svc.labels).filter((k) => k.startsWith('teal.'))) {
+          ctx.addIssue({
+            code: 'custom',
+            path: ['labels', key],
+            message: 'labels starting with "teal." are reserved',
+          });
+        }
+      }
+      if (svc.network === 'host') {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['network'],
+          message: 'network "host" is not supported: teal publishes the container port',
+        });
+      }
+      return;
+    }
+    if (svc.command === undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['command'],
+        message: 'required for runtime: process (like [node, server.js])',
+      });
+    }
+    for (const key of DOCKER_ONLY) {
+      if (svc[key] !== undefined) {
+        ctx.addIssue({
+          code: 'custom',
+          path: [key],
+          message: 'only for runtime: docker (add runtime: docker)',
+        });
+      }
+    }
+  })
   .meta({ description: 'One web app that teal deploys blue-green.' });
+
+export const DockerConfig = z
+  .strictObject({
+    host: z
+      .string()
+      .regex(/^(unix:\/\/\/.+|tcp:\/\/[^/\s]+)$/, {
+        error: (iss) =>
+          `expected an engine address like "unix:///var/run/docker.sock" or "tcp://127.0.0.1:2375", got ${describe(iss.input)}`,
+      })
+      .optional()
+      .meta({
+        description: 'The Docker (or podman) engine; default DOCKER_HOST, else unix:///var/run/docker.sock.',
+      }),
+    timeout: duration('30s', 'How long teal waits for the engine to answer a request.').prefault('30s'),
+  })
+  .optional()
+  .meta({ description: 'The Docker engine, for services with runtime: docker.' });
 
 export const TealConfig = z
   .strictObject({
@@ -356,6 +503,7 @@ export const TealConfig = z
     store: StoreConfig,
     proxy: ProxyConfig,
     api: ApiConfig,
+    docker: DockerConfig,
     services: z
       .record(
         z.string().regex(SERVICE_NAME, {
@@ -370,6 +518,7 @@ export const TealConfig = z
 
 export type TealConfig = z.output<typeof TealConfig>;
 export type ServiceConfig = z.output<typeof ServiceConfig>;
+export type DockerConfig = z.output<typeof DockerConfig>;
 export type HealthConfig = z.output<typeof HealthConfig>;
 export type VerifyStep = z.output<typeof VerifyStep>;
 export type RouteConfig = z.output<typeof Route>;

@@ -22,6 +22,7 @@ import type {
   ContainerSpec,
   ExitInfo,
   Instance,
+  InstanceImage,
   InstanceSpec,
   InstanceStatus,
   ListedInstance,
@@ -37,7 +38,7 @@ import {
   published,
 } from './labels.js';
 import { demuxLines } from './logs.js';
-import { resolveImage } from './pull.js';
+import { pinnedImage, resolveImage, untagImage } from './pull.js';
 
 export interface DockerRuntimeOptions {
   /** Names the owner of this runtime's containers (label teal.owner) unless `owner` is given. */
@@ -46,6 +47,8 @@ export interface DockerRuntimeOptions {
   host?: string;
   /** The teal.owner label value; default the absolute state dir. Runtimes see only their owner's containers. */
   owner?: string;
+  /** How long a request waits for the engine's answer; default 30 s. */
+  timeoutMs?: number;
 }
 
 /** How long stop waits, past the stop timeout, for the engine to report the container gone. */
@@ -57,7 +60,10 @@ export class DockerRuntime implements Runtime {
   readonly owner: string;
 
   constructor(options: DockerRuntimeOptions) {
-    this.engine = new Engine(options.host === undefined ? {} : { host: options.host });
+    this.engine = new Engine({
+      ...(options.host === undefined ? {} : { host: options.host }),
+      ...(options.timeoutMs === undefined ? {} : { timeoutMs: options.timeoutMs }),
+    });
     this.owner = options.owner ?? path.resolve(options.stateDir);
   }
 
@@ -67,10 +73,10 @@ export class DockerRuntime implements Runtime {
     const where = `services.${labels.service}`;
     signal.throwIfAborted();
     const container = checkSpec(spec, where);
-    const image = await resolveImage(this.engine, container.image, container.pull ?? 'missing', {
-      where,
-      signal,
-    });
+    const image =
+      container.imageId === undefined
+        ? await resolveImage(this.engine, container.image, container.pull ?? 'missing', { where, signal })
+        : await pinnedImage(this.engine, container.image, container.imageId, { where });
     signal.throwIfAborted();
     const hostPort = await this.hostPort(spec);
     signal.throwIfAborted();
@@ -219,6 +225,19 @@ export class DockerRuntime implements Runtime {
       throw err;
     }
     yield* demuxLines(res, signal);
+  }
+
+  async forgetImages(drop: InstanceImage[], keep: InstanceImage[]): Promise<string[]> {
+    const kept = new Set(keep.map((i) => i.id));
+    const removed: string[] = [];
+    const seen = new Set<string>();
+    for (const image of drop) {
+      const key = `${image.ref} ${image.id}`;
+      if (kept.has(image.id) || seen.has(key)) continue;
+      seen.add(key);
+      if (await untagImage(this.engine, image)) removed.push(image.ref);
+    }
+    return removed;
   }
 
   /** Ends this client's requests in flight (log follows, exit waits); the containers keep running. */

@@ -23,6 +23,8 @@ export type EngineAddress =
 export interface EngineOptions {
   /** `unix:///path/docker.sock` or `tcp://host:port`; default `DOCKER_HOST`, else the standard socket. */
   host?: string;
+  /** How long a request waits for the answer's headers unless it says otherwise; default 30 s. */
+  timeoutMs?: number;
 }
 
 export interface RequestOptions {
@@ -33,7 +35,7 @@ export interface RequestOptions {
   headers?: Record<string, string>;
   /** Aborting rejects with the signal's reason and drops the connection. */
   signal?: AbortSignal;
-  /** Until the response headers arrive (default 30 s); 0 waits forever (long polls, pulls). */
+  /** Until the response headers arrive (default the engine's, 30 s); 0 waits forever (long polls, pulls). */
   timeoutMs?: number;
 }
 
@@ -79,6 +81,7 @@ export class Engine {
   /** Where the address came from, for error messages. */
   readonly hostSource: string;
   readonly address: EngineAddress;
+  readonly timeoutMs: number;
   /** Requests in flight, ended by destroy(). */
   private readonly inFlight = new Set<http.ClientRequest>();
 
@@ -87,6 +90,7 @@ export class Engine {
     this.host = options.host ?? fromEnv ?? DEFAULT_ENGINE_HOST;
     this.hostSource = options.host ? 'configured' : fromEnv ? 'from DOCKER_HOST' : 'the default';
     this.address = parseEngineHost(this.host);
+    this.timeoutMs = options.timeoutMs ?? 30_000;
   }
 
   /** The engine runs on this machine, so ports it publishes can be checked and picked here. */
@@ -146,7 +150,7 @@ export class Engine {
       // left over from an engine that has since restarted would fail the next request.
       const req = http.request({ ...target, method, path: `${path}${query}`, headers, agent: false });
       this.inFlight.add(req);
-      const timeoutMs = options.timeoutMs ?? 30_000;
+      const timeoutMs = options.timeoutMs ?? this.timeoutMs;
       const timer =
         timeoutMs > 0
           ? setTimeout(

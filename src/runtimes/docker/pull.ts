@@ -89,6 +89,49 @@ export async function resolveImage(
   return describe(ref, parsed, pulled);
 }
 
+/**
+ * The image a release ran, by its ID, for starting that release again exactly: never pulled (an ID
+ * names no registry). Throws TEAL_START_FAILED when the engine no longer has it.
+ */
+export async function pinnedImage(
+  engine: Engine,
+  ref: string,
+  id: string,
+  options: { where: string },
+): Promise<InstanceImage> {
+  const found = /^sha256:[a-f0-9]{64}$/.test(id) ? await inspectImage(engine, id) : undefined;
+  if (!found) {
+    throw new TealError(
+      'TEAL_START_FAILED',
+      `cannot start ${options.where}: image ${id} ("${ref}"), which this release ran, is no longer on the Docker engine at ${engine.host}; deploy its version again to pull it`,
+      { image: ref, imageId: id },
+    );
+  }
+  const parsed = parseImageRef(ref) ?? { name: ref };
+  return describe(ref, parsed, found);
+}
+
+/**
+ * Removes the tag `image.ref` when it still names `image.id`, so the image goes once no other tag
+ * or container holds it. A tag moved on to another image is left alone: that image may be live.
+ * Returns whether it removed the tag.
+ */
+export async function untagImage(engine: Engine, image: InstanceImage): Promise<boolean> {
+  if (!parseImageRef(image.ref)) return false;
+  const found = await inspectImage(engine, image.ref);
+  if (found?.Id !== image.id) return false;
+  try {
+    // Deleting by reference removes that tag; the engine deletes the image with it only when no
+    // other tag names it.
+    await engine.json('DELETE', `/images/${image.ref}`);
+    return true;
+  } catch (err) {
+    // 409: a container (a stopped one too) still uses it; then it stays.
+    if (isEngineError(err, 409) || isEngineError(err, 404)) return false;
+    throw err;
+  }
+}
+
 async function pull(engine: Engine, ref: string, parsed: ImageRef, options: ResolveOptions): Promise<void> {
   const { where, signal } = options;
   // Without a tag the engine would pull every tag of the repository.

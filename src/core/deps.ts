@@ -17,6 +17,11 @@ export interface VerifyTarget {
   version: string;
   /** The new slot's first instance, directly: http://127.0.0.1:9002 */
   url: string;
+  /**
+   * The data plane's URL: requests with `X-Teal-Slot: <slot>` reach the new slot through the same
+   * routes users take (the preview route). Absent when the engine does not know it.
+   */
+  previewUrl?: string;
   instances: Endpoint[];
 }
 
@@ -44,6 +49,8 @@ export interface EngineDeps {
   store: Store;
   runtime: Runtime;
   traffic: TrafficSwitch;
+  /** Where users reach the data plane (verify steps with `through: preview` and TEAL_PREVIEW_URL). */
+  proxyUrl?: string;
   probe: (health: HealthConfig) => Probe;
   verifier: Verifier;
   /** The configuration as last loaded (the daemon may reload it). */

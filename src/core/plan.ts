@@ -234,7 +234,15 @@ function describeStart(plan: DeployPlan): string[] {
   const vars = { version: release.version, service, slot: target };
   for (const step of plan.verify) {
     if ('run' in step) steps.push(`verify: run ${JSON.stringify(step.run)}`);
-    else {
+    else if ('load' in step) {
+      const l = step.load;
+      const amount =
+        l.requests === undefined ? `for ${formatDuration(l.duration)}` : `${l.requests} requests`;
+      const p99 = l.maxP99 === undefined ? '' : `, p99 at most ${formatDuration(l.maxP99)}`;
+      steps.push(
+        `verify: load ${l.method} ${interpolate(l.path, vars)} ${amount} on ${l.connections} connection(s) (${l.through}), errors at most ${l.maxErrorRate * 100}%${p99}`,
+      );
+    } else {
       const body =
         step.http.body === undefined ? '' : ` with ${JSON.stringify(interpolate(step.http.body, vars))}`;
       steps.push(

@@ -167,6 +167,7 @@ async function startTarget(ctx: RunContext, progress: Progress): Promise<void> {
     slot: target,
     version: plan.release.version,
     url: `http://${endpointText(first)}`,
+    ...(deps.proxyUrl ? { previewUrl: deps.proxyUrl } : {}),
     instances: progress.started.map((i) => ({ host: i.host, port: i.port })),
   };
   for (const [index, step] of plan.verify.entries()) {
@@ -201,9 +202,10 @@ function imageText(started: Instance[]): string {
 }
 
 export function describeStep(step: VerifyStep): string {
-  return 'run' in step
-    ? `run ${JSON.stringify(step.run)}`
-    : `${step.http.method} ${step.http.path} -> ${step.http.status}`;
+  if ('run' in step) return `run ${JSON.stringify(step.run)}`;
+  if ('load' in step)
+    return `load ${step.load.method} ${step.load.path} on ${step.load.connections} connection(s)`;
+  return `${step.http.method} ${step.http.path} -> ${step.http.status}`;
 }
 
 async function fail(ctx: RunContext, progress: Progress, err: unknown): Promise<void> {

@@ -72,6 +72,7 @@ export async function startDaemon(options: { configFile: string; log: Logger }):
       store,
       runtime,
       traffic,
+      proxyUrl,
       probe: (h: { path: string; timeout: number }) => new HttpProbe({ path: h.path, timeoutMs: h.timeout }),
       verifier: new StepVerifier(),
       config: () => loaded,

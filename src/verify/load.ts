@@ -29,6 +29,8 @@ export interface LoadOptions {
   /** Stops each worker after this many requests (for a fixed-size run). */
   requestsPerConnection?: number;
   headers?: Record<string, string>;
+  /** GET by default. */
+  method?: string;
   /** Per-request timeout; a request over it is a failure. Default 10s. */
   timeoutMs?: number;
   /** Keep each response body on its sample (small bodies only: the example app's version). */
@@ -73,7 +75,12 @@ function once(agent: http.Agent, url: URL, options: LoadOptions): Promise<LoadSa
     };
     const req = http.request(
       url,
-      { agent, headers: options.headers, timeout: options.timeoutMs ?? 10_000 },
+      {
+        agent,
+        method: options.method ?? 'GET',
+        headers: options.headers,
+        timeout: options.timeoutMs ?? 10_000,
+      },
       (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => {

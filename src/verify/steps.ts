@@ -3,6 +3,7 @@ import http from 'node:http';
 import { interpolate } from '../core/config/interpolate.js';
 import type { VerifyStep } from '../core/config/schema.js';
 import type { Verifier, VerifyResult, VerifyTarget } from '../core/deps.js';
+import { runLoad } from './load.js';
 
 const OUTPUT_TAIL = 4_000;
 
@@ -13,10 +14,94 @@ const OUTPUT_TAIL = 4_000;
  */
 export class StepVerifier implements Verifier {
   run(step: VerifyStep, target: VerifyTarget, options: { signal: AbortSignal }): Promise<VerifyResult> {
-    return 'run' in step
-      ? runCommand(step, target, options.signal)
-      : runHttp(step.http, target, options.signal);
+    if ('run' in step) return runCommand(step, target, options.signal);
+    if ('load' in step) return runLoadStep(step.load, target, options.signal);
+    return runHttp(step.http, target, options.signal);
   }
+}
+
+/**
+ * Where a step's requests go: the new slot's first instance, or the data plane with the preview
+ * header, so the check passes through the same routes, limits and headers users' requests will.
+ */
+function destination(
+  through: 'direct' | 'preview',
+  target: VerifyTarget,
+): { base: string; headers: Record<string, string> } | { error: string } {
+  if (through === 'direct') return { base: target.url, headers: {} };
+  if (!target.previewUrl) return { error: 'through: preview, but the data plane URL is not known' };
+  return { base: target.previewUrl, headers: { 'x-teal-slot': target.slot } };
+}
+
+type LoadStep = Extract<VerifyStep, { load: unknown }>['load'];
+
+/** The built-in stress step: fails on more errors than allowed or a p99 over the limit. */
+async function runLoadStep(step: LoadStep, target: VerifyTarget, signal: AbortSignal): Promise<VerifyResult> {
+  const vars = { version: target.version, service: target.service, slot: target.slot };
+  const to = destination(step.through, target);
+  if ('error' in to) return { ok: false, detail: `load: ${to.error}` };
+  const url = `${to.base}${interpolate(step.path, vars)}`;
+  const report = await runLoad({
+    url,
+    connections: step.connections,
+    signal,
+    method: step.method,
+    headers: { ...step.headers, ...to.headers },
+    timeoutMs: step.timeout,
+    ...(step.requests === undefined
+      ? { durationMs: step.duration }
+      : { requestsPerConnection: Math.ceil(step.requests / step.connections) }),
+  });
+  const errorRate = report.sent === 0 ? 1 : report.failed / report.sent;
+  const what = `load ${step.method} ${url}: ${report.sent} requests on ${step.connections} connection(s), ${report.failed} failed (${(errorRate * 100).toFixed(2)}%), p99 ${report.latency.p99Ms.toFixed(1)} ms, ${Math.round(report.requestsPerSecond)} req/s`;
+  const problems: string[] = [];
+  if (report.sent === 0) problems.push('no request was sent');
+  if (errorRate > step.maxErrorRate) problems.push(`error rate over ${step.maxErrorRate * 100}%`);
+  if (step.maxP99 !== undefined && report.latency.p99Ms > step.maxP99)
+    problems.push(`p99 over ${step.maxP99} ms`);
+  if (problems.length === 0) return { ok: true, detail: what };
+  const failures = report.failures
+    .slice(0, 5)
+    .map((f) => (f.status === null ? (f.error ?? 'no answer') : `status ${f.status}`));
+  return {
+    ok: false,
+    detail: `${what}: ${problems.join(', ')}`,
+    ...(failures.length > 0 ? { output: `first failures: ${failures.join('; ')}` } : {}),
+  };
+}
+
+/** The value at a path like `items[0].id` in parsed JSON, or `missing` when the path is not there. */
+export function valueAt(json: unknown, path: string): { found: true; value: unknown } | { found: false } {
+  let here: unknown = json;
+  for (const part of path.match(/[^.[\]]+|\[\d+\]/g) ?? []) {
+    if (part.startsWith('[')) {
+      const i = Number(part.slice(1, -1));
+      if (!Array.isArray(here) || i >= here.length) return { found: false };
+      here = here[i];
+    } else {
+      if (here === null || typeof here !== 'object' || Array.isArray(here) || !Object.hasOwn(here, part))
+        return { found: false };
+      here = (here as Record<string, unknown>)[part];
+    }
+  }
+  return { found: true, value: here };
+}
+
+/** The first JSON expectation the body does not meet, or undefined when it meets them all. */
+function jsonMismatch(body: string, expected: Record<string, unknown>): string | undefined {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(body);
+  } catch {
+    return 'the body is not JSON';
+  }
+  for (const [path, want] of Object.entries(expected)) {
+    const got = valueAt(parsed, path);
+    if (!got.found) return `the body has no ${path}`;
+    if (JSON.stringify(got.value) !== JSON.stringify(want))
+      return `${path} is ${JSON.stringify(got.value)}, expected ${JSON.stringify(want)}`;
+  }
+  return undefined;
 }
 
 type HttpStep = Extract<VerifyStep, { http: unknown }>['http'];
@@ -25,11 +110,19 @@ function runHttp(step: HttpStep, target: VerifyTarget, signal: AbortSignal): Pro
   const vars = { version: target.version, service: target.service, slot: target.slot };
   const path = interpolate(step.path, vars);
   const expectedBody = step.body === undefined ? undefined : interpolate(step.body, vars);
-  const url = `${target.url}${path}`;
+  const to = destination(step.through, target);
+  if ('error' in to) return Promise.resolve({ ok: false, detail: `${step.method} ${path}: ${to.error}` });
+  const url = `${to.base}${path}`;
   return new Promise((resolve) => {
     const req = http.request(
       url,
-      { method: step.method, headers: step.headers, agent: false, signal, timeout: step.timeout },
+      {
+        method: step.method,
+        headers: { ...step.headers, ...to.headers },
+        agent: false,
+        signal,
+        timeout: step.timeout,
+      },
       (res) => {
         const chunks: Buffer[] = [];
         let size = 0;
@@ -51,6 +144,12 @@ function runHttp(step: HttpStep, target: VerifyTarget, signal: AbortSignal): Pro
             resolve({
               ok: false,
               detail: `${what} answered ${status} but the body does not contain ${JSON.stringify(expectedBody)}`,
+              output: body.slice(0, 500),
+            });
+          } else if (step.json !== undefined && jsonMismatch(body, step.json) !== undefined) {
+            resolve({
+              ok: false,
+              detail: `${what} answered ${status} but ${jsonMismatch(body, step.json)}`,
               output: body.slice(0, 500),
             });
           } else {
@@ -79,6 +178,7 @@ function runCommand(step: RunStep, target: VerifyTarget, signal: AbortSignal): P
       env: {
         ...process.env,
         TEAL_URL: target.url,
+        ...(target.previewUrl ? { TEAL_PREVIEW_URL: target.previewUrl } : {}),
         TEAL_SLOT: target.slot,
         TEAL_VERSION: target.version,
         TEAL_SERVICE: target.service,

@@ -263,6 +263,16 @@ export const HealthConfig = z
   .prefault({})
   .meta({ description: 'The HTTP readiness probe; any 2xx passes.' });
 
+const JSON_PATH = /^[A-Za-z_$][\w$-]*(\[\d+\])*(\.[A-Za-z_$][\w$-]*(\[\d+\])*)*$/;
+
+const through = z
+  .enum(['direct', 'preview'], { error: () => 'expected through: direct or preview' })
+  .default('direct')
+  .meta({
+    description:
+      "direct: the new slot's first instance; preview: through the data plane's preview route (X-Teal-Slot).",
+  });
+
 const HttpVerify = z.strictObject({
   http: z.strictObject({
     path: z.string().startsWith('/', { error: 'expected a path starting with "/"' }).default('/'),
@@ -270,21 +280,68 @@ const HttpVerify = z.strictObject({
     headers: z.record(z.string(), z.string()).default({}),
     status: z.number().int().min(100).max(599).default(200),
     body: z.string().optional().meta({ description: 'A substring the response body must contain.' }),
+    json: z
+      .record(
+        z.string().regex(JSON_PATH, { error: 'expected a JSON path like "status" or "items[0].id"' }),
+        z.unknown(),
+      )
+      .optional()
+      .meta({
+        description:
+          'JSON paths (a.b, items[0].id) and the values the response body must hold there, compared exactly.',
+      }),
     timeout: duration('5s', 'How long the request may take.').prefault('5s'),
+    through: through,
   }),
+});
+
+const LoadVerify = z.strictObject({
+  load: z
+    .strictObject({
+      path: z.string().startsWith('/', { error: 'expected a path starting with "/"' }).default('/'),
+      method: z.enum(['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'OPTIONS', 'PATCH']).default('GET'),
+      headers: z.record(z.string(), z.string()).default({}),
+      connections: z
+        .number()
+        .int()
+        .min(1)
+        .max(1024)
+        .default(8)
+        .meta({ description: 'Keep-alive connections.' }),
+      requests: z
+        .number()
+        .int()
+        .min(1)
+        .optional()
+        .meta({ description: 'Requests in all; or give a duration.' }),
+      duration: duration('10s', 'How long to send requests, when `requests` is not given.').prefault('5s'),
+      maxErrorRate: z
+        .number()
+        .min(0)
+        .max(1)
+        .default(0)
+        .meta({ description: 'Share of requests that may fail (non-2xx or no answer): 0.01 is 1%.' }),
+      maxP99: duration('250ms', 'The 99th percentile latency must stay at or under this.').optional(),
+      timeout: duration('5s', 'A request taking longer counts as failed.').prefault('5s'),
+      through: through,
+    })
+    .meta({
+      description: 'A built-in stress step: N requests at C connections, with limits on errors and p99.',
+    }),
 });
 
 const RunVerify = z.strictObject({
   run: z.string().min(1, { error: 'expected a shell command, like "npm run smoke"' }).meta({
     description:
-      'A shell command run with TEAL_URL, TEAL_SLOT, TEAL_VERSION and TEAL_SERVICE set; exit 0 passes.',
+      'A shell command run with TEAL_URL, TEAL_PREVIEW_URL, TEAL_SLOT, TEAL_VERSION and TEAL_SERVICE set; exit 0 passes.',
   }),
   timeout: duration('60s', 'How long the command may run.').prefault('60s'),
 });
 
 export const VerifyStep = z
-  .union([HttpVerify, RunVerify], {
-    error: () => 'expected a step with "run: <command>" or "http: {path, status, body}"',
+  .union([HttpVerify, RunVerify, LoadVerify], {
+    error: () =>
+      'expected a step with "run: <command>", "http: {path, status, body}" or "load: {connections, requests}"',
   })
   .meta({ description: 'A check run against the new slot before it takes traffic.' });
 

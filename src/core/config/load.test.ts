@@ -170,11 +170,12 @@ describe('loadConfig', () => {
 
   it('points at the branch of a verify step the user meant', () => {
     const problems = problemsOf(
-      `${minimal}    verify:\n      - http: { status: ok }\n      - { script: x }\n`,
+      `${minimal}    verify:\n      - http: { status: ok }\n      - { script: x }\n      - load: { maxErrorRate: 5 }\n`,
     );
     expect(problems.map((p) => `${p.path}: ${p.message}`)).toEqual([
       'services.web.verify.0.http.status: expected number, got "ok"',
-      'services.web.verify.1: expected a step with "run: <command>" or "http: {path, status, body}"',
+      'services.web.verify.1: expected a step with "run: <command>", "http: {path, status, body}" or "load: {connections, requests}"',
+      'services.web.verify.2.load.maxErrorRate: expected a share from 0 to 1 (0.01 is 1%), got 5',
     ]);
   });
 

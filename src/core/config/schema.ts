@@ -316,9 +316,9 @@ const LoadVerify = z.strictObject({
         .meta({ description: 'Requests in all; or give a duration.' }),
       duration: duration('10s', 'How long to send requests, when `requests` is not given.').prefault('5s'),
       maxErrorRate: z
-        .number()
-        .min(0)
-        .max(1)
+        .number({ error: (iss) => `expected a share from 0 to 1 (0.01 is 1%), got ${describe(iss.input)}` })
+        .min(0, { error: (iss) => `expected a share from 0 to 1 (0.01 is 1%), got ${describe(iss.input)}` })
+        .max(1, { error: (iss) => `expected a share from 0 to 1 (0.01 is 1%), got ${describe(iss.input)}` })
         .default(0)
         .meta({ description: 'Share of requests that may fail (non-2xx or no answer): 0.01 is 1%.' }),
       maxP99: duration('250ms', 'The 99th percentile latency must stay at or under this.').optional(),

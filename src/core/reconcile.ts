@@ -86,7 +86,15 @@ export async function reconcile(deps: EngineDeps, tables: TableSync): Promise<Re
     const state = await readServiceState(store, svc);
     for (const s of SLOTS) for (const i of state.slots[s].instances) referenced.add(i.id);
   }
-  for (const instance of await runtime.list()) {
+  let listed: Awaited<ReturnType<typeof runtime.list>> = [];
+  try {
+    listed = await runtime.list();
+  } catch (err) {
+    // An engine out of reach (docker stopped) must not keep the control plane from serving the
+    // rest; strays are looked for again at the next start.
+    log.warn('could not list instances to remove strays', { error: toTealError(err).message });
+  }
+  for (const instance of listed) {
     if (referenced.has(instance.id)) {
       if (instance.status.state !== 'running') report.dead.push(instance.id);
       continue;

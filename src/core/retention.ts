@@ -9,7 +9,13 @@ import { listDeployments, readServiceState } from './records.js';
  * removed, and with them the images nothing else uses. A runtime without images does nothing.
  * Returns the image references removed.
  */
-export async function pruneImages(deps: EngineDeps, service: string, retain: number): Promise<string[]> {
+export async function pruneImages(
+  deps: EngineDeps,
+  service: string,
+  retain: number,
+  /** The release the running deployment just made live: retained though its deployment is not done yet. */
+  current: number,
+): Promise<string[]> {
   const { runtime, store } = deps;
   if (!runtime.forgetImages) return [];
   const [deployments, state] = await Promise.all([
@@ -21,7 +27,7 @@ export async function pruneImages(deps: EngineDeps, service: string, retain: num
     const release = state.slots[s].release;
     if (release !== null) kept.add(release);
   }
-  const recent = new Set<number>();
+  const recent = new Set<number>([current]);
   for (const d of [...deployments].reverse()) {
     if (recent.size >= retain) break;
     if (d.state === 'done' && d.release !== null && d.image) recent.add(d.release);

@@ -57,7 +57,7 @@ async function pruneOld(ctx: RunContext): Promise<void> {
   const { deps, plan, rec } = ctx;
   const retain = deps.config().config.services[plan.service]?.retain ?? 5;
   try {
-    const removed = await pruneImages(deps, plan.service, retain);
+    const removed = await pruneImages(deps, plan.service, retain, rec.record.release ?? 0);
     if (removed.length > 0) {
       await rec.event(
         'done',
@@ -97,7 +97,8 @@ async function startTarget(ctx: RunContext, progress: Progress): Promise<void> {
       'clear',
       `stop ${stale.length} instance(s) of ${slot.version ?? '?'} left in ${target}`,
       async () => {
-        slot = await writeSlot(store, svc, slot, { state: 'stopping' });
+        // Already stopping when an earlier clear failed half way (the runtime out of reach).
+        if (slot.state !== 'stopping') slot = await writeSlot(store, svc, slot, { state: 'stopping' });
         await stopAll(runtime, stale, plan.stopTimeoutMs);
         slot = await writeSlot(store, svc, slot, { state: 'empty' });
       },

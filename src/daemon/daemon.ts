@@ -12,7 +12,6 @@ import { reconcile } from '../core/reconcile.js';
 import { WarmReaper } from '../core/warm.js';
 import { HttpProbe } from '../health/http.js';
 import { openTrafficSwitch } from '../proxy/open.js';
-import { ProcessRuntime } from '../runtimes/process.js';
 import { openStore } from '../stores/open.js';
 import type { Store } from '../stores/store.js';
 import { StepVerifier } from '../verify/steps.js';
@@ -26,6 +25,7 @@ import {
   statePaths,
   writeDaemonInfo,
 } from './files.js';
+import { openRuntime } from './runtime.js';
 
 export interface Daemon {
   /** http://127.0.0.1:7070 */
@@ -54,7 +54,7 @@ export async function startDaemon(options: { configFile: string; log: Logger }):
   const token = ensureToken(paths);
 
   const store = openStore(config.store, paths.dir, loaded.dir);
-  const runtime = new ProcessRuntime({ stateDir: paths.dir });
+  const runtime = openRuntime(config, paths.dir);
   const closers: (() => Promise<void>)[] = [() => store.close(), () => runtime.close()];
   const unwind = async () => {
     for (const close of closers.reverse()) await close().catch(() => undefined);

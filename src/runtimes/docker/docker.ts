@@ -231,11 +231,12 @@ export class DockerRuntime implements Runtime {
     const kept = new Set(keep.map((i) => i.id));
     const removed: string[] = [];
     const seen = new Set<string>();
+    const keptRefs = new Set(keep.map((i) => i.ref));
     for (const image of drop) {
       const key = `${image.ref} ${image.id}`;
-      if (kept.has(image.id) || seen.has(key)) continue;
+      if (keptRefs.has(image.ref) || seen.has(key)) continue;
       seen.add(key);
-      if (await untagImage(this.engine, image)) removed.push(image.ref);
+      if (await untagImage(this.engine, image, kept)) removed.push(image.ref);
     }
     return removed;
   }

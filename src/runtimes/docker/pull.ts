@@ -38,6 +38,7 @@ export function parseImageRef(ref: string): ImageRef | undefined {
 
 interface ImageInspect {
   Id: string;
+  RepoTags?: string[] | null;
   RepoDigests?: string[] | null;
 }
 
@@ -113,13 +114,19 @@ export async function pinnedImage(
 
 /**
  * Removes the tag `image.ref` when it still names `image.id`, so the image goes once no other tag
- * or container holds it. A tag moved on to another image is left alone: that image may be live.
+ * or container holds it. A tag moved on to another image is left alone (that image may be live),
+ * and so is the last tag of an image in `keepIds` (removing it would delete a retained image).
  * Returns whether it removed the tag.
  */
-export async function untagImage(engine: Engine, image: InstanceImage): Promise<boolean> {
+export async function untagImage(
+  engine: Engine,
+  image: InstanceImage,
+  keepIds: Set<string>,
+): Promise<boolean> {
   if (!parseImageRef(image.ref)) return false;
   const found = await inspectImage(engine, image.ref);
   if (found?.Id !== image.id) return false;
+  if (keepIds.has(found.Id) && (found.RepoTags ?? []).length <= 1) return false;
   try {
     // Deleting by reference removes that tag; the engine deletes the image with it only when no
     // other tag names it.

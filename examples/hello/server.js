@@ -1,6 +1,8 @@
 // The example app teal deploys: answers / with its version and /health with 200 once ready.
 // PORT comes from teal; APP_VERSION from teal.yml's env ("{{version}}"); START_DELAY_MS delays
-// readiness, as a real app warming caches would. On SIGTERM it stops accepting, finishes what it
+// readiness, as a real app warming caches would. ERROR_VERSIONS (comma-separated) names versions
+// that answer every 4th request to / with 500 while passing health checks: a bad release that
+// only shows under traffic, for trying out the post-switch analysis. On SIGTERM it stops accepting, finishes what it
 // has in flight and exits, so a drained slot goes away cleanly.
 import http from 'node:http';
 
@@ -9,6 +11,8 @@ const port = Number(process.env.PORT ?? 3000);
 const host = process.env.HOST ?? '127.0.0.1';
 const startDelay = Number(process.env.START_DELAY_MS ?? 0);
 const bootedAt = Date.now();
+const broken = (process.env.ERROR_VERSIONS ?? '').split(',').includes(version);
+let served = 0;
 let ready = startDelay <= 0;
 if (!ready) setTimeout(() => (ready = true), startDelay);
 
@@ -38,6 +42,11 @@ const server = http.createServer((req, res) => {
         headers: req.headers,
       }),
     );
+    return;
+  }
+  if (broken && ++served % 4 === 0) {
+    res.writeHead(500, { 'content-type': 'text/plain', 'x-app-version': version });
+    res.end(`hello ${version} failed\n`);
     return;
   }
   res.writeHead(200, { 'content-type': 'text/plain', 'x-app-version': version });

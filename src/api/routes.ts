@@ -115,6 +115,16 @@ export function apiRoutes(ctx: ApiContext): Router {
     sendJson(res, 202, record);
   });
 
+  // The manual gate and stopping a deployment before its switch. Both answer with the deployment
+  // as it is once the decision is recorded (the run goes on in the background: follow its events).
+  for (const action of ['promote', 'abort'] as const) {
+    router.add('POST', `/v1/services/:svc/${action}`, async (req, res, { svc }) => {
+      await readJson(req);
+      const n = action === 'promote' ? engine.promote(svc!, actorOf(req)) : engine.abort(svc!, actorOf(req));
+      sendJson(res, 202, await deploymentOrThrow(store, svc!, n));
+    });
+  }
+
   router.add('GET', '/v1/services/:svc/deployments', async (_req, res, { svc }, url) => {
     engine.serviceConfig(svc!);
     const limit = Number(url.searchParams.get('limit') ?? 50);

@@ -66,7 +66,7 @@ Examples:
           process.stderr.write(`deployment #${record.n} started; follow it with: teal history ${service}\n`);
         return;
       }
-      process.exitCode = await followDeployment(client, record, Boolean(opts.json));
+      process.exitCode = await followDeployment(client, record, Boolean(opts.json), { stopAtGate: true });
     });
 }
 

@@ -13,6 +13,7 @@ export async function followDeployment(
   client: ApiClient,
   record: DeploymentRecord,
   json: boolean,
+  options: { stopAtGate?: boolean } = {},
 ): Promise<number> {
   const path = `/v1/services/${encodeURIComponent(record.service)}/deployments/${record.n}`;
   const progress = json ? undefined : new Progress(process.stderr);
@@ -23,12 +24,19 @@ export async function followDeployment(
     process.stderr.write(`${c.bold(`deployment #${record.n}`)}: ${what} ${c.dim(`(by ${record.actor})`)}\n`);
   }
   const stop = new AbortController();
+  let atGate = false;
   const onSignal = () => stop.abort();
   process.once('SIGINT', onSignal);
   try {
     for await (const e of client.events(`${path}/events`, stop.signal)) {
       if (e.event === 'step') progress?.event(e.data as DeploymentEvent);
       if (e.event === 'end') break;
+      const ev = e.data as DeploymentEvent | undefined;
+      if (options.stopAtGate && e.event === 'step' && ev?.step === 'gate' && ev.status === 'started') {
+        // promote: manual: the deployment now waits for a person; the command's job is done.
+        atGate = true;
+        break;
+      }
     }
   } catch (err) {
     if (!stop.signal.aborted) throw err;
@@ -43,6 +51,14 @@ export async function followDeployment(
     return EXIT.failed;
   }
   const final = await client.request<DeploymentRecord>('GET', path);
+  if (atGate) {
+    if (json) printJson(final);
+    else
+      process.stderr.write(
+        `${c.cyan('⏸')} ${final.service} ${final.version} is verified on ${final.targetSlot} (preview: X-Teal-Slot: ${final.targetSlot}); \`teal promote ${final.service}\` switches to it, \`teal abort ${final.service}\` drops it\n`,
+      );
+    return EXIT.ok;
+  }
   if (json) printJson(final);
   else summarize(final);
   return final.state === 'done'

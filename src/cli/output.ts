@@ -42,7 +42,9 @@ export function table(rows: string[][]): string {
 /** A deployment's state, coloured by outcome: done green, failed or interrupted red, running cyan. */
 export function outcome(c: ReturnType<typeof paint>, state: string): string {
   if (state === 'done') return c.green(state);
-  return state === 'failed' || state === 'interrupted' ? c.red(state) : c.cyan(state);
+  return state === 'failed' || state === 'interrupted' || state === 'rolled_back'
+    ? c.red(state)
+    : c.cyan(state);
 }
 
 export function ago(iso: string | undefined, now = Date.now()): string {

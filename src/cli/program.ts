@@ -3,6 +3,7 @@ import { packageVersion } from '../version.js';
 import { deployCommand } from './deploy.js';
 import { downCommand } from './down.js';
 import { edgeCommand } from './edge.js';
+import { gateCommands } from './gate.js';
 import { haproxyConfigCommand } from './haproxy-config.js';
 import { historyCommand } from './history.js';
 import { logsCommand } from './logs.js';
@@ -38,6 +39,7 @@ Examples:
 upCommand(program);
 deployCommand(program);
 rollbackCommand(program);
+gateCommands(program);
 statusCommand(program);
 historyCommand(program);
 logsCommand(program);

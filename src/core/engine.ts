@@ -3,6 +3,7 @@ import type { Lock } from '../stores/store.js';
 import type { ServiceConfig } from './config/schema.js';
 import type { EngineDeps } from './deps.js';
 import { TealError, toTealError } from './errors.js';
+import { Gates } from './gate.js';
 import { type DeployPlan, planDeploy, planRollback } from './plan.js';
 import { Recorder } from './recorder.js';
 import {
@@ -45,6 +46,9 @@ export class Engine {
   readonly #lockTtlMs: number;
   readonly #closing = new AbortController();
   readonly #runs = new Map<string, Promise<void>>();
+  /** The deployment running per service and what aborts it (`teal abort`). */
+  readonly #active = new Map<string, { rec: Recorder; abort: AbortController }>();
+  readonly #gates = new Gates();
 
   constructor(deps: EngineDeps, options: { lockTtlMs?: number } = {}) {
     this.#deps = deps;
@@ -111,6 +115,36 @@ export class Engine {
       }
       return plan;
     });
+  }
+
+  /** Lets the deployment waiting at the manual gate switch; returns its number. */
+  promote(svc: string, actor: string): number {
+    this.serviceConfig(svc);
+    return this.#gates.decide(svc, { action: 'promote', actor });
+  }
+
+  /**
+   * Stops the deployment in progress before it switches: at the manual gate, or while it starts or
+   * verifies (its new instances are stopped, the live slot was never touched). After the switch
+   * there is nothing to abort: that is a rollback.
+   */
+  abort(svc: string, actor: string): number {
+    this.serviceConfig(svc);
+    if (this.#gates.waiting(svc) !== undefined) return this.#gates.decide(svc, { action: 'abort', actor });
+    const active = this.#active.get(svc);
+    if (!active) {
+      throw new TealError('TEAL_NOT_WAITING', `no deployment of ${svc} is in progress`, { service: svc });
+    }
+    const { state, n } = active.rec.record;
+    if (['switching', 'analyzing', 'draining'].includes(state)) {
+      throw new TealError(
+        'TEAL_NOT_WAITING',
+        `deployment #${n} of ${svc} has already switched traffic (${state}); use \`teal rollback ${svc}\``,
+        { service: svc, deployment: n },
+      );
+    }
+    active.abort.abort(new TealError('TEAL_ABORTED', `aborted by ${actor}`, { actor }));
+    return n;
   }
 
   /** Resolves when the deployment running for the service (if any) has ended. */
@@ -217,7 +251,10 @@ export class Engine {
   }
 
   async #run(rec: Recorder, lock: Lock, makePlan: (rec: Recorder) => Promise<DeployPlan>): Promise<void> {
-    const signal = AbortSignal.any([this.#closing.signal, lock.lease.lost]);
+    const byUser = new AbortController();
+    const svc = rec.record.service;
+    this.#active.set(svc, { rec, abort: byUser });
+    const signal = AbortSignal.any([this.#closing.signal, lock.lease.lost, byUser.signal]);
     try {
       let plan: DeployPlan;
       try {
@@ -238,7 +275,7 @@ export class Engine {
         fromVersion: plan.fromVersion,
       });
       await rec.event('plan', 'info', plan.steps.join('\n'), { data: { steps: plan.steps } });
-      await applyPlan({ deps: this.#deps, tables: this.tables, plan, rec, signal });
+      await applyPlan({ deps: this.#deps, tables: this.tables, plan, rec, signal, gates: this.#gates });
     } catch (err) {
       // applyPlan records its own failures; this is a failure to record them (the store is gone).
       this.#deps.log.error('deployment could not be recorded', {
@@ -246,6 +283,7 @@ export class Engine {
         error: toTealError(err).message,
       });
     } finally {
+      if (this.#active.get(svc)?.rec === rec) this.#active.delete(svc);
       if (!isTerminal(rec.record.state)) {
         await rec
           .finish('interrupted', new TealError('TEAL_INTERNAL', 'the deployment ended without an outcome'))

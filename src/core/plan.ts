@@ -45,6 +45,12 @@ export interface DeployPlan {
   image?: InstanceImage;
   health: HealthConfig;
   verify: VerifyStep[];
+  /** manual: wait verified on the preview route for promote or abort (deploys only; rollbacks go on). */
+  promote: 'auto' | 'manual';
+  promoteTimeoutMs?: number;
+  hooks: ServiceConfig['hooks'];
+  /** Watch the new slot after the switch and switch back on failure (deploys only). */
+  analysis?: NonNullable<ServiceConfig['analysis']>;
   drainMs: number;
   keepWarmMs: number;
   stopTimeoutMs: number;
@@ -150,6 +156,8 @@ function common(service: string, config: ServiceConfig, state: ServiceState) {
     host: config.bindAddress,
     health: config.health,
     verify: config.verify,
+    promote: 'auto' as 'auto' | 'manual',
+    hooks: config.hooks,
     drainMs: config.drain,
     keepWarmMs: config.keepWarm,
     stopTimeoutMs: config.stopTimeout,
@@ -183,6 +191,14 @@ function startPlan(
     clear,
     instances,
     ...(image ? { image } : {}),
+    // A rollback restores a known release: it neither waits at a gate nor is analysed.
+    ...(kind === 'deploy'
+      ? {
+          promote: config.promote,
+          ...(config.promoteTimeout === undefined ? {} : { promoteTimeoutMs: config.promoteTimeout }),
+          ...(config.analysis ? { analysis: config.analysis } : {}),
+        }
+      : {}),
     steps: [],
   };
   plan.steps = describeStart(plan);
@@ -251,9 +267,19 @@ function describeStart(plan: DeployPlan): string[] {
     }
   }
 
+  if (plan.promote === 'manual') {
+    steps.push(
+      `wait on the preview route for \`teal promote ${service}\` or \`teal abort ${service}\`${plan.promoteTimeoutMs === undefined ? '' : ` (aborted after ${formatDuration(plan.promoteTimeoutMs)})`}`,
+    );
+  }
   if (plan.fromSlot) {
     steps.push(
       `switch ${service} from ${plan.fromSlot} (${plan.fromVersion}) to ${target} (${release.version})`,
+      ...(plan.analysis
+        ? [
+            `watch ${target} for ${formatDuration(plan.analysis.window)}: errors at most ${plan.analysis.maxErrorRate * 100}%${plan.analysis.maxP99 === undefined ? '' : `, p99 at most ${formatDuration(plan.analysis.maxP99)}`}${plan.analysis.maxP99Ratio === undefined ? '' : `, p99 at most ${plan.analysis.maxP99Ratio}x ${plan.fromSlot}'s`}; on failure switch back to ${plan.fromSlot}`,
+          ]
+        : []),
       `drain ${plan.fromSlot} for up to ${formatDuration(plan.drainMs)}`,
       plan.keepWarmMs > 0
         ? `keep ${plan.fromSlot} warm for ${formatDuration(plan.keepWarmMs)} (instant rollback), then stop it`

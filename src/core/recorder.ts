@@ -80,7 +80,7 @@ export class Recorder {
     return this.#flush();
   }
 
-  async finish(state: 'done' | 'failed' | 'interrupted', error?: TealError): Promise<void> {
+  async finish(state: 'done' | 'failed' | 'rolled_back' | 'interrupted', error?: TealError): Promise<void> {
     if (error) this.#record.error = error.toJSON() as DeploymentRecord['error'];
     this.#record.endedAt = new Date().toISOString();
     await this.moveTo(state);

@@ -74,6 +74,9 @@ export type StepName =
   | 'drain'
   | 'warm'
   | 'stop'
+  | 'hook'
+  | 'gate'
+  | 'analysis'
   | 'done';
 
 export interface DeploymentEvent {
@@ -109,6 +112,12 @@ export interface DeploymentRecord {
   endedAt?: string;
   /** Epoch ms of the moment traffic moved (the proxy applied the switch). */
   switchedAt?: number;
+  /** Epoch ms of the moment traffic went back to the old slot after a failed analysis. */
+  switchedBackAt?: number;
+  /** Who promoted or aborted it at the manual gate, and when. */
+  decidedBy?: { action: 'promote' | 'abort'; actor: string; at: string };
+  /** The post-switch analysis's result. */
+  analysis?: { ok: boolean; detail: string };
   /** For a container release: the image the instances ran, as the engine resolved it (id and digest). */
   image?: InstanceImage;
   error?: { code: ErrorCode; message: string; details?: Json };

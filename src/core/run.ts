@@ -1,9 +1,12 @@
 import type { Instance, InstanceSpec } from '../runtimes/runtime.js';
+import { watchNewSlot } from './analysis.js';
 import { formatDuration } from './config/duration.js';
 import type { VerifyStep } from './config/schema.js';
-import type { EngineDeps, VerifyResult } from './deps.js';
-import { TealError, toTealError } from './errors.js';
+import type { EngineDeps, VerifyResult, VerifyTarget } from './deps.js';
+import { isTealError, TealError, toTealError } from './errors.js';
+import type { Gates } from './gate.js';
 import { waitHealthy } from './healthy.js';
+import { runHook } from './hooks.js';
 import { endpointText } from './model.js';
 import type { DeployPlan } from './plan.js';
 import type { Recorder } from './recorder.js';
@@ -11,8 +14,9 @@ import { createNumbered, keys, type ReleaseRecord, readServiceState, type SlotRe
 import { forInstance } from './release.js';
 import { pruneImages } from './retention.js';
 import { refOf, slotInstances, stopAll, writeSlot } from './slots.js';
-import { retireOld, switchTraffic } from './switchover.js';
+import { retireOld, switchBack, switchTraffic } from './switchover.js';
 import type { TableSync } from './table.js';
+import { poolOf } from './table.js';
 
 /** Everything one deployment's steps need. */
 export interface RunContext {
@@ -20,8 +24,13 @@ export interface RunContext {
   tables: TableSync;
   plan: DeployPlan;
   rec: Recorder;
-  /** Aborts when the control plane stops; steps before the switch then clean up and end "interrupted". */
+  /**
+   * Aborts when the control plane stops (steps before the switch then clean up and end
+   * "interrupted"), or when someone runs `teal abort` (they end "failed", TEAL_ABORTED).
+   */
   signal: AbortSignal;
+  /** Where a `promote: manual` deployment waits for its decision. */
+  gates: Gates;
 }
 
 interface Progress {
@@ -37,19 +46,82 @@ interface Progress {
 export async function applyPlan(ctx: RunContext): Promise<void> {
   const progress: Progress = { started: [], switched: false };
   try {
+    await runHook(ctx, 'preDeploy', hookTarget(ctx, progress));
     if (ctx.plan.mode === 'start') await startTarget(ctx, progress);
     await switchTraffic(ctx);
     progress.switched = true;
+    await runHook(ctx, 'postSwitch', hookTarget(ctx, progress));
+    if (ctx.plan.analysis && ctx.plan.fromSlot && !(await analyse(ctx, progress))) return;
     await retireOld(ctx);
     const { plan, rec } = ctx;
     if (plan.release.container) await pruneOld(ctx);
     await rec.event('done', 'done', `${plan.service} ${plan.release.version} is live on ${plan.targetSlot}`, {
       ms: Date.now() - Date.parse(rec.record.createdAt),
     });
+    // Hooks run before the outcome is recorded: whoever waits for the end can deploy again at once.
+    await runHook(ctx, 'postDeploy', hookTarget(ctx, progress));
     await rec.finish('done');
   } catch (err) {
     await fail(ctx, progress, err);
   }
+}
+
+/** The TEAL_* values a hook sees: the new slot once it runs, else the data plane. */
+function hookTarget(ctx: RunContext, progress: Progress): VerifyTarget {
+  const { deps, plan } = ctx;
+  const first = progress.started[0];
+  return {
+    service: plan.service,
+    slot: plan.targetSlot,
+    version: plan.release.version,
+    url: first ? `http://${endpointText(first)}` : (deps.proxyUrl ?? ''),
+    ...(deps.proxyUrl ? { previewUrl: deps.proxyUrl } : {}),
+    instances: progress.started.map((i) => ({ host: i.host, port: i.port })),
+  };
+}
+
+/**
+ * The post-switch analysis. True: the new release stays. False: it failed, traffic went back to
+ * the old slot (still running: it was only draining), and the deployment ended rolled back.
+ */
+async function analyse(ctx: RunContext, progress: Progress): Promise<boolean> {
+  const { deps, plan, rec } = ctx;
+  const state = await readServiceState(deps.store, plan.service);
+  const next = poolOf(plan.service, state.slots[plan.targetSlot]);
+  const previous = poolOf(plan.service, state.slots[plan.fromSlot!]);
+  await rec.moveTo('analyzing');
+  const live = { ...hookTarget(ctx, progress), url: deps.proxyUrl ?? hookTarget(ctx, progress).url };
+  delete (live as { previewUrl?: string }).previewUrl;
+  const verdict = await rec.step(
+    'analysis',
+    `watch ${plan.targetSlot} for ${formatDuration(plan.analysis!.window)}`,
+    () => watchNewSlot(ctx, { next: next?.id ?? '', previous: previous?.id ?? null }, live),
+    (v) => `${v.ok ? 'passed' : 'failed'}: ${v.detail}`,
+  );
+  await rec.update({ analysis: { ok: verdict.ok, detail: verdict.detail } });
+  if (verdict.ok) return true;
+  const error = new TealError(
+    'TEAL_ANALYSIS_FAILED',
+    `the analysis after the switch failed: ${verdict.detail}`,
+    {
+      window: verdict.window as never,
+    },
+  );
+  try {
+    await switchBack(ctx, verdict.detail);
+  } catch (err) {
+    // Could not switch back: traffic stays on the new release; say so loudly.
+    const why = toTealError(err).message;
+    deps.log.error('switching back after a failed analysis failed', { service: plan.service, error: why });
+    await rec.finish(
+      'done',
+      new TealError('TEAL_ANALYSIS_FAILED', `${error.message}; switching back failed: ${why}`),
+    );
+    return false;
+  }
+  await runHook(ctx, 'onFailure', hookTarget(ctx, progress));
+  await rec.finish('rolled_back', error);
+  return false;
 }
 
 /** Removes the images of releases past the service's `retain`; a failure only warns (the deploy is done). */
@@ -194,6 +266,44 @@ async function startTarget(ctx: RunContext, progress: Progress): Promise<void> {
       (result) => `${label}: ${result.detail}`,
     );
   }
+  if (plan.promote === 'manual') await awaitPromotion(ctx);
+}
+
+/** The manual gate: the new slot stays on the preview route until promote, abort or the timeout. */
+async function awaitPromotion(ctx: RunContext): Promise<void> {
+  const { plan, rec, signal } = ctx;
+  await rec.moveTo('verified');
+  const timeout =
+    plan.promoteTimeoutMs === undefined ? '' : ` (aborted after ${formatDuration(plan.promoteTimeoutMs)})`;
+  await rec.event(
+    'gate',
+    'started',
+    `${plan.release.version} is verified and on the preview route (X-Teal-Slot: ${plan.targetSlot}): waiting for \`teal promote ${plan.service}\` or \`teal abort ${plan.service}\`${timeout}`,
+  );
+  const decision = await ctx.gates.wait(plan.service, rec.n, {
+    ...(plan.promoteTimeoutMs === undefined ? {} : { timeoutMs: plan.promoteTimeoutMs }),
+    signal,
+  });
+  if (decision.action === 'promote') {
+    await rec.update({
+      decidedBy: { action: 'promote', actor: decision.actor, at: new Date().toISOString() },
+    });
+    await rec.event('gate', 'done', `promoted by ${decision.actor}`);
+    return;
+  }
+  const error =
+    decision.action === 'abort'
+      ? new TealError('TEAL_ABORTED', `aborted by ${decision.actor} at the promote gate`, {
+          actor: decision.actor,
+        })
+      : new TealError(
+          'TEAL_ABORTED',
+          `nobody promoted ${plan.release.version} within ${formatDuration(plan.promoteTimeoutMs!)}; aborted`,
+        );
+  if (decision.action === 'abort')
+    await rec.update({ decidedBy: { action: 'abort', actor: decision.actor, at: new Date().toISOString() } });
+  await rec.event('gate', 'failed', error.message);
+  throw error;
 }
 
 function imageText(started: Instance[]): string {
@@ -213,7 +323,9 @@ async function fail(ctx: RunContext, progress: Progress, err: unknown): Promise<
   const { deps, plan, rec, signal } = ctx;
   // When the control plane is stopping, say so rather than echo whichever step noticed the abort.
   const error = toTealError(signal.aborted ? (signal.reason ?? err) : err);
-  const end = signal.aborted ? 'interrupted' : progress.switched ? 'done' : 'failed';
+  // `teal abort` aborts the signal with a reason naming who asked: that ends failed, not interrupted.
+  const byUser = signal.aborted && isTealError(signal.reason, 'TEAL_ABORTED') && signal.reason.details?.actor;
+  const end = signal.aborted && !byUser ? 'interrupted' : progress.switched ? 'done' : 'failed';
   if (progress.switched) {
     // Traffic already moved: the deployment did its job; what failed was retiring the old slot.
     deps.log.warn('retiring the old slot failed after the switch', {
@@ -258,5 +370,6 @@ async function fail(ctx: RunContext, progress: Progress, err: unknown): Promise<
       });
     }
   }
+  if (end === 'failed') await runHook(ctx, 'onFailure', hookTarget(ctx, progress));
   await rec.finish(end, error);
 }

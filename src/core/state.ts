@@ -37,24 +37,33 @@ export type DeploymentState =
   | 'queued'
   | 'starting'
   | 'verifying'
+  /** Verified, waiting on the preview route for `teal promote` or `teal abort` (promote: manual). */
+  | 'verified'
   | 'switching'
+  /** Switched; the new slot is watched for the analysis window with the old one still running. */
+  | 'analyzing'
   | 'draining'
   | 'done'
   | 'failed'
+  /** The analysis failed after the switch and traffic went back to the old slot. */
+  | 'rolled_back'
   | 'interrupted';
 
-export const TERMINAL: readonly DeploymentState[] = ['done', 'failed', 'interrupted'];
+export const TERMINAL: readonly DeploymentState[] = ['done', 'failed', 'rolled_back', 'interrupted'];
 
 const DEPLOYMENT_MOVES: Record<DeploymentState, readonly DeploymentState[]> = {
   queued: ['starting', 'switching', 'failed', 'interrupted'],
   starting: ['verifying', 'failed', 'interrupted'],
-  verifying: ['switching', 'failed', 'interrupted'],
+  verifying: ['verified', 'switching', 'failed', 'interrupted'],
+  verified: ['switching', 'failed', 'interrupted'],
   // A flip (instant rollback) goes queued -> switching directly.
   // A first deploy has no old slot to drain: switching -> done.
-  switching: ['draining', 'done', 'failed', 'interrupted'],
+  switching: ['analyzing', 'draining', 'done', 'failed', 'interrupted'],
+  analyzing: ['draining', 'done', 'rolled_back', 'interrupted'],
   draining: ['done', 'interrupted'],
   done: [],
   failed: [],
+  rolled_back: [],
   interrupted: [],
 };
 

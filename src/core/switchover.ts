@@ -134,3 +134,55 @@ export async function retireOld(ctx: RunContext): Promise<void> {
     });
   }
 }
+
+/**
+ * The analysis failed: traffic goes back to the old slot, still running since it was only
+ * draining, in one store transaction and one apply, as fast as the switch itself. Then the new slot
+ * is drained and stopped; the tail of its output is kept on the deployment for the post-mortem.
+ */
+export async function switchBack(ctx: RunContext, reason: string): Promise<void> {
+  const { deps, plan, rec } = ctx;
+  const { store } = deps;
+  const svc = plan.service;
+  const from = plan.fromSlot!;
+  const target = plan.targetSlot;
+  await rec.step('switch', `switch ${svc} back from ${target} to ${from}: ${reason}`, async () => {
+    const state = await readServiceState(store, svc);
+    const back = state.slots[from];
+    const bad = state.slots[target];
+    assertSlotMove(`${svc} ${from}`, back.state, 'live');
+    assertSlotMove(`${svc} ${target}`, bad.state, 'draining');
+    await store.txn([
+      { op: 'put', key: keys.live(svc), value: from, ifRevision: state.liveRevision },
+      {
+        op: 'put',
+        key: keys.slot(svc, from),
+        value: withState(back, 'live') as never,
+        ifRevision: back.revision,
+      },
+      {
+        op: 'put',
+        key: keys.slot(svc, target),
+        value: withState(bad, 'draining') as never,
+        ifRevision: bad.revision,
+      },
+      { op: 'put', key: keys.url(svc), value: urlOf(back) },
+    ]);
+    await ctx.tables.sync();
+    await rec.update({ switchedBackAt: Date.now() });
+  });
+  let bad: SlotRecord = (await readServiceState(store, svc)).slots[target];
+  const instances = slotInstances(svc, bad);
+  const logs: Record<string, string[]> = {};
+  for (const instance of instances) {
+    logs[instance.id] = await deps.runtime.logTail(instance, 50).catch(() => []);
+  }
+  await rec.event('analysis', 'info', `kept the last lines of ${target}'s output`, { data: { logs } });
+  const pool = poolOf(svc, bad);
+  if (pool) await deps.traffic.drain(pool.id, { timeoutMs: plan.drainMs }).catch(() => undefined);
+  await rec.step('stop', `stop ${target} (${bad.version})`, async () => {
+    bad = await writeSlot(store, svc, bad, { state: 'stopping' });
+    await stopAll(deps.runtime, instances, plan.stopTimeoutMs);
+    bad = await writeSlot(store, svc, bad, { state: 'empty' });
+  });
+}

@@ -373,6 +373,66 @@ const stringList = (example: string) =>
     error: (iss) => `expected a list of strings like ${example}, got ${describe(iss.input)}`,
   });
 
+const hookCommand = z
+  .union(
+    [
+      z.string().min(1),
+      z.strictObject({
+        run: z.string().min(1, { error: 'expected a shell command' }),
+        timeout: duration('60s', 'How long the hook may run.').prefault('60s'),
+      }),
+    ],
+    { error: () => 'expected a shell command, or { run: <command>, timeout: 60s }' },
+  )
+  .transform((h) => (typeof h === 'string' ? { run: h, timeout: 60_000 } : h));
+
+const Hooks = z
+  .strictObject({
+    preDeploy: hookCommand
+      .optional()
+      .meta({ description: 'Before anything starts; failing aborts the deploy.' }),
+    postSwitch: hookCommand.optional().meta({
+      description: 'Right after the switch; failing is recorded, traffic stays on the new release.',
+    }),
+    postDeploy: hookCommand.optional().meta({ description: 'When the deployment is done.' }),
+    onFailure: hookCommand
+      .optional()
+      .meta({ description: 'When a deployment fails or is rolled back by the analysis.' }),
+  })
+  .prefault({})
+  .meta({
+    description:
+      'Shell commands (sh -c) run at points of a deployment with TEAL_SERVICE, TEAL_VERSION, TEAL_SLOT, TEAL_URL, TEAL_PREVIEW_URL, TEAL_DEPLOYMENT in their env.',
+  });
+
+const Analysis = z
+  .strictObject({
+    window: duration('1m', 'How long to watch the new slot after the switch.').prefault('30s'),
+    interval: duration('1s', 'How often to look at the counters.').prefault('1s'),
+    maxErrorRate: z
+      .number({ error: (iss) => `expected a share from 0 to 1 (0.01 is 1%), got ${describe(iss.input)}` })
+      .min(0, { error: (iss) => `expected a share from 0 to 1 (0.01 is 1%), got ${describe(iss.input)}` })
+      .max(1, { error: (iss) => `expected a share from 0 to 1 (0.01 is 1%), got ${describe(iss.input)}` })
+      .default(0.01)
+      .meta({ description: "5xx and upstream errors as a share of the new slot's requests." }),
+    maxP99: duration('500ms', "The new slot's p99 latency must stay at or under this.").optional(),
+    maxP99Ratio: z.number().min(1).optional().meta({
+      description:
+        "The new slot's p99 may be at most this many times the old slot's (from its last numbers).",
+    }),
+    minRequests: z.number().int().min(1).default(20).meta({
+      description: 'Fewer requests than this in the window is too little to judge: the analysis passes.',
+    }),
+    verify: z
+      .array(VerifyStep)
+      .default([])
+      .meta({ description: 'Verify steps re-run through the live route during the window.' }),
+  })
+  .meta({
+    description:
+      'Post-switch analysis: watch the new slot for a window and switch back at once (the old slot is still running) if it fails.',
+  });
+
 export const ServiceConfig = z
   .strictObject({
     runtime: z
@@ -483,6 +543,19 @@ export const ServiceConfig = z
     stopTimeout: duration('10s', 'Time between SIGTERM and SIGKILL when stopping an instance.').prefault(
       '10s',
     ),
+    promote: z
+      .enum(['auto', 'manual'], { error: () => 'expected promote: auto or manual' })
+      .default('auto')
+      .meta({
+        description:
+          'auto: switch as soon as verification passes (continuous deployment); manual: wait on the preview route for `teal promote` or `teal abort` (continuous delivery).',
+      }),
+    promoteTimeout: duration(
+      '1h',
+      'With promote: manual, abort a deployment nobody promoted in this long.',
+    ).optional(),
+    hooks: Hooks,
+    analysis: Analysis.optional(),
   })
   .superRefine((svc, ctx) => {
     // Which fields a runtime needs is a rule across fields; each problem is located at its field.

@@ -1,4 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { audited, listAudit } from '../core/audit.js';
 import { parseDuration } from '../core/config/duration.js';
 import type { Engine } from '../core/engine.js';
 import { TealError } from '../core/errors.js';
@@ -93,11 +94,15 @@ export function apiRoutes(ctx: ApiContext): Router {
       return;
     }
     const waitMs = waitOf(body.wait);
-    const record = await engine.deploy(svc!, {
-      version: body.version,
-      actor: actorOf(req),
-      ...(waitMs === undefined ? {} : { waitMs }),
-    });
+    engine.serviceConfig(svc!);
+    const version = body.version;
+    const record = await audited(
+      store,
+      { service: svc!, action: 'deploy', actor: actorOf(req), detail: `version ${version}` },
+      () =>
+        engine.deploy(svc!, { version, actor: actorOf(req), ...(waitMs === undefined ? {} : { waitMs }) }),
+      (r) => r.n,
+    );
     sendJson(res, 202, record);
   });
 
@@ -107,11 +112,23 @@ export function apiRoutes(ctx: ApiContext): Router {
     if (body.to !== undefined && (typeof body.to !== 'number' || !Number.isInteger(body.to) || body.to < 1)) {
       throw new TealError('TEAL_BAD_REQUEST', 'to: expected a release number');
     }
-    const record = await engine.rollback(svc!, {
-      actor: actorOf(req),
-      ...(body.to === undefined ? {} : { to: body.to as number }),
-      ...(waitMs === undefined ? {} : { waitMs }),
-    });
+    engine.serviceConfig(svc!);
+    const record = await audited(
+      store,
+      {
+        service: svc!,
+        action: 'rollback',
+        actor: actorOf(req),
+        ...(body.to === undefined ? {} : { detail: `to release ${body.to}` }),
+      },
+      () =>
+        engine.rollback(svc!, {
+          actor: actorOf(req),
+          ...(body.to === undefined ? {} : { to: body.to as number }),
+          ...(waitMs === undefined ? {} : { waitMs }),
+        }),
+      (r) => r.n,
+    );
     sendJson(res, 202, record);
   });
 
@@ -120,10 +137,38 @@ export function apiRoutes(ctx: ApiContext): Router {
   for (const action of ['promote', 'abort'] as const) {
     router.add('POST', `/v1/services/:svc/${action}`, async (req, res, { svc }) => {
       await readJson(req);
-      const n = action === 'promote' ? engine.promote(svc!, actorOf(req)) : engine.abort(svc!, actorOf(req));
+      engine.serviceConfig(svc!);
+      const n = await audited(
+        store,
+        { service: svc!, action, actor: actorOf(req) },
+        async () =>
+          action === 'promote' ? engine.promote(svc!, actorOf(req)) : engine.abort(svc!, actorOf(req)),
+        (deployment) => deployment,
+      );
       sendJson(res, 202, await deploymentOrThrow(store, svc!, n));
     });
   }
+
+  router.add('GET', '/v1/services/:svc/lock', async (_req, res, { svc }) => {
+    sendJson(res, 200, await engine.lockStatus(svc!));
+  });
+
+  router.add('DELETE', '/v1/services/:svc/lock', async (req, res, { svc }) => {
+    engine.serviceConfig(svc!);
+    const result = await audited(
+      store,
+      { service: svc!, action: 'lock.release', actor: actorOf(req) },
+      () => engine.releaseLock(svc!),
+      () => undefined,
+    );
+    sendJson(res, 200, result);
+  });
+
+  router.add('GET', '/v1/services/:svc/audit', async (_req, res, { svc }, url) => {
+    engine.serviceConfig(svc!);
+    const limit = Number(url.searchParams.get('limit') ?? 50);
+    sendJson(res, 200, await listAudit(store, svc!, Number.isInteger(limit) && limit > 0 ? limit : 50));
+  });
 
   router.add('GET', '/v1/services/:svc/deployments', async (_req, res, { svc }, url) => {
     engine.serviceConfig(svc!);

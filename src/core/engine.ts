@@ -1,5 +1,7 @@
 import { hostname } from 'node:os';
-import type { Lock } from '../stores/store.js';
+import { pidAlive } from '../proc.js';
+import { lockKey } from '../stores/lock.js';
+import type { Json, Lock } from '../stores/store.js';
 import type { ServiceConfig } from './config/schema.js';
 import type { EngineDeps } from './deps.js';
 import { TealError, toTealError } from './errors.js';
@@ -145,6 +147,52 @@ export class Engine {
     }
     active.abort.abort(new TealError('TEAL_ABORTED', `aborted by ${actor}`, { actor }));
     return n;
+  }
+
+  /** Who holds the service's deploy lock, if anyone. */
+  async lockStatus(svc: string): Promise<{ service: string; held: boolean; holder?: Json; since?: string }> {
+    this.serviceConfig(svc);
+    const held = await this.#deps.store.get<{ holder: Json; since?: string }>(lockKey(lockName(svc)));
+    if (!held) return { service: svc, held: false };
+    return {
+      service: svc,
+      held: true,
+      holder: held.value.holder,
+      ...(held.value.since ? { since: held.value.since } : {}),
+    };
+  }
+
+  /**
+   * Frees a deploy lock whose holder is provably gone: a process of this host that no longer runs.
+   * A live holder keeps it (abort its deployment instead), and one on another host cannot be
+   * checked from here: its lease frees the lock within its TTL if it is gone. The lock is never
+   * taken from under a running deployment, which would let two run at once.
+   */
+  async releaseLock(svc: string): Promise<{ released: boolean; holder: Json }> {
+    this.serviceConfig(svc);
+    const key = lockKey(lockName(svc));
+    const held = await this.#deps.store.get<{
+      holder: { host?: string; pid?: number; deployment?: number; description?: string };
+    }>(key);
+    if (!held) throw new TealError('TEAL_NOT_FOUND', `${svc} is not locked`, { service: svc });
+    const h = held.value.holder ?? {};
+    const who = h.description ?? JSON.stringify(h);
+    if (h.host !== hostname() || typeof h.pid !== 'number') {
+      throw new TealError(
+        'TEAL_LOCKED',
+        `${svc} is locked by ${who} on ${h.host ?? 'another host'}, which cannot be checked from here; if it is gone, its lease frees the lock within ${Math.round(this.#lockTtlMs / 1000)} s`,
+        { holder: held.value.holder as Json },
+      );
+    }
+    if (h.pid === process.pid || pidAlive(h.pid)) {
+      throw new TealError(
+        'TEAL_LOCKED',
+        `${svc} is locked by ${who}, which is running (pid ${h.pid}); \`teal abort ${svc}\` stops a deployment before its switch`,
+        { holder: held.value.holder as Json },
+      );
+    }
+    await this.#deps.store.delete(key, { ifRevision: held.revision });
+    return { released: true, holder: held.value.holder as Json };
   }
 
   /** Resolves when the deployment running for the service (if any) has ended. */

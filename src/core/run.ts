@@ -4,6 +4,7 @@ import { formatDuration } from './config/duration.js';
 import type { VerifyStep } from './config/schema.js';
 import type { EngineDeps, VerifyResult, VerifyTarget } from './deps.js';
 import { isTealError, TealError, toTealError } from './errors.js';
+import { failpoint } from './failpoints.js';
 import type { Gates } from './gate.js';
 import { waitHealthy } from './healthy.js';
 import { runHook } from './hooks.js';
@@ -187,6 +188,7 @@ async function startTarget(ctx: RunContext, progress: Progress): Promise<void> {
     instances: [],
   });
   const { command, env } = forInstance(plan.release, target);
+  failpoint('before-start'); // tests only (failpoints.ts)
   await rec.step(
     'start',
     `start ${plan.instances.length} instance(s) of ${plan.release.version} in ${target}`,
@@ -209,6 +211,7 @@ async function startTarget(ctx: RunContext, progress: Progress): Promise<void> {
         };
         const instance = await runtime.start(spec, { signal });
         progress.started.push(instance);
+        if (progress.started.length === 1) failpoint('starting'); // tests only (failpoints.ts)
         slot = await writeSlot(store, svc, slot, {
           state: 'starting',
           instances: [...slot.instances, refOf(instance)],
@@ -249,6 +252,7 @@ async function startTarget(ctx: RunContext, progress: Progress): Promise<void> {
       'verify',
       label,
       async () => {
+        failpoint('verifying'); // tests only (failpoints.ts)
         const result: VerifyResult = await deps.verifier.run(step, verifyTarget, { signal });
         if (!result.ok) {
           throw new TealError(

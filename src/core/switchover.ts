@@ -1,6 +1,7 @@
 import type { TxnOp } from '../stores/store.js';
 import { formatDuration } from './config/duration.js';
 import { TealError, toTealError } from './errors.js';
+import { failpoint } from './failpoints.js';
 import { endpointText } from './model.js';
 import { keys, readServiceState, type SlotRecord } from './records.js';
 import type { RunContext } from './run.js';
@@ -62,6 +63,7 @@ export async function switchTraffic(ctx: RunContext): Promise<void> {
         });
       }
       await store.txn(ops);
+      failpoint('after-store-switch'); // tests only (failpoints.ts)
       try {
         await ctx.tables.sync();
       } catch (err) {
@@ -109,7 +111,10 @@ export async function retireOld(ctx: RunContext): Promise<void> {
     await rec.step(
       'drain',
       `drain ${plan.fromSlot} (up to ${formatDuration(plan.drainMs)})`,
-      () => deps.traffic.drain(pool.id, { timeoutMs: plan.drainMs }),
+      () => {
+        failpoint('draining'); // tests only (failpoints.ts)
+        return deps.traffic.drain(pool.id, { timeoutMs: plan.drainMs });
+      },
       (r) =>
         r.drained
           ? `${plan.fromSlot} drained in ${formatDuration(r.waitedMs)}`

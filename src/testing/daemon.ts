@@ -1,4 +1,5 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -29,8 +30,13 @@ export interface TestDaemon {
   stop(): Promise<void>;
   /** SIGKILL and wait: the crash. */
   kill(): Promise<void>;
-  /** Starts the daemon again on the same config and state (after stop or kill). */
-  restart(): Promise<void>;
+  /** Resolves with the signal (or exit code) once the daemon has exited by itself, e.g. at a failpoint. */
+  exited(): Promise<NodeJS.Signals | number>;
+  /**
+   * Starts the daemon again on the same config and state (after stop or kill), with `env` as its
+   * extra environment this time (none when absent, whatever the first launch had).
+   */
+  restart(options?: { env?: Record<string, string> }): Promise<void>;
   /** Stops everything this test daemon started and removes its dir. */
   cleanup(): Promise<void>;
 }
@@ -107,6 +113,8 @@ export async function startTestDaemon(options: {
   proxy?: string;
   /** An existing dir to use (and remove at cleanup) instead of a fresh temp dir. */
   dir?: string;
+  /** Extra environment for the daemon's first launch, e.g. `{ TEAL_FAILPOINT: 'verifying' }`. */
+  env?: Record<string, string>;
 }): Promise<TestDaemon> {
   const dir = options.dir ?? mkdtempSync(path.join(tmpdir(), 'teal-it-'));
   const configFile = path.join(dir, 'teal.yml');
@@ -134,8 +142,13 @@ export async function startTestDaemon(options: {
     async kill() {
       await signalAndWait(daemon.child, 'SIGKILL');
     },
-    async restart() {
-      await launch();
+    async exited() {
+      const { child } = daemon;
+      if (child.exitCode === null && child.signalCode === null) await once(child, 'exit');
+      return child.signalCode ?? child.exitCode ?? 0;
+    },
+    async restart(again = {}) {
+      await launch(again.env);
     },
     async cleanup() {
       if (daemon.child && daemon.child.exitCode === null && daemon.child.signalCode === null)
@@ -145,11 +158,11 @@ export async function startTestDaemon(options: {
     },
   };
 
-  async function launch(): Promise<void> {
+  async function launch(env: Record<string, string> = {}): Promise<void> {
     const out = openSync(logFile, 'a');
     const child = spawn(process.execPath, [cliEntry(), 'up', '-c', configFile, '--log-format', 'json'], {
       cwd: dir,
-      env: { ...process.env, TEAL_TOKEN: token },
+      env: { ...process.env, ...env, TEAL_TOKEN: token },
       stdio: ['ignore', out, out],
     });
     closeSync(out);
@@ -168,7 +181,7 @@ export async function startTestDaemon(options: {
     daemon.client = new ApiClient({ base: daemon.info.api, token, actor: 'test', startHint: 'test' });
   }
 
-  await launch();
+  await launch(options.env);
   return daemon;
 }
 

@@ -110,6 +110,37 @@ describe('the manual gate', () => {
   }, 60_000);
 });
 
+describe('verification before the switch', () => {
+  it('a load step through the preview route catches a release that fails under traffic; the live slot never notices', async () => {
+    daemon = await startTestDaemon({
+      services: `  hello:\n${helloService({
+        env: '{ APP_VERSION: "{{version}}", ERROR_VERSIONS: "v2-broken" }',
+        verify:
+          '[{ http: { path: /, body: "hello {{version}}" } }, { load: { path: /, requests: 200, connections: 4, maxErrorRate: 0, maxP99: 2s, through: preview } }]',
+      })}`,
+    });
+    expect((await deployAndWait(daemon.client, 'hello', 'v1')).state).toBe('done');
+    const load = backgroundLoad(`${daemon.info.proxy}/`, 16);
+    const bad = await deployAndWait(daemon.client, 'hello', 'v2-broken');
+    await sleep(200);
+    const { report, samples } = await load.stop();
+
+    expect(bad.state).toBe('failed');
+    expect(bad.error?.code).toBe('TEAL_VERIFY_FAILED');
+    expect(bad.error?.message).toMatch(
+      /verify 2\/2: load GET \/ .*200 requests on 4 connection\(s\), 50 failed \(25\.00%\).*error rate over 0%/,
+    );
+    expect(bad.switchedAt).toBeUndefined();
+    expect(report.failed, JSON.stringify(report.failures.slice(0, 3))).toBe(0);
+    expect(new Set(samples.map((x) => x.version))).toEqual(new Set(['v1']));
+    const status = JSON.parse((await daemon.cli(['status', 'hello', '--json'])).stdout);
+    expect(status).toMatchObject({
+      live: 'blue',
+      slots: { blue: { version: 'v1' }, green: { state: 'empty' } },
+    });
+  }, 60_000);
+});
+
 describe('post-switch analysis', () => {
   it('a release that fails under traffic is switched back to the old slot at once', async () => {
     daemon = await startTestDaemon({

@@ -398,7 +398,7 @@ describe('reconcile', () => {
       events: [],
     });
     const report = await reconcile(deps, engine.tables);
-    expect(report.interrupted).toEqual([{ service: 'hello', deployment: 9, switched: false }]);
+    expect(report.unfinished).toEqual([{ service: 'hello', deployment: 9, outcome: 'interrupted' }]);
     expect(report.strays).toEqual([stray.id]);
     expect((await readDeployment(store, 'hello', 9))?.state).toBe('interrupted');
     const state = await readServiceState(store, 'hello');

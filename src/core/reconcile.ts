@@ -1,4 +1,5 @@
 import type { Lock } from '../stores/store.js';
+import type { ServiceConfig } from './config/schema.js';
 import type { EngineDeps } from './deps.js';
 import { TealError, toTealError } from './errors.js';
 import { SLOTS } from './model.js';
@@ -12,11 +13,14 @@ import {
 } from './records.js';
 import { slotInstances, stopAll, writeSlot } from './slots.js';
 import { isTerminal } from './state.js';
-import type { TableSync } from './table.js';
+import { poolOf, type TableSync } from './table.js';
 
 export interface ReconcileReport {
-  /** Deployments found unfinished (the control plane died under them), now recorded as interrupted. */
-  interrupted: { service: string; deployment: number; switched: boolean }[];
+  /**
+   * Deployments found unfinished (the control plane died under them): `done` when their switch had
+   * been committed in the store (traffic now goes there), else `interrupted`.
+   */
+  unfinished: { service: string; deployment: number; outcome: 'done' | 'interrupted' }[];
   /** Instances the runtime had that no slot refers to: stopped. */
   strays: string[];
   /** Instances a slot refers to that are no longer running. */
@@ -27,14 +31,16 @@ export interface ReconcileReport {
 
 /**
  * Run when the control plane starts: makes the runtime and the data plane agree with the store
- * again. A deployment that was running when the previous control plane died is recorded as
- * interrupted; if its switch had been committed it counts as switched (traffic stays on the new
- * slot, the old one is kept warm), otherwise what it started is stopped and the live slot is left
- * as it was. Instances no slot refers to are stopped. Finally the data plane gets the store's table.
+ * again. A deployment that was running when the previous control plane died is finished here: if
+ * its switch had been committed in the store it is completed (`done`): the data plane is given the
+ * store's table (which the dead control plane may not have applied), then the old slot is drained
+ * and kept warm or stopped, as the deployment would have. Otherwise it is `interrupted`: what it
+ * started is stopped and the live slot is left as it was. Instances no slot refers to are stopped.
+ * Finally the data plane gets the store's table.
  */
 export async function reconcile(deps: EngineDeps, tables: TableSync): Promise<ReconcileReport> {
   const { store, runtime, log } = deps;
-  const report: ReconcileReport = { interrupted: [], strays: [], dead: [], busy: [] };
+  const report: ReconcileReport = { unfinished: [], strays: [], dead: [], busy: [] };
   const services = deps.config().config.services;
 
   for (const [svc, config] of Object.entries(services)) {
@@ -54,7 +60,7 @@ export async function reconcile(deps: EngineDeps, tables: TableSync): Promise<Re
     try {
       for (const d of await listDeployments(store, svc)) {
         if (isTerminal(d.state)) continue;
-        report.interrupted.push(await interrupt(deps, d, config.keepWarm, config.stopTimeout));
+        report.unfinished.push(await settle(deps, tables, d, config));
       }
       // Slots left mid-transition by a crash with no deployment to blame.
       const state = await readServiceState(store, svc);
@@ -72,7 +78,7 @@ export async function reconcile(deps: EngineDeps, tables: TableSync): Promise<Re
           await stopAll(runtime, slotInstances(svc, slot), config.stopTimeout);
           await writeSlot(store, svc, slot, { state: 'empty' });
         } else if (slot.state === 'draining') {
-          await keepWarmOrStop(deps, svc, slot, config.keepWarm, config.stopTimeout);
+          await keepWarmOrStop(deps, svc, slot, config);
         }
       }
     } finally {
@@ -111,12 +117,12 @@ export async function reconcile(deps: EngineDeps, tables: TableSync): Promise<Re
   return report;
 }
 
-async function interrupt(
+async function settle(
   deps: EngineDeps,
+  tables: TableSync,
   d: DeploymentRecord,
-  keepWarmMs: number,
-  stopTimeoutMs: number,
-): Promise<ReconcileReport['interrupted'][number]> {
+  config: ServiceConfig,
+): Promise<ReconcileReport['unfinished'][number]> {
   const { store, runtime } = deps;
   const svc = d.service;
   const state = await readServiceState(store, svc);
@@ -124,41 +130,55 @@ async function interrupt(
   const switched =
     d.targetSlot !== null && state.live === d.targetSlot && target?.deployment === d.n && d.mode !== null;
   let message: string;
+  let error: TealError | undefined;
+  let switchedAt = d.switchedAt;
   if (switched) {
-    message = `the control plane stopped after the switch; ${svc} ${d.version} stays live on ${d.targetSlot}`;
+    // The store decided the switch; the data plane may not have applied it (killed in between).
+    // Apply it before the old slot is touched, so no request is sent to instances being stopped.
+    await tables.sync();
+    switchedAt ??= Date.now();
+    message = `the control plane stopped after the switch; the restarted one completed it: ${svc} ${d.version} is live on ${d.targetSlot}`;
+    if (d.state === 'analyzing') {
+      error = new TealError('TEAL_ABORTED', `${message}; the analysis after the switch did not finish`);
+    }
     const old = d.fromSlot ? state.slots[d.fromSlot] : null;
-    if (old && old.state === 'draining') await keepWarmOrStop(deps, svc, old, keepWarmMs, stopTimeoutMs);
+    if (old && old.state === 'draining' && !(await allDead(deps, svc, old))) {
+      await keepWarmOrStop(deps, svc, old, config);
+    }
   } else {
     message = `the control plane stopped while this deployment was ${d.state}; what it started was stopped and ${
       state.live ? `${state.live} stayed live` : 'nothing was live'
     }`;
+    error = new TealError('TEAL_ABORTED', message);
     if (target && target.deployment === d.n && target.state !== 'live' && target.state !== 'empty') {
-      await stopAll(runtime, slotInstances(svc, target), stopTimeoutMs);
+      await stopAll(runtime, slotInstances(svc, target), config.stopTimeout);
       let slot: SlotRecord = target;
       if (slot.state !== 'stopping') slot = await writeSlot(store, svc, slot, { state: 'stopping' });
       await writeSlot(store, svc, slot, { state: 'empty' });
     }
   }
+  const outcome = switched ? 'done' : 'interrupted';
   const now = Date.now();
   const record: DeploymentRecord = {
     ...d,
-    state: 'interrupted',
+    state: outcome,
     endedAt: new Date(now).toISOString(),
-    error: new TealError('TEAL_ABORTED', message).toJSON() as DeploymentRecord['error'],
+    ...(switchedAt === undefined ? {} : { switchedAt }),
+    ...(error ? { error: error.toJSON() as DeploymentRecord['error'] } : {}),
     events: [
       ...d.events,
       {
         at: new Date(now).toISOString(),
         t: now - Date.parse(d.createdAt),
         step: 'done',
-        status: 'failed',
+        status: switched ? 'done' : 'failed',
         message,
       },
     ],
   };
   await store.put(keys.deployment(svc, d.n), record as never);
-  deps.log.warn('recorded an interrupted deployment', { service: svc, deployment: d.n, switched });
-  return { service: svc, deployment: d.n, switched };
+  deps.log.warn(`recorded an unfinished deployment as ${outcome}`, { service: svc, deployment: d.n });
+  return { service: svc, deployment: d.n, outcome };
 }
 
 async function allDead(deps: EngineDeps, svc: string, slot: SlotRecord): Promise<boolean> {
@@ -168,23 +188,26 @@ async function allDead(deps: EngineDeps, svc: string, slot: SlotRecord): Promise
   return true;
 }
 
+/** What retireOld would have done to the old slot: keep it warm, or drain it and stop it. */
 async function keepWarmOrStop(
   deps: EngineDeps,
   svc: string,
   slot: SlotRecord,
-  keepWarmMs: number,
-  stopTimeoutMs: number,
+  config: ServiceConfig,
 ): Promise<void> {
-  if (keepWarmMs > 0) {
+  if (config.keepWarm > 0) {
     await writeSlot(deps.store, svc, slot, {
       state: 'warm',
-      warmUntil: new Date(Date.now() + keepWarmMs).toISOString(),
+      warmUntil: new Date(Date.now() + config.keepWarm).toISOString(),
     });
     return;
   }
   try {
-    await stopAll(deps.runtime, slotInstances(svc, slot), stopTimeoutMs);
+    // The data plane routes nothing new to it (it is not live); let what it still serves finish.
+    const pool = poolOf(svc, slot);
+    if (pool) await deps.traffic.drain(pool.id, { timeoutMs: config.drain });
     const stopping = await writeSlot(deps.store, svc, slot, { state: 'stopping' });
+    await stopAll(deps.runtime, slotInstances(svc, slot), config.stopTimeout);
     await writeSlot(deps.store, svc, stopping, { state: 'empty' });
   } catch (err) {
     deps.log.error('stopping an old slot failed', {

@@ -329,7 +329,9 @@ async function fail(ctx: RunContext, progress: Progress, err: unknown): Promise<
   const error = toTealError(signal.aborted ? (signal.reason ?? err) : err);
   // `teal abort` aborts the signal with a reason naming who asked: that ends failed, not interrupted.
   const byUser = signal.aborted && isTealError(signal.reason, 'TEAL_ABORTED') && signal.reason.details?.actor;
-  const end = signal.aborted && !byUser ? 'interrupted' : progress.switched ? 'done' : 'failed';
+  // After the switch the deployment did its job whatever stopped it: `done`, as reconcile records
+  // a switched deployment whose control plane died (docs/ARCHITECTURE.md, Crash recovery).
+  const end = progress.switched ? 'done' : signal.aborted && !byUser ? 'interrupted' : 'failed';
   if (progress.switched) {
     // Traffic already moved: the deployment did its job; what failed was retiring the old slot.
     deps.log.warn('retiring the old slot failed after the switch', {

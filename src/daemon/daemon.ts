@@ -82,11 +82,9 @@ export async function startDaemon(options: { configFile: string; log: Logger }):
     closers.push(() => engine.close());
 
     const report = await reconcile(deps, engine.tables);
-    if (report.interrupted.length + report.strays.length + report.busy.length > 0) {
+    if (report.unfinished.length + report.strays.length + report.busy.length > 0) {
       log.warn('reconciled state left by the previous control plane', {
-        interrupted: report.interrupted.map(
-          (d) => `${d.service}#${d.deployment}${d.switched ? ' (switched)' : ''}`,
-        ),
+        unfinished: report.unfinished.map((d) => `${d.service}#${d.deployment}: ${d.outcome}`),
         strays: report.strays,
         busy: report.busy,
       });

@@ -29,9 +29,8 @@ function engineOn(store = memoryStore()) {
 
 /** A pid that surely ran on this host and is gone now. */
 function deadPid(): number {
-  return spawnSync(process.execPath, ['-e', 'console.log(process.pid)'], {
-    encoding: 'utf8',
-  }).stdout.trim() as unknown as number;
+  const out = spawnSync(process.execPath, ['-e', 'console.log(process.pid)'], { encoding: 'utf8' });
+  return Number(out.stdout.trim());
 }
 
 const holder = (over: Record<string, unknown>) => ({

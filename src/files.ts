@@ -7,12 +7,17 @@ import path from 'node:path';
  * old content or the new, never half of either. Used for every state file teal keeps (instance
  * records, the data plane's table, daemon.json).
  */
-export async function writeJsonAtomic(file: string, value: unknown, mode = 0o600): Promise<void> {
+export function writeJsonAtomic(file: string, value: unknown, mode = 0o600): Promise<void> {
+  return writeTextAtomic(file, `${JSON.stringify(value, null, 2)}\n`, mode);
+}
+
+/** The same for text (the haproxy switch's map and server-state files). */
+export async function writeTextAtomic(file: string, text: string, mode = 0o600): Promise<void> {
   await mkdir(path.dirname(file), { recursive: true });
   const temp = `${file}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
   const handle = await open(temp, 'w', mode);
   try {
-    await handle.writeFile(`${JSON.stringify(value, null, 2)}\n`);
+    await handle.writeFile(text);
     await handle.sync();
   } finally {
     await handle.close();

@@ -126,7 +126,7 @@ async function readRange(file: string, start: number, end?: number): Promise<Buf
 }
 
 /** Turns byte chunks into complete lines, keeping a partial last line (and split UTF-8) for later. */
-class LineSplitter {
+export class LineSplitter {
   private readonly decoder = new StringDecoder('utf8');
   private partial = '';
 

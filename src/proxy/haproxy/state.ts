@@ -1,6 +1,4 @@
-import { randomBytes } from 'node:crypto';
-import { mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
-import path from 'node:path';
+import { readFile } from 'node:fs/promises';
 import { TealError } from '../../core/errors.js';
 import { writeJsonAtomic } from '../../files.js';
 import type { RoutingTable } from '../switch.js';
@@ -54,23 +52,4 @@ export async function loadState(file: string): Promise<SwitchState> {
 
 export function saveState(file: string, state: SwitchState): Promise<void> {
   return writeJsonAtomic(file, state);
-}
-
-/** Text written to a temp file beside `file`, synced, renamed over it: old or new, never half. */
-export async function writeTextAtomic(file: string, text: string, mode = 0o644): Promise<void> {
-  await mkdir(path.dirname(file), { recursive: true });
-  const temp = `${file}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
-  const handle = await open(temp, 'w', mode);
-  try {
-    await handle.writeFile(text);
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-  try {
-    await rename(temp, file);
-  } catch (err) {
-    await unlink(temp).catch(() => undefined);
-    throw err;
-  }
 }

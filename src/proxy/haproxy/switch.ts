@@ -1,6 +1,7 @@
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { isTealError, TealError } from '../../core/errors.js';
+import { writeTextAtomic } from '../../files.js';
 import type { DrainResult, PoolStats, RoutingTable, TrafficStats, TrafficSwitch } from '../switch.js';
 import { DEFAULT_PREFIX, laneBackend, laneOf, ringName, serverName, stateFiles } from './base-config.js';
 import { type LaneRecord, planApply } from './plan.js';
@@ -17,8 +18,11 @@ import {
   parseStat,
   tunnelsPerBackend,
 } from './show.js';
-import { loadState, type SwitchState, saveState, writeTextAtomic } from './state.js';
+import { loadState, type SwitchState, saveState } from './state.js';
 import { type Counters, countersOf, LatencyBook, poolStats, since, ZERO } from './stats.js';
+
+/** haproxy reads the map and server-state files, often as another user than teal. */
+const HAPROXY_READABLE = 0o644;
 
 export interface HaproxySwitchOptions {
   /**
@@ -115,7 +119,7 @@ export class HaproxySwitch implements TrafficSwitch {
       await this.replaceMap(plan.entries);
       // haproxy serves the table from here on; what follows records it.
       await saveState(this.files.applied, { version: 1, table, lanes: plan.records, process: snap.process });
-      await writeTextAtomic(this.files.map, mapFileText(plan.entries));
+      await writeTextAtomic(this.files.map, mapFileText(plan.entries), HAPROXY_READABLE);
       await this.saveServerState();
     });
   }
@@ -360,6 +364,10 @@ export class HaproxySwitch implements TrafficSwitch {
   }
 
   private async saveServerState(): Promise<void> {
-    await writeTextAtomic(this.files.serverState, await this.api.run('show servers state', 'data'));
+    await writeTextAtomic(
+      this.files.serverState,
+      await this.api.run('show servers state', 'data'),
+      HAPROXY_READABLE,
+    );
   }
 }

@@ -6,7 +6,7 @@
  * never glued to a stderr one.
  */
 import type { Readable } from 'node:stream';
-import { StringDecoder } from 'node:string_decoder';
+import { LineSplitter } from '../log-reader.js';
 
 const HEADER = 8;
 
@@ -33,35 +33,17 @@ export class FrameReader {
   }
 }
 
-/** Bytes to lines for one stream, holding an unfinished line (and split UTF-8) until it ends. */
-class Lines {
-  private readonly decoder = new StringDecoder('utf8');
-  private partial = '';
-
-  push(bytes: Buffer): string[] {
-    const lines = (this.partial + this.decoder.write(bytes)).split('\n');
-    this.partial = lines.pop() ?? '';
-    return lines;
-  }
-
-  end(): string[] {
-    const rest = this.partial + this.decoder.end();
-    this.partial = '';
-    return rest === '' ? [] : [rest];
-  }
-}
-
 /**
  * The lines of a multiplexed logs response, in the order the engine sends them. Ends quietly when
  * `signal` aborts; an unfinished last line of each stream comes out when the response ends.
  */
 export async function* demuxLines(res: Readable, signal: AbortSignal): AsyncGenerator<string> {
   const frames = new FrameReader();
-  const streams = new Map<number, Lines>();
+  const streams = new Map<number, LineSplitter>();
   const linesOf = (stream: number) => {
     let lines = streams.get(stream);
     if (!lines) {
-      lines = new Lines();
+      lines = new LineSplitter();
       streams.set(stream, lines);
     }
     return lines;

@@ -28,6 +28,8 @@ export interface DeployOptions {
   actor: string;
   /** Queue behind a running deployment for up to this long instead of failing at once. */
   waitMs?: number;
+  /** Run the release in this folder instead of the service's cwd (a pipeline's artifact). */
+  cwd?: string;
 }
 
 export interface RollbackOptions {
@@ -75,18 +77,29 @@ export class Engine {
   }
 
   /** What `deploy` would do now, without doing it (--dry-run). */
-  async planDeploy(svc: string, version: string): Promise<DeployPlan> {
+  async planDeploy(svc: string, version: string, options: { cwd?: string } = {}): Promise<DeployPlan> {
     const config = this.serviceConfig(svc);
     const { store } = this.#deps;
     const [state, releases] = await Promise.all([readServiceState(store, svc), listReleases(store, svc)]);
-    return planDeploy({ service: svc, config, configDir: this.#deps.config().dir, version, state, releases });
+    return planDeploy({
+      service: svc,
+      config,
+      configDir: this.#deps.config().dir,
+      version,
+      ...(options.cwd === undefined ? {} : { cwd: options.cwd }),
+      state,
+      releases,
+    });
   }
 
   async deploy(svc: string, options: DeployOptions): Promise<DeploymentRecord> {
     this.serviceConfig(svc);
+    const overrides = options.cwd === undefined ? {} : { cwd: options.cwd };
     // Refuse a bad version before anything is recorded.
-    await this.planDeploy(svc, options.version);
-    return this.#begin(svc, 'deploy', options.version, options, () => this.planDeploy(svc, options.version));
+    await this.planDeploy(svc, options.version, overrides);
+    return this.#begin(svc, 'deploy', options.version, options, () =>
+      this.planDeploy(svc, options.version, overrides),
+    );
   }
 
   async rollback(svc: string, options: RollbackOptions): Promise<DeploymentRecord> {

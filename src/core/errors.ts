@@ -50,6 +50,11 @@ export const CATALOGUE = {
   TEAL_ABORTED: { title: 'aborted', exit: EXIT.failed, http: 409 },
   TEAL_NOTHING_TO_ROLL_BACK: { title: 'nothing to roll back to', exit: EXIT.failed, http: 409 },
   TEAL_RUNTIME_FAILED: { title: 'runtime failed', exit: EXIT.failed, http: 500 },
+  TEAL_UNKNOWN_PIPELINE: { title: 'unknown pipeline', exit: EXIT.usage, http: 404 },
+  TEAL_BAD_SIGNATURE: { title: 'webhook signature missing or wrong', exit: EXIT.usage, http: 401 },
+  TEAL_GIT_FAILED: { title: 'git failed', exit: EXIT.failed, http: 500 },
+  TEAL_STAGE_FAILED: { title: 'pipeline stage failed', exit: EXIT.failed, http: 500 },
+  TEAL_PIPELINE_FAILED: { title: 'pipeline run failed', exit: EXIT.failed, http: 500 },
   TEAL_INTERNAL: { title: 'internal error', exit: EXIT.failed, http: 500 },
 } as const satisfies Record<string, Kind>;
 

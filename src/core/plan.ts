@@ -63,6 +63,8 @@ export interface DeployRequest {
   config: ServiceConfig;
   configDir: string;
   version: string;
+  /** The folder the release runs in instead of the configured cwd (a pipeline's artifact). */
+  cwd?: string;
   state: ServiceState;
   releases: ReleaseRecord[];
 }
@@ -76,7 +78,13 @@ export function planDeploy(req: DeployRequest): DeployPlan {
       `version ${JSON.stringify(req.version)} is not valid: use letters, digits and . _ + - (up to 128), like v2 or 1.4.0`,
     );
   }
-  const draft = resolveRelease(req.service, req.config, req.version, req.configDir);
+  const draft = resolveRelease(
+    req.service,
+    req.config,
+    req.version,
+    req.configDir,
+    req.cwd === undefined ? {} : { cwd: req.cwd },
+  );
   const existing = findSameRelease(req.releases, draft);
   return startPlan(req.service, 'deploy', req.config, req.state, draft, existing?.n ?? null);
 }

@@ -11,18 +11,20 @@ export type ReleaseDraft = Omit<ReleaseRecord, 'n' | 'createdAt'>;
 
 /**
  * Resolves a service's config at a version into a release: {{version}} and {{service}} filled,
- * cwd made absolute. {{slot}} stays, since one release runs in either slot; `forInstance` fills it.
+ * cwd made absolute (or the `cwd` override: a pipeline's artifact folder). {{slot}} stays, since one release runs in either slot; `forInstance` fills it.
  */
 export function resolveRelease(
   service: string,
   config: ServiceConfig,
   version: string,
   configDir: string,
+  overrides: { cwd?: string } = {},
 ): ReleaseDraft {
   const vars: Partial<TemplateVars> = { version, service };
   const fill = (text: string) => interpolate(text, vars);
   const command = (config.command ?? []).map(fill);
-  const cwd = path.resolve(configDir, fill(config.cwd));
+  // A pipeline's artifact replaces the configured cwd: the release runs what that commit built.
+  const cwd = path.resolve(configDir, overrides.cwd ?? fill(config.cwd));
   const env = Object.fromEntries(Object.entries(config.env).map(([k, v]) => [k, fill(String(v))]));
   const draft: Omit<ReleaseDraft, 'configHash'> = {
     service,

@@ -79,7 +79,10 @@ export function parseConfig(text: string, file: string): LoadedConfig {
     for (const issue of result.error.issues) problems.push(...toProblems(issue, doc, lineCounter, display));
   }
   problems.push(...placeholderProblems(data, doc, lineCounter, display));
-  if (result.success) problems.push(...routeProblems(result.data as TealConfig, doc, lineCounter, display));
+  if (result.success) {
+    problems.push(...routeProblems(result.data as TealConfig, doc, lineCounter, display));
+    problems.push(...pipelineProblems(result.data as TealConfig, doc, lineCounter, display));
+  }
   if (problems.length > 0) {
     problems.sort((a, b) => (a.line ?? 0) - (b.line ?? 0) || (a.column ?? 0) - (b.column ?? 0));
     throw invalid(display, problems);
@@ -108,6 +111,26 @@ function routeProblems(config: TealConfig, doc: Document, lc: LineCounter, file:
         });
       }
       owner.set(key, name);
+    }
+  }
+  return problems;
+}
+
+/** A pipeline deploying a service teal.yml does not define, or the same one twice. */
+function pipelineProblems(config: TealConfig, doc: Document, lc: LineCounter, file: string): Problem[] {
+  const problems: Problem[] = [];
+  const services = Object.keys(config.services);
+  for (const [name, pipeline] of Object.entries(config.pipelines)) {
+    const seen = new Set<string>();
+    for (const [i, env] of pipeline.environments.entries()) {
+      const at = ['pipelines', name, 'environments', String(i)];
+      const problem = !services.includes(env.service)
+        ? `no service named ${env.service} (services: ${services.join(', ')})`
+        : seen.has(env.service)
+          ? `${env.service} is already an environment of this pipeline`
+          : undefined;
+      if (problem) problems.push({ ...locate(doc, lc, at), file, path: at.join('.'), message: problem });
+      seen.add(env.service);
     }
   }
   return problems;

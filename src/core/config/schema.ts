@@ -623,6 +623,133 @@ export const DockerConfig = z
   .optional()
   .meta({ description: 'The Docker engine, for services with runtime: docker.' });
 
+const envName = (example: string) =>
+  z
+    .string({
+      error: (iss) =>
+        `expected the name of an environment variable like "${example}", got ${describe(iss.input)}`,
+    })
+    .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, {
+      error: (iss) =>
+        `expected the name of an environment variable like "${example}", got ${describe(iss.input)}`,
+    });
+
+const BRANCH = /^(?!-)(?!.*\.\.)[A-Za-z0-9._/-]{1,200}$/;
+
+const Stage = z
+  .strictObject({
+    name: z
+      .string({ error: (iss) => `expected a stage name like "test", got ${describe(iss.input)}` })
+      .regex(/^[a-z0-9][a-z0-9_-]{0,38}$/, {
+        error: (iss) =>
+          `expected a stage name of lower-case letters, digits, - and _ like "test", got ${describe(iss.input)}`,
+      }),
+    run: command(
+      'npm ci && npm test',
+      'Run with sh -c in a clean checkout of the commit; TEAL_COMMIT, TEAL_BRANCH, TEAL_VERSION, TEAL_PIPELINE, TEAL_RUN and TEAL_ARTIFACT are in its env. Exit 0 passes.',
+    ),
+    timeout: duration('10m', 'A stage still running after this is killed and fails the run.').prefault('10m'),
+  })
+  .meta({ description: 'One step of a pipeline run (lint, test, build...).' });
+
+export const PipelineConfig = z
+  .strictObject({
+    source: z
+      .strictObject({
+        repo: z
+          .string({
+            error: (iss) =>
+              `expected a git URL or a local path like "/srv/git/web.git", got ${describe(iss.input)}`,
+          })
+          .min(1, { error: 'expected a git URL or a local path like "/srv/git/web.git"' })
+          // A "repo" starting with "-" would read as an option to git.
+          .refine((r) => !r.startsWith('-'), { error: 'expected a git URL or a path, not an option' })
+          .meta({ description: 'What git clones: a URL, or a path relative to teal.yml.' }),
+        branches: z
+          .array(
+            z.string().regex(BRANCH, {
+              error: (iss) => `expected a branch name like "main", got ${describe(iss.input)}`,
+            }),
+            { error: (iss) => `expected a list of branches like [main], got ${describe(iss.input)}` },
+          )
+          .min(1, { error: 'expected at least one branch, like [main]' })
+          .default(['main'])
+          .meta({
+            description: 'Pushes to these branches start a run; others are acknowledged and skipped.',
+          }),
+      })
+      .meta({ description: 'The repository and the branches this pipeline follows.' }),
+    stages: z
+      .array(Stage, { error: (iss) => `expected a list of stages, got ${describe(iss.input)}` })
+      .default([])
+      .refine((list) => new Set(list.map((s) => s.name)).size === list.length, {
+        error: 'expected each stage to have its own name',
+      })
+      .meta({ description: 'Commands run in order in a clean checkout; the first failure stops the run.' }),
+    artifact: z
+      .strictObject({
+        path: z
+          .string({
+            error: (iss) => `expected a folder of the checkout like "dist", got ${describe(iss.input)}`,
+          })
+          .min(1, { error: 'expected a folder of the checkout like "dist"' })
+          .refine((p) => !p.startsWith('/') && !p.split(/[\\/]/).includes('..'), {
+            error: 'expected a folder inside the checkout (relative, without "..")',
+          })
+          .meta({
+            description:
+              'A folder of the checkout (filled by the stages; TEAL_ARTIFACT names it) kept as <stateDir>/artifacts/<pipeline>/<commit> and used as the cwd of process services.',
+          }),
+      })
+      .optional()
+      .meta({ description: 'What the stages build: it becomes the release of process services.' }),
+    environments: z
+      .array(
+        z
+          .union(
+            [
+              z.string().regex(SERVICE_NAME, { error: 'expected a service name' }),
+              z.strictObject({
+                service: z.string().regex(SERVICE_NAME, { error: 'expected a service name' }),
+              }),
+            ],
+            { error: () => 'expected a service like { service: web-staging }' },
+          )
+          .transform((e) => (typeof e === 'string' ? { service: e } : e)),
+        { error: (iss) => `expected a list of services like [{ service: web }], got ${describe(iss.input)}` },
+      )
+      .default([])
+      .meta({
+        description:
+          'Services deployed in order with the commit as version, each with its own verify steps and promote gate; a failure stops the run.',
+      }),
+  })
+  .meta({
+    description: 'Deploy on every commit: stages in a clean checkout, then each environment in order.',
+  });
+
+const secretOf = (what: string, example: string) =>
+  z
+    .strictObject({
+      secretEnv: envName(example).meta({
+        description: `The environment variable of teal up holding ${what}.`,
+      }),
+    })
+    .optional();
+
+export const WebhooksConfig = z
+  .strictObject({
+    github: secretOf('the webhook secret (X-Hub-Signature-256)', 'TEAL_GITHUB_SECRET'),
+    gitlab: secretOf('the secret token (X-Gitlab-Token)', 'TEAL_GITLAB_TOKEN'),
+    gitea: secretOf('the webhook secret (X-Gitea-Signature)', 'TEAL_GITEA_SECRET'),
+    generic: secretOf('the HMAC-SHA256 key (X-Teal-Signature-256)', 'TEAL_WEBHOOK_SECRET'),
+  })
+  .prefault({})
+  .meta({
+    description:
+      'POST /v1/hooks/<github|gitlab|gitea|generic>/<pipeline> on the API address; authenticated by their signature, not the API token.',
+  });
+
 export const TealConfig = z
   .strictObject({
     $schema: z.string().optional(),
@@ -643,6 +770,16 @@ export const TealConfig = z
         ServiceConfig,
       )
       .refine((s) => Object.keys(s).length > 0, { error: 'expected at least one service' }),
+    pipelines: z
+      .record(
+        z.string().regex(SERVICE_NAME, {
+          error: (iss) =>
+            `expected a pipeline name of lower-case letters, digits and dashes, got ${describe(iss.input)}`,
+        }),
+        PipelineConfig,
+      )
+      .default({}),
+    webhooks: WebhooksConfig,
   })
   .meta({ title: 'teal.yml', description: 'teal: blue-green deploys with zero downtime.' });
 
@@ -652,4 +789,6 @@ export type DockerConfig = z.output<typeof DockerConfig>;
 export type HealthConfig = z.output<typeof HealthConfig>;
 export type VerifyStep = z.output<typeof VerifyStep>;
 export type RouteConfig = z.output<typeof Route>;
+export type PipelineConfig = z.output<typeof PipelineConfig>;
+export type WebhooksConfig = z.output<typeof WebhooksConfig>;
 export { describe as describeValue };

@@ -222,6 +222,16 @@ describe('teal against a running daemon', () => {
     const before = await scrape();
     for (let i = 0; i < 20; i++) await (await fetch(`${daemon.info.proxy}/`)).text();
     expect((await scrape()) - before).toBeGreaterThanOrEqual(20);
+    // The control plane's own: deployments by outcome, step durations, the data plane is up.
+    const text = await (
+      await fetch(`${daemon.info.api}/metrics`, { headers: { authorization: `Bearer ${daemon.token}` } })
+    ).text();
+    expect(text).toContain('teal_proxy_up 1');
+    expect(
+      Number(/teal_deployments_total\{service="hello",kind="deploy",outcome="done"\} (\d+)/.exec(text)?.[1]),
+    ).toBeGreaterThanOrEqual(1);
+    expect(text).toMatch(/teal_deployment_step_seconds_count\{service="hello",step="health"\} [1-9]/);
+    expect(text).toContain('teal_deployments_running{service="hello"} 0');
     expect((await fetch(`${daemon.info.api}/metrics`)).status).toBe(401);
   });
 

@@ -1,6 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { audited, listAudit } from '../core/audit.js';
 import { parseDuration } from '../core/config/duration.js';
+import { deploymentMetrics } from '../core/deploy-metrics.js';
 import type { Engine } from '../core/engine.js';
 import { TealError } from '../core/errors.js';
 import type { Slot } from '../core/model.js';
@@ -8,7 +9,7 @@ import { type DeploymentRecord, keys, readDeployment, readServiceState } from '.
 import { slotInstances } from '../core/slots.js';
 import { isTerminal } from '../core/state.js';
 import { serviceHistory, serviceStatus, summarize } from '../core/status.js';
-import { renderPrometheus } from '../proxy/metrics.js';
+import { renderPrometheus, slotTraffic } from '../proxy/metrics.js';
 import type { TrafficSwitch } from '../proxy/switch.js';
 import type { Runtime } from '../runtimes/runtime.js';
 import type { Store } from '../stores/store.js';
@@ -68,8 +69,16 @@ export function apiRoutes(ctx: ApiContext): Router {
   );
 
   // Prometheus scrapes with the API token (bearer_token in its scrape config).
+  // The data plane's counters, then the control plane's (deployments, steps, lock waits). A data
+  // plane that does not answer leaves teal_proxy_up at 0 rather than failing the whole scrape.
   router.add('GET', '/metrics', async (_req, res) => {
-    const text = renderPrometheus(await ctx.traffic.stats());
+    let proxy: string;
+    try {
+      proxy = `${renderPrometheus(await ctx.traffic.stats())}teal_proxy_up 1\n`;
+    } catch {
+      proxy = '';
+    }
+    const text = `${proxy || 'teal_proxy_up 0\n'}${await deploymentMetrics(store, Object.keys(engine.serviceConfigs()))}`;
     res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4', 'cache-control': 'no-store' });
     res.end(text);
   });
@@ -82,6 +91,12 @@ export function apiRoutes(ctx: ApiContext): Router {
   router.add('GET', '/v1/services/:svc', async (_req, res, { svc }) => {
     engine.serviceConfig(svc!);
     sendJson(res, 200, await serviceStatus(store, runtime, svc!));
+  });
+
+  // The data plane's counters for one service per slot, as JSON (the dashboard's rates).
+  router.add('GET', '/v1/services/:svc/traffic', async (_req, res, { svc }) => {
+    engine.serviceConfig(svc!);
+    sendJson(res, 200, slotTraffic(await ctx.traffic.stats(), svc!));
   });
 
   router.add('POST', '/v1/services/:svc/deployments', async (req, res, { svc }) => {

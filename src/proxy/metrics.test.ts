@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { LatencyHistogram } from './builtin/stats.js';
-import { renderPrometheus } from './metrics.js';
+import { renderPrometheus, slotTraffic } from './metrics.js';
 import type { TrafficStats } from './switch.js';
 
 describe('renderPrometheus', () => {
@@ -40,5 +40,34 @@ describe('renderPrometheus', () => {
     // Every sample line is "name{labels} value" or "name value".
     for (const line of text.trim().split('\n'))
       expect(line).toMatch(/^(# (HELP|TYPE) .+|[a-z_]+(\{.*\})? [\d.]+)$/);
+  });
+});
+
+describe('slotTraffic', () => {
+  it("sums one service's pools per slot over releases, counting 5xx as errors", () => {
+    const pool = (service: string, slot: 'blue' | 'green', release: number, ok: number, bad: number) => ({
+      pool: `${service}/${slot}/r${release}`,
+      service,
+      slot,
+      release,
+      requests: ok + bad,
+      status: { '1xx': 0, '2xx': ok, '3xx': 0, '4xx': 0, '5xx': bad },
+      upstreamErrors: 0,
+      inFlight: 1,
+      openStreams: 0,
+      latency: { count: 0, p50Ms: 0, p99Ms: 0, maxMs: 0 },
+    });
+    const stats: TrafficStats = {
+      revision: 1,
+      pools: [pool('web', 'blue', 1, 10, 2), pool('web', 'blue', 3, 5, 0), pool('api', 'green', 2, 7, 7)],
+    };
+    expect(slotTraffic(stats, 'web', 42)).toEqual({
+      service: 'web',
+      at: 42,
+      slots: {
+        blue: { requests: 17, responses: 17, errors: 2, inFlight: 2 },
+        green: { requests: 0, responses: 0, errors: 0, inFlight: 0 },
+      },
+    });
   });
 });

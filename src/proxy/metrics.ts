@@ -1,3 +1,4 @@
+import type { Slot } from '../core/model.js';
 import type { PoolStats, TrafficStats } from './switch.js';
 
 /**
@@ -59,6 +60,38 @@ export function renderPrometheus(stats: TrafficStats, prefix = 'teal_proxy'): st
   );
   lines.push(`${prefix}_table_revision ${stats.revision}`);
   return `${lines.join('\n')}\n`;
+}
+
+/** One slot's counters since the data plane started, summed over the releases it has served. */
+export interface SlotTraffic {
+  requests: number;
+  /** Responses sent, any status. */
+  responses: number;
+  /** 5xx responses, the data plane's own 502/504 for upstream errors included. */
+  errors: number;
+  inFlight: number;
+}
+
+/**
+ * A service's traffic per slot, for the dashboard: counters, not rates, so any number of viewers
+ * can poll and each divides the difference between two of its own samples by the time between them.
+ */
+export function slotTraffic(
+  stats: TrafficStats,
+  service: string,
+  now = Date.now(),
+): { service: string; at: number; slots: Record<Slot, SlotTraffic> } {
+  const empty = (): SlotTraffic => ({ requests: 0, responses: 0, errors: 0, inFlight: 0 });
+  const slots: Record<Slot, SlotTraffic> = { blue: empty(), green: empty() };
+  for (const p of stats.pools) {
+    if (p.service !== service) continue;
+    const s = slots[p.slot];
+    s.requests += p.requests;
+    s.responses += Object.values(p.status).reduce((a, b) => a + b, 0);
+    s.errors += p.status['5xx'];
+    s.inFlight += p.inFlight;
+  }
+  return { service, at: now, slots };
 }
 
 function esc(value: string): string {

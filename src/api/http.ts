@@ -71,6 +71,12 @@ export class Router {
     return this;
   }
 
+  /** Adds another router's routes after this one's (the API's and the dashboard's share a port). */
+  include(other: Router): this {
+    this.#routes.push(...other.#routes);
+    return this;
+  }
+
   match(
     method: string,
     pathname: string,

@@ -8,6 +8,7 @@ import { haproxyConfigCommand } from './haproxy-config.js';
 import { historyCommand } from './history.js';
 import { lockCommand } from './lock.js';
 import { logsCommand } from './logs.js';
+import { pipelineCommand } from './pipeline.js';
 import { proxyCommand } from './proxy.js';
 import { restartProxyCommand } from './restart-proxy.js';
 import { rollbackCommand } from './rollback.js';
@@ -34,6 +35,7 @@ Examples:
   teal deploy web --version v2             deploy v2 of web, blue-green
   teal status                              which slot is live, what runs where
   teal rollback web                        switch back to the previous release
+  teal pipeline run web                    run web's pipeline on its branch's head
   teal validate                            check teal.yml`,
   );
 
@@ -45,6 +47,7 @@ lockCommand(program);
 statusCommand(program);
 historyCommand(program);
 logsCommand(program);
+pipelineCommand(program);
 validateCommand(program);
 downCommand(program);
 edgeCommand(program);

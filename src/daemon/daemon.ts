@@ -1,6 +1,7 @@
 import { once } from 'node:events';
 import type http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { pipelineRoutes } from '../api/pipelines.js';
 import { apiRoutes } from '../api/routes.js';
 import { createApiServer } from '../api/server.js';
 import { type LoadedConfig, loadConfig } from '../core/config/load.js';
@@ -11,6 +12,7 @@ import { endpointText } from '../core/model.js';
 import { reconcile } from '../core/reconcile.js';
 import { WarmReaper } from '../core/warm.js';
 import { HttpProbe } from '../health/http.js';
+import { PipelineRunner } from '../pipeline/runner.js';
 import { openTrafficSwitch } from '../proxy/open.js';
 import { openStore } from '../stores/open.js';
 import type { Store } from '../stores/store.js';
@@ -90,6 +92,11 @@ export async function startDaemon(options: { configFile: string; log: Logger }):
       });
     }
 
+    // Closed before the engine (closers run in reverse): its runs stop, then the deploys they started.
+    const pipelines = new PipelineRunner({ store, engine, config: () => loaded, stateDir: paths.dir, log });
+    await pipelines.start();
+    closers.push(() => pipelines.close());
+
     const reaper = new WarmReaper(deps, engine.tables);
     reaper.start();
     closers.push(() => reaper.stop());
@@ -97,7 +104,14 @@ export async function startDaemon(options: { configFile: string; log: Logger }):
     const closing = new AbortController();
     const version = packageVersion();
     const server = createApiServer({
-      router: apiRoutes({ engine, store, runtime, traffic, version, closing: closing.signal }),
+      router: pipelineRoutes(
+        apiRoutes({ engine, store, runtime, traffic, version, closing: closing.signal }),
+        {
+          runner: pipelines,
+          store,
+          closing: closing.signal,
+        },
+      ),
       token,
       log,
     });

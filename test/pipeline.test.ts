@@ -1,0 +1,274 @@
+import { execFileSync } from 'node:child_process';
+import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { DeploymentRecord } from '../src/core/records.js';
+import type { PipelineRun } from '../src/pipeline/records.js';
+import { signBody } from '../src/pipeline/signature.js';
+import { request } from '../src/proxy/switch.contract.js';
+import { HELLO, helloService, runCli, startTestDaemon, type TestDaemon } from '../src/testing/daemon.js';
+import { backgroundLoad } from './helpers.js';
+
+const SECRET = 'it-is-a-secret-0123';
+let daemon: TestDaemon | undefined;
+let repoDir: string | undefined;
+
+afterEach(async () => {
+  await daemon?.cleanup();
+  daemon = undefined;
+  if (repoDir) rmSync(repoDir, { recursive: true, force: true });
+  repoDir = undefined;
+});
+
+/** A bare repository and a working copy of the example app, with real git. */
+function makeRepo() {
+  repoDir = mkdtempSync(path.join(tmpdir(), 'teal-git-'));
+  const bare = path.join(repoDir, 'app.git');
+  const work = path.join(repoDir, 'work');
+  const git = (args: string[], cwd = work) =>
+    execFileSync('git', ['-c', 'user.name=Teal Test', '-c', 'user.email=test@teal.invalid', ...args], {
+      cwd,
+      encoding: 'utf8',
+    }).trim();
+  execFileSync('git', ['init', '--quiet', '--bare', '--initial-branch=main', bare]);
+  execFileSync('git', ['clone', '--quiet', bare, work], { stdio: 'ignore' });
+  git(['checkout', '--quiet', '-B', 'main']);
+  copyFileSync(HELLO, path.join(work, 'server.js'));
+  /** Commits the app with a test script exiting `testExit`; pushes; returns the full sha. */
+  const commit = (message: string, testExit = 0): string => {
+    writeFileSync(path.join(work, 'test.sh'), `echo "testing $TEAL_VERSION"\nexit ${testExit}\n`);
+    writeFileSync(path.join(work, 'CHANGE'), `${message} ${Date.now()} ${Math.random()}\n`);
+    git(['add', '.']);
+    git(['commit', '--quiet', '-m', message]);
+    git(['push', '--quiet', 'origin', 'main']);
+    return git(['rev-parse', 'HEAD']);
+  };
+  return { bare, work, commit };
+}
+
+const pipelineConfig = (bare: string, extra = '') => `webhooks:
+  github: { secretEnv: TEAL_GITHUB_SECRET }
+pipelines:
+  web:
+    source: { repo: ${bare}, branches: [main] }
+    stages:
+      - { name: check, run: "node --check server.js" }
+      - { name: test, run: "sh test.sh" }
+      - { name: build, run: "mkdir -p dist && cp server.js dist/ && echo \\"$TEAL_VERSION\\" > dist/VERSION" }
+    artifact: { path: dist }
+    environments: [{ service: web-staging }, { service: web }]
+${extra}`;
+
+const services = (production: Record<string, string> = {}) => `  web-staging:
+${helloService({ command: JSON.stringify([process.execPath, 'server.js']), routes: '[{ path: /staging }]' })}
+  web:
+${helloService({ command: JSON.stringify([process.execPath, 'server.js']), ...production })}`;
+
+async function start(bare: string, production: Record<string, string> = {}) {
+  daemon = await startTestDaemon({
+    services: services(production),
+    extraConfig: pipelineConfig(bare),
+    env: { TEAL_GITHUB_SECRET: SECRET },
+  });
+  return daemon;
+}
+
+let deliveries = 0;
+/** Posts a GitHub push delivery for `commit`, signed with `secret`. */
+async function push(
+  d: TestDaemon,
+  commit: string,
+  options: { secret?: string; message?: string; branch?: string; delivery?: string; signature?: string } = {},
+) {
+  const body = JSON.stringify({
+    ref: `refs/heads/${options.branch ?? 'main'}`,
+    before: '0'.repeat(40),
+    after: commit,
+    deleted: false,
+    head_commit: { id: commit, message: options.message ?? 'a change', author: { name: 'Teal Test' } },
+    repository: { full_name: 'teal/app' },
+  });
+  const res = await fetch(`${d.info.api}/v1/hooks/github/web`, {
+    method: 'POST',
+    headers: {
+      'content-type': 'application/json',
+      'x-github-event': 'push',
+      'x-github-delivery': options.delivery ?? `delivery-${++deliveries}-${Date.now()}`,
+      ...(options.signature === ''
+        ? {}
+        : { 'x-hub-signature-256': options.signature ?? signBody(options.secret ?? SECRET, body) }),
+    },
+    body,
+  });
+  return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+}
+
+async function waitRun(d: TestDaemon, n: number, until: (r: PipelineRun) => boolean, timeoutMs = 60_000) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const run = await d.client.request<PipelineRun>('GET', `/v1/pipelines/web/runs/${n}`);
+    if (until(run)) return run;
+    if (Date.now() > deadline) throw new Error(`run #${n} is ${run.state}: ${JSON.stringify(run, null, 1)}`);
+    await sleep(50);
+  }
+}
+
+const ended = (r: PipelineRun) =>
+  ['done', 'failed', 'cancelled', 'superseded', 'interrupted'].includes(r.state);
+
+describe('pipelines: a git push deploys', () => {
+  it('a signed push runs check, test and build, deploys staging then production under load with no failed request', async () => {
+    const repo = makeRepo();
+    const first = repo.commit('first');
+    const d = await start(repo.bare);
+    const t0 = Date.now();
+    const accepted = await push(d, first);
+    expect(accepted.status).toBe(202);
+    const run1 = await waitRun(d, accepted.body.run as number, ended);
+    expect(run1.state, JSON.stringify(run1.error)).toBe('done');
+    const firstMs = Date.now() - t0;
+
+    // The second commit goes out while keep-alive load runs through both environments.
+    const production = backgroundLoad(`${d.info.proxy}/`, 16);
+    const staging = backgroundLoad(`${d.info.proxy}/staging`, 16);
+    const second = repo.commit('second');
+    const t1 = Date.now();
+    const again = await push(d, second);
+    expect(again.status).toBe(202);
+    const run2 = await waitRun(d, again.body.run as number, ended);
+    const pushToLive = Date.now() - t1;
+    await sleep(200);
+    const [p, s] = await Promise.all([production.stop(), staging.stop()]);
+
+    expect(run2.state, JSON.stringify(run2.error)).toBe('done');
+    expect(run2.steps.map((x) => `${x.kind}:${x.name}:${x.state}`)).toEqual([
+      'checkout:checkout:done',
+      'stage:check:done',
+      'stage:test:done',
+      'stage:build:done',
+      'artifact:dist:done',
+      'deploy:web-staging:done',
+      'deploy:web:done',
+    ]);
+    expect(run2.steps[2]).toMatchObject({ exitCode: 0, tail: `testing ${second.slice(0, 7)}\n` });
+    expect(run2).toMatchObject({
+      commit: second,
+      version: second.slice(0, 7),
+      branch: 'main',
+      author: 'Teal Test',
+    });
+    expect(p.report.failed, JSON.stringify(p.report.failures.slice(0, 3))).toBe(0);
+    expect(s.report.failed, JSON.stringify(s.report.failures.slice(0, 3))).toBe(0);
+    expect(p.samples.some((x) => x.version === second.slice(0, 7))).toBe(true);
+    expect(s.samples.some((x) => x.version === second.slice(0, 7))).toBe(true);
+    expect((await request(`${d.info.proxy}/`)).body).toBe(`hello ${second.slice(0, 7)}\n`);
+    // The release ran from the kept artifact, not from a checkout (which is gone).
+    const web = await d.client.request<DeploymentRecord>('GET', `/v1/services/web/deployments/2`);
+    expect(web.actor).toBe(`pipeline web run #${run2.n}`);
+    const status = JSON.parse((await d.cli(['status', 'web', '--json'])).stdout);
+    expect(status.live).toBe('green');
+    const history = JSON.parse(
+      (await d.cli(['pipeline', 'history', 'web', '--json'])).stdout,
+    ) as PipelineRun[];
+    expect(history.map((r) => r.state)).toEqual(['done', 'done']);
+    console.log(
+      `push to live in production: first ${firstMs} ms, under load ${pushToLive} ms; requests: ${p.report.sent + s.report.sent}, failed 0`,
+    );
+  }, 180_000);
+
+  it('a commit whose test stage fails deploys nothing; the live release keeps serving', async () => {
+    const repo = makeRepo();
+    const good = repo.commit('good');
+    const d = await start(repo.bare);
+    const ok = await push(d, good);
+    expect((await waitRun(d, ok.body.run as number, ended)).state).toBe('done');
+    const bad = repo.commit('broken', 3);
+    const res = await push(d, bad);
+    const run = await waitRun(d, res.body.run as number, ended);
+    expect(run.state).toBe('failed');
+    expect(run.error).toMatchObject({ code: 'TEAL_STAGE_FAILED' });
+    expect(run.steps.map((x) => `${x.name}:${x.state}:${x.exitCode ?? ''}`)).toEqual([
+      'checkout:done:',
+      'check:done:0',
+      'test:failed:3',
+    ]);
+    const logs = await d.cli(['pipeline', 'logs', 'web', String(run.n), '--stage', 'test']);
+    expect(logs.stdout).toContain(`testing ${bad.slice(0, 7)}`);
+    expect((await request(`${d.info.proxy}/`)).body).toBe(`hello ${good.slice(0, 7)}\n`);
+    const history = await d.client.request<unknown[]>('GET', '/v1/services/web/deployments');
+    expect(history).toHaveLength(1);
+  }, 120_000);
+
+  it('a bad or missing signature gets 401 and runs nothing; unknown branches, [skip ci] and pings are acknowledged', async () => {
+    const repo = makeRepo();
+    const sha = repo.commit('one');
+    const d = await start(repo.bare);
+    expect((await push(d, sha, { secret: 'wrong-secret' })).status).toBe(401);
+    expect((await push(d, sha, { signature: '' })).status).toBe(401);
+    expect((await push(d, sha, { signature: 'sha256=zz' })).status).toBe(401);
+    const other = await push(d, sha, { branch: 'feature/x' });
+    expect(other).toMatchObject({ status: 202, body: { skipped: expect.stringContaining('not followed') } });
+    const skip = await push(d, sha, { message: 'docs only [skip ci]' });
+    expect(skip).toMatchObject({ status: 202, body: { skipped: expect.stringContaining('skip ci') } });
+    const pingBody = JSON.stringify({ zen: 'Keep it logically awesome.', hook_id: 1 });
+    const ping = await fetch(`${d.info.api}/v1/hooks/github/web`, {
+      method: 'POST',
+      headers: { 'x-github-event': 'ping', 'x-hub-signature-256': signBody(SECRET, pingBody) },
+      body: pingBody,
+    });
+    expect(ping.status).toBe(200);
+    expect(await d.client.request<unknown[]>('GET', '/v1/pipelines/web/runs')).toEqual([]);
+
+    // A redelivery of the same delivery id starts no second run.
+    const once = await push(d, sha, { delivery: 'same-id' });
+    const twice = await push(d, sha, { delivery: 'same-id' });
+    expect(twice.body).toMatchObject({ run: once.body.run, duplicate: true });
+    await waitRun(d, once.body.run as number, ended);
+    expect(await d.client.request<unknown[]>('GET', '/v1/pipelines/web/runs')).toHaveLength(1);
+  }, 120_000);
+
+  it('three pushes in quick succession: only the newest is deployed', async () => {
+    const repo = makeRepo();
+    const shas = [repo.commit('a'), repo.commit('b'), repo.commit('c')];
+    const d = await start(repo.bare);
+    const runs: number[] = [];
+    for (const sha of shas) runs.push((await push(d, sha)).body.run as number);
+    const last = await waitRun(d, runs[2]!, ended);
+    expect(last.state, JSON.stringify(last.error)).toBe('done');
+    const all = await d.client.request<PipelineRun[]>('GET', '/v1/pipelines/web/runs');
+    expect(all.map((r) => `${r.n}:${r.state}`)).toEqual([
+      `${runs[2]}:done`,
+      `${runs[1]}:superseded`,
+      `${runs[0]}:superseded`,
+    ]);
+    const deployed = await d.client.request<DeploymentRecord[]>('GET', '/v1/services/web/deployments');
+    expect(deployed.map((x) => x.version)).toEqual([shas[2]!.slice(0, 7)]);
+  }, 120_000);
+
+  it('continuous delivery: production waits at its manual gate until teal promote', async () => {
+    const repo = makeRepo();
+    const sha = repo.commit('gated');
+    const d = await start(repo.bare, { promote: 'manual' });
+    const res = await push(d, sha);
+    const waiting = await waitRun(d, res.body.run as number, (r) => r.state === 'waiting' || ended(r));
+    expect(waiting.state).toBe('waiting');
+    const status = await d.cli(['pipeline', 'status', 'web']);
+    expect(status.stdout).toContain('waiting for promote');
+    const promoted = await d.cli(['promote', 'web']);
+    expect(promoted.code, promoted.stderr).toBe(0);
+    expect((await waitRun(d, res.body.run as number, ended)).state).toBe('done');
+    expect((await request(`${d.info.proxy}/`)).body).toBe(`hello ${sha.slice(0, 7)}\n`);
+  }, 120_000);
+});
+
+describe('teal pipeline', () => {
+  it('--help of each verb shows examples', async () => {
+    for (const verb of [[], ['run'], ['status'], ['history'], ['logs'], ['cancel']]) {
+      const r = await runCli(['pipeline', ...verb, '--help']);
+      expect(r.code, verb.join(' ')).toBe(0);
+      expect(r.stdout, verb.join(' ')).toMatch(/Examples:\n {2}teal pipeline/);
+    }
+  });
+});

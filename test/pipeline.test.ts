@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -227,6 +227,21 @@ describe('pipelines: a git push deploys', () => {
     expect(twice.body).toMatchObject({ run: once.body.run, duplicate: true });
     await waitRun(d, once.body.run as number, ended);
     expect(await d.client.request<unknown[]>('GET', '/v1/pipelines/web/runs')).toHaveLength(1);
+  }, 120_000);
+
+  it('a commit message or branch crafted as shell code stays data', async () => {
+    const repo = makeRepo();
+    const sha = repo.commit('plain');
+    const d = await start(repo.bare);
+    const marker = path.join(repoDir!, 'pwned');
+    const message = `fix"; touch ${marker}; echo "$(touch ${marker})\`touch ${marker}\``;
+    const res = await push(d, sha, { message });
+    const run = await waitRun(d, res.body.run as number, ended);
+    expect(run.state, JSON.stringify(run.error)).toBe('done');
+    expect(run.message).toBe(message);
+    const crafted = await push(d, sha, { branch: `main$(touch ${marker})` });
+    expect(crafted.body.skipped).toMatch(/not followed/);
+    expect(existsSync(marker)).toBe(false);
   }, 120_000);
 
   it('three pushes in quick succession: only the newest is deployed', async () => {

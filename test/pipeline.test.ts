@@ -1,10 +1,11 @@
 import { execFileSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { DeploymentRecord } from '../src/core/records.js';
+import { cliEntry, packageRoot } from '../src/paths.js';
 import type { PipelineRun } from '../src/pipeline/records.js';
 import { signBody } from '../src/pipeline/signature.js';
 import { request } from '../src/proxy/switch.contract.js';
@@ -286,4 +287,30 @@ describe('teal pipeline', () => {
       expect(r.stdout, verb.join(' ')).toMatch(/Examples:\n {2}teal pipeline/);
     }
   });
+});
+
+describe('the post-receive hook', () => {
+  it('scripts/git-post-receive in a bare repository starts a run on every push, which deploys it', async () => {
+    const repo = makeRepo();
+    const d = await start(repo.bare);
+    const hook = path.join(repo.bare, 'hooks', 'post-receive');
+    copyFileSync(path.join(packageRoot(), 'scripts', 'git-post-receive'), hook);
+    chmodSync(hook, 0o755);
+    const git = (args: string[]) => execFileSync('git', ['-C', repo.bare, ...args]);
+    git(['config', 'teal.pipeline', 'web']);
+    git(['config', 'teal.config', d.configFile]);
+    git(['config', 'teal.bin', `${process.execPath} ${cliEntry()}`]);
+
+    // The pusher's environment reaches the hook: the CLI's token comes from there.
+    process.env.TEAL_TOKEN = d.token;
+    let commit: string;
+    try {
+      commit = repo.commit('through the hook');
+    } finally {
+      delete process.env.TEAL_TOKEN;
+    }
+    const run = await waitRun(d, 1, ended);
+    expect(run).toMatchObject({ state: 'done', commit, branch: 'main' });
+    expect((await request(`${d.info.proxy}/`)).body).toBe(`hello ${commit.slice(0, 7)}\n`);
+  }, 90_000);
 });

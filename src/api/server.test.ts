@@ -123,8 +123,13 @@ describe('the API server with the dashboard on its port', () => {
     const res = await login({ token: TOKEN }, { origin: 'https://evil.example' });
     expect(res.status).toBe(400);
     expect(res.headers.get('set-cookie')).toBeNull();
-    const same = await login({ token: TOKEN }, { origin: base });
-    expect(same.status).toBe(303);
+    const site = await login({ token: TOKEN }, { 'sec-fetch-site': 'cross-site', origin: 'null' });
+    expect(site.status).toBe(400);
+    expect((await login({ token: TOKEN }, { origin: base })).status).toBe(303);
+    // Our own form, as Chromium posts it from a no-referrer page.
+    expect((await login({ token: TOKEN }, { 'sec-fetch-site': 'same-origin', origin: 'null' })).status).toBe(
+      303,
+    );
   });
 
   it('lets the API be read with the session cookie or the bearer token, and nothing else', async () => {

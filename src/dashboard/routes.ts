@@ -136,11 +136,18 @@ function safeNext(next: string | null | undefined): string {
 
 /**
  * A login posted from another site would log the user into the attacker's session (login CSRF).
- * Browsers send Origin on every form POST; clients that send none (curl) are not browsers.
+ * Browsers say where a request comes from in Sec-Fetch-Site; Origin is the fallback for older
+ * ones, but it is "null" on our own form because the pages send no referrer, so "null" is not proof
+ * of another site. Clients that send neither (curl) are not browsers.
  */
 function refuseCrossOrigin(req: IncomingMessage): void {
+  const site = req.headers['sec-fetch-site'];
+  if (typeof site === 'string') {
+    if (site === 'same-origin' || site === 'none') return;
+    throw new TealError('TEAL_BAD_REQUEST', `a login from another site (Sec-Fetch-Site: ${site}) is refused`);
+  }
   const origin = req.headers.origin;
-  if (origin === undefined) return;
+  if (origin === undefined || origin === 'null') return;
   let host: string | undefined;
   try {
     host = new URL(origin).host;

@@ -319,7 +319,7 @@ function service() {
     if (!(await confirmAction(question, okLabel))) return;
     try {
       const result = await api(method, path, body);
-      notify(`${okLabel}: deployment #${result.n} ${result.state}`);
+      notify(`${okLabel}: deployment #${result.n} started (${when(result.createdAt)})`);
       // Promote and abort answer with the deployment already followed.
       if (result.n && result.n !== stream.n) follow(result.n);
       refreshNow();

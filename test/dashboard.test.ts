@@ -151,6 +151,21 @@ describe.skipIf(!available)('the dashboard in headless Chromium', () => {
     expect(await inPage('window.tealMark')).toBe(1);
   });
 
+  it('rolls back to a chosen release', async () => {
+    await expect
+      .poll(() => page.locator('#rollback-to option').allTextContents())
+      .toContain('release 2 (v2)');
+    await page.selectOption('#rollback-to', '2');
+    await page.click('#rollback-form button[type=submit]');
+    await expect.poll(() => page.textContent('#confirm-text')).toContain('back to release 2?');
+    await page.click('#confirm-ok');
+    await expect.poll(() => page.textContent('#live-colour')).toBe('green');
+    expect(await page.locator('[data-slot="green"] .slot-version').textContent()).toBe('v2');
+    await page.click('#rollback-form button[type=submit]');
+    await page.click('#confirm-ok');
+    await expect.poll(() => page.textContent('#live-colour')).toBe('blue');
+  });
+
   it('follows the live instance logs', async () => {
     await page.click('#log-follow');
     expect(await page.getAttribute('#log-follow', 'aria-pressed')).toBe('true');

@@ -158,6 +158,9 @@ async function main(): Promise<void> {
     );
 
     say(`\n${c.bold('Look at it')}`);
+    say(
+      `  dashboard ${daemon.apiUrl}/       log in with the token: cat ${path.relative(process.cwd(), daemon.paths.token)}`,
+    );
     say(`  proxy     ${daemon.proxyUrl}/            curl ${daemon.proxyUrl}/  -> hello v2`);
     say(`  warm v1   curl -H 'X-Teal-Slot: ${record.fromSlot}' ${daemon.proxyUrl}/`);
     say(

@@ -9,6 +9,7 @@ import { type DeploymentRecord, keys, readDeployment, readServiceState } from '.
 import { slotInstances } from '../core/slots.js';
 import { isTerminal } from '../core/state.js';
 import { serviceHistory, serviceStatus, summarize } from '../core/status.js';
+import { pipelineMetrics } from '../pipeline/metrics.js';
 import { renderPrometheus, slotTraffic } from '../proxy/metrics.js';
 import type { TrafficSwitch } from '../proxy/switch.js';
 import type { Runtime } from '../runtimes/runtime.js';
@@ -69,7 +70,7 @@ export function apiRoutes(ctx: ApiContext): Router {
   );
 
   // Prometheus scrapes with the API token (bearer_token in its scrape config).
-  // The data plane's counters, then the control plane's (deployments, steps, lock waits). A data
+  // The data plane's counters, then the control plane's (deployments, steps, lock waits, pipeline runs). A data
   // plane that does not answer leaves teal_proxy_up at 0 rather than failing the whole scrape.
   router.add('GET', '/metrics', async (_req, res) => {
     let proxy: string;
@@ -78,7 +79,7 @@ export function apiRoutes(ctx: ApiContext): Router {
     } catch {
       proxy = '';
     }
-    const text = `${proxy || 'teal_proxy_up 0\n'}${await deploymentMetrics(store, Object.keys(engine.serviceConfigs()))}`;
+    const text = `${proxy || 'teal_proxy_up 0\n'}${await deploymentMetrics(store, Object.keys(engine.serviceConfigs()))}${await pipelineMetrics(store)}`;
     res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4', 'cache-control': 'no-store' });
     res.end(text);
   });

@@ -1,6 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { chmodSync, copyFileSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { chmodSync, copyFileSync, existsSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -9,67 +8,37 @@ import { cliEntry, packageRoot } from '../src/paths.js';
 import type { PipelineRun } from '../src/pipeline/records.js';
 import { signBody } from '../src/pipeline/signature.js';
 import { request } from '../src/proxy/switch.contract.js';
-import { HELLO, helloService, runCli, startTestDaemon, type TestDaemon } from '../src/testing/daemon.js';
+import { runCli, startTestDaemon, type TestDaemon } from '../src/testing/daemon.js';
 import { backgroundLoad } from './helpers.js';
+import {
+  endedRun,
+  makeRepo as makeTestRepo,
+  pipelineConfig,
+  pipelineServices,
+  type TestRepo,
+  waitRun,
+} from './pipeline-helpers.js';
 
 const SECRET = 'it-is-a-secret-0123';
 let daemon: TestDaemon | undefined;
-let repoDir: string | undefined;
+let repo: TestRepo | undefined;
 
 afterEach(async () => {
   await daemon?.cleanup();
   daemon = undefined;
-  if (repoDir) rmSync(repoDir, { recursive: true, force: true });
-  repoDir = undefined;
+  repo?.remove();
+  repo = undefined;
 });
 
-/** A bare repository and a working copy of the example app, with real git. */
-function makeRepo() {
-  repoDir = mkdtempSync(path.join(tmpdir(), 'teal-git-'));
-  const bare = path.join(repoDir, 'app.git');
-  const work = path.join(repoDir, 'work');
-  const git = (args: string[], cwd = work) =>
-    execFileSync('git', ['-c', 'user.name=Teal Test', '-c', 'user.email=test@teal.invalid', ...args], {
-      cwd,
-      encoding: 'utf8',
-    }).trim();
-  execFileSync('git', ['init', '--quiet', '--bare', '--initial-branch=main', bare]);
-  execFileSync('git', ['clone', '--quiet', bare, work], { stdio: 'ignore' });
-  git(['checkout', '--quiet', '-B', 'main']);
-  copyFileSync(HELLO, path.join(work, 'server.js'));
-  /** Commits the app with a test script exiting `testExit`; pushes; returns the full sha. */
-  const commit = (message: string, testExit = 0): string => {
-    writeFileSync(path.join(work, 'test.sh'), `echo "testing $TEAL_VERSION"\nexit ${testExit}\n`);
-    writeFileSync(path.join(work, 'CHANGE'), `${message} ${Date.now()} ${Math.random()}\n`);
-    git(['add', '.']);
-    git(['commit', '--quiet', '-m', message]);
-    git(['push', '--quiet', 'origin', 'main']);
-    return git(['rev-parse', 'HEAD']);
-  };
-  return { bare, work, commit };
+/** A bare repository and a working copy of the example app, removed after the test. */
+function makeRepo(): TestRepo {
+  repo = makeTestRepo();
+  return repo;
 }
-
-const pipelineConfig = (bare: string, extra = '') => `webhooks:
-  github: { secretEnv: TEAL_GITHUB_SECRET }
-pipelines:
-  web:
-    source: { repo: ${bare}, branches: [main] }
-    stages:
-      - { name: check, run: "node --check server.js" }
-      - { name: test, run: "sh test.sh" }
-      - { name: build, run: "mkdir -p dist && cp server.js dist/ && echo \\"$TEAL_VERSION\\" > dist/VERSION" }
-    artifact: { path: dist }
-    environments: [{ service: web-staging }, { service: web }]
-${extra}`;
-
-const services = (production: Record<string, string> = {}) => `  web-staging:
-${helloService({ command: JSON.stringify([process.execPath, 'server.js']), routes: '[{ path: /staging }]' })}
-  web:
-${helloService({ command: JSON.stringify([process.execPath, 'server.js']), ...production })}`;
 
 async function start(bare: string, production: Record<string, string> = {}) {
   daemon = await startTestDaemon({
-    services: services(production),
+    services: pipelineServices(production),
     extraConfig: pipelineConfig(bare),
     env: { TEAL_GITHUB_SECRET: SECRET },
   });
@@ -106,18 +75,7 @@ async function push(
   return { status: res.status, body: (await res.json()) as Record<string, unknown> };
 }
 
-async function waitRun(d: TestDaemon, n: number, until: (r: PipelineRun) => boolean, timeoutMs = 60_000) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const run = await d.client.request<PipelineRun>('GET', `/v1/pipelines/web/runs/${n}`);
-    if (until(run)) return run;
-    if (Date.now() > deadline) throw new Error(`run #${n} is ${run.state}: ${JSON.stringify(run, null, 1)}`);
-    await sleep(50);
-  }
-}
-
-const ended = (r: PipelineRun) =>
-  ['done', 'failed', 'cancelled', 'superseded', 'interrupted'].includes(r.state);
+const ended = endedRun;
 
 describe('pipelines: a git push deploys', () => {
   it('a signed push runs check, test and build, deploys staging then production under load with no failed request', async () => {
@@ -234,7 +192,7 @@ describe('pipelines: a git push deploys', () => {
     const repo = makeRepo();
     const sha = repo.commit('plain');
     const d = await start(repo.bare);
-    const marker = path.join(repoDir!, 'pwned');
+    const marker = path.join(repo.dir, 'pwned');
     const message = `fix"; touch ${marker}; echo "$(touch ${marker})\`touch ${marker}\``;
     const res = await push(d, sha, { message });
     const run = await waitRun(d, res.body.run as number, ended);

@@ -114,8 +114,18 @@ describe('the API server with the dashboard on its port', () => {
   });
 
   it('goes back only to a dashboard page after logging in, never to another site', async () => {
-    for (const next of ['https://evil.example/', '//evil.example', '/\\evil.example', '/v1/thing']) {
+    for (const next of [
+      'https://evil.example/',
+      '//evil.example',
+      '/\\evil.example',
+      '/v1/thing',
+      '/pipelines//evil.example',
+      '/pipelines/web/runs/x',
+    ]) {
       expect((await login({ token: TOKEN, next })).headers.get('location')).toBe('/services');
+    }
+    for (const next of ['/pipelines/web', '/pipelines/web/runs/12']) {
+      expect((await login({ token: TOKEN, next })).headers.get('location')).toBe(next);
     }
   });
 
@@ -182,6 +192,22 @@ describe('the API server with the dashboard on its port', () => {
     const page = await (await get('/services/%3Cscript%3Ex%3C%2Fscript%3E', { cookie })).text();
     expect(page).not.toContain('<script>x');
     expect(page).toContain('&lt;script&gt;x&lt;/script&gt;');
+  });
+
+  it('serves the pipeline and run pages with a session, escaping the name; a run that is no number is 404', async () => {
+    expect((await get('/pipelines/web/runs/3')).headers.get('location')).toBe(
+      '/login?next=%2Fpipelines%2Fweb%2Fruns%2F3',
+    );
+    const { cookie } = await session();
+    const pipeline = await get('/pipelines/web', { cookie });
+    expect(pipeline.status).toBe(200);
+    expect(await pipeline.text()).toContain('data-page="pipeline" data-pipeline="web"');
+    const run = await (await get('/pipelines/web/runs/3', { cookie })).text();
+    expect(run).toContain('data-page="run" data-pipeline="web" data-run="3"');
+    const evil = await (await get('/pipelines/%22%3E%3Cscript%3Ex/runs/1', { cookie })).text();
+    expect(evil).not.toContain('<script>x');
+    expect(evil).toContain('&quot;&gt;&lt;script&gt;x');
+    expect((await get('/pipelines/web/runs/x', { cookie })).status).toBe(404);
   });
 });
 

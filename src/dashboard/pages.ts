@@ -19,8 +19,10 @@ function layout(options: {
   body: string;
   session?: Session;
   service?: string;
+  /** data-* attributes of the body for the script (pipeline, run), escaped here. */
+  data?: Record<string, string>;
 }): string {
-  const { title, page, body, session, service } = options;
+  const { title, page, body, session, service, data = {} } = options;
   const meta = session
     ? `<meta name="teal-csrf" content="${escapeHtml(session.csrf)}">\n<meta name="teal-actor" content="${escapeHtml(session.actor)}">\n`
     : '';
@@ -38,7 +40,11 @@ ${meta}<title>${escapeHtml(title)} · teal</title>
 <link rel="stylesheet" href="/assets/style.css">
 <script type="module" src="/assets/app.js"></script>
 </head>
-<body data-page="${page}"${service === undefined ? '' : ` data-service="${escapeHtml(service)}"`}>
+<body data-page="${page}"${service === undefined ? '' : ` data-service="${escapeHtml(service)}"`}${Object.entries(
+    data,
+  )
+    .map(([k, v]) => ` data-${k}="${escapeHtml(v)}"`)
+    .join('')}>
 <a class="skip" href="#main">Skip to content</a>
 <header class="top"><a class="brand" href="/">teal</a>${nav}</header>
 <main id="main">
@@ -81,7 +87,97 @@ export function overviewPage(session: Session): string {
 <thead><tr><th scope="col">Service</th><th scope="col">Live</th><th scope="col">Version</th><th scope="col">Last deployment</th></tr></thead>
 <tbody></tbody>
 </table>
+</div>
+<h2 id="pipelines-title">Pipelines</h2>
+<div class="table-wrap">
+<table id="pipelines" aria-labelledby="pipelines-title">
+<thead><tr><th scope="col">Pipeline</th><th scope="col">Branches</th><th scope="col">Stages</th><th scope="col">Environments</th><th scope="col">Last run</th></tr></thead>
+<tbody></tbody>
+</table>
 </div>`,
+  });
+}
+
+const CONFIRM_DIALOG = `<dialog id="confirm" aria-labelledby="confirm-title">
+<h2 id="confirm-title">Are you sure?</h2>
+<p id="confirm-text"></p>
+<div class="inline end">
+<button type="button" id="confirm-cancel" class="quiet">Cancel</button>
+<button type="button" id="confirm-ok">Confirm</button>
+</div>
+</dialog>`;
+
+/** A pipeline: its runs, newest first, and the buttons to start one or cancel the one in progress. */
+export function pipelinePage(session: Session, pipeline: string): string {
+  const name = escapeHtml(pipeline);
+  return layout({
+    title: `Pipeline ${pipeline}`,
+    page: 'pipeline',
+    session,
+    data: { pipeline },
+    body: `<p class="crumbs"><a href="/services">Overview</a> › pipeline</p>
+<h1>Pipeline ${name}</h1>
+<p id="pipeline-summary" class="hint">Loading…</p>
+<p id="notice" class="notice" role="status" aria-live="polite"></p>
+
+<section aria-labelledby="pipeline-actions-title">
+<h2 id="pipeline-actions-title">Actions</h2>
+<div class="inline">
+<button type="button" id="run-pipeline">Run the head of its branch</button>
+<button type="button" id="cancel-run" disabled>Cancel the run in progress</button>
+</div>
+</section>
+
+<section aria-labelledby="runs-title">
+<h2 id="runs-title">Runs</h2>
+<div class="table-wrap">
+<table id="runs">
+<thead><tr><th scope="col">#</th><th scope="col">State</th><th scope="col">Commit</th><th scope="col">Branch</th><th scope="col">Message</th><th scope="col">Triggered by</th><th scope="col">Started</th><th scope="col">Took</th></tr></thead>
+<tbody></tbody>
+</table>
+</div>
+</section>
+
+${CONFIRM_DIALOG}`,
+  });
+}
+
+/** One run: its steps live over server-sent events, a stage's log, cancel and the manual gate. */
+export function runPage(session: Session, pipeline: string, run: number): string {
+  const name = escapeHtml(pipeline);
+  return layout({
+    title: `${pipeline} run #${run}`,
+    page: 'run',
+    session,
+    data: { pipeline, run: String(run) },
+    body: `<p class="crumbs"><a href="/services">Overview</a> › <a href="/pipelines/${encodeURIComponent(pipeline)}">pipeline ${name}</a></p>
+<h1>${name} run #${run}</h1>
+<p id="run-summary" class="live-summary">Loading…</p>
+<p id="notice" class="notice" role="status" aria-live="polite"></p>
+<dl id="run-facts" class="facts"></dl>
+
+<section aria-labelledby="run-actions-title">
+<h2 id="run-actions-title">Actions</h2>
+<div class="inline">
+<button type="button" id="run-promote" disabled>Promote</button>
+<button type="button" id="run-abort" disabled>Abort</button>
+<button type="button" id="run-cancel" disabled>Cancel this run</button>
+</div>
+<p id="gate" class="hint"></p>
+</section>
+
+<section aria-labelledby="run-steps-title">
+<h2 id="run-steps-title">Steps</h2>
+<ol id="run-steps" class="steps" aria-live="polite" aria-relevant="additions text" aria-label="Steps"></ol>
+</section>
+
+<section aria-labelledby="stage-log-title">
+<h2 id="stage-log-title">Stage log</h2>
+<p id="stage-log-name" class="hint">Choose a stage’s “Log” button above.</p>
+<pre id="stage-log" class="logs" role="log" tabindex="0" aria-label="Stage log"></pre>
+</section>
+
+${CONFIRM_DIALOG}`,
   });
 }
 
@@ -147,13 +243,6 @@ export function servicePage(session: Session, service: string): string {
 <pre id="logs" class="logs" role="log" tabindex="0" aria-label="Instance logs"></pre>
 </section>
 
-<dialog id="confirm" aria-labelledby="confirm-title">
-<h2 id="confirm-title">Are you sure?</h2>
-<p id="confirm-text"></p>
-<div class="inline end">
-<button type="button" id="confirm-cancel" class="quiet">Cancel</button>
-<button type="button" id="confirm-ok">Confirm</button>
-</div>
-</dialog>`,
+${CONFIRM_DIALOG}`,
   });
 }

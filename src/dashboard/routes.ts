@@ -5,7 +5,7 @@ import { Router } from '../api/http.js';
 import { csrfMatches, type Session, type Sessions, sameSecret, sessionCookie } from '../api/sessions.js';
 import { TealError } from '../core/errors.js';
 import { packageRoot } from '../paths.js';
-import { loginPage, overviewPage, servicePage } from './pages.js';
+import { loginPage, overviewPage, pipelinePage, runPage, servicePage } from './pages.js';
 
 /**
  * The assets ship as plain files beside this module's source (package.json "files" lists the
@@ -101,6 +101,21 @@ export function dashboardRoutes(options: { token: string; sessions: Sessions }):
     page((session, { svc }) => servicePage(session, svc!)),
     open,
   );
+  router.add(
+    'GET',
+    '/pipelines/:name',
+    page((session, { name }) => pipelinePage(session, name!)),
+    open,
+  );
+  router.add(
+    'GET',
+    '/pipelines/:name/runs/:n',
+    page((session, { name, n }) => {
+      if (!/^[1-9][0-9]{0,9}$/.test(n!)) throw new TealError('TEAL_NOT_FOUND', `no run ${JSON.stringify(n)}`);
+      return runPage(session, name!, Number(n));
+    }),
+    open,
+  );
 
   router.add(
     'GET',
@@ -129,9 +144,11 @@ function redirect(res: ServerResponse, location: string): void {
   res.end();
 }
 
-/** Where to go after logging in: a dashboard page of this server, never another site. */
+/** Where to go after logging in: a dashboard page of this server (a service, a pipeline, a run), never another site. */
 function safeNext(next: string | null | undefined): string {
-  return next && /^\/services(\/[^/\\?#]+)?$/.test(next) ? next : '/services';
+  return next && /^\/(?:services(?:\/[^/\\?#]+)?|pipelines\/[^/\\?#]+(?:\/runs\/[0-9]+)?)$/.test(next)
+    ? next
+    : '/services';
 }
 
 /**

@@ -14,7 +14,15 @@ import { RunRecorder } from './recorder.js';
 import { isTerminalRun, type PipelineRun, pipelineKeys, type RunTrigger } from './records.js';
 import { runStage } from './stage.js';
 import type { Provider } from './webhooks.js';
-import { branchHead, checkout, isSha, keepArtifact, removeWorkspace, resolveRepo } from './workspace.js';
+import {
+  branchHead,
+  checkout,
+  commitInfo,
+  isSha,
+  keepArtifact,
+  removeWorkspace,
+  resolveRepo,
+} from './workspace.js';
 
 export interface RunRequest {
   pipeline: string;
@@ -274,6 +282,20 @@ export class PipelineRunner {
           checkout(resolveRepo(config.source.repo, loaded.dir), rec.record.commit, workspace, signal),
         );
         await rec.update({ commit, version: commit.slice(0, 7) });
+        // A run not started by a push (CLI, dashboard) learns its message and author from git.
+        if (rec.record.message === undefined || rec.record.author === undefined) {
+          const info = await commitInfo(workspace, signal).catch(() => undefined);
+          if (info) {
+            await rec.update({
+              ...(rec.record.message === undefined && info.message
+                ? { message: info.message.slice(0, 2000) }
+                : {}),
+              ...(rec.record.author === undefined && info.author
+                ? { author: info.author.slice(0, 200) }
+                : {}),
+            });
+          }
+        }
         const artifactPath = config.artifact ? path.join(workspace, config.artifact.path) : undefined;
         const env = this.#stageEnv(rec.record, artifactPath);
         for (const stage of config.stages) {

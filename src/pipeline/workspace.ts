@@ -83,6 +83,16 @@ export async function checkout(
   return (await git(['rev-parse', 'HEAD'], { cwd: dir, signal })).trim();
 }
 
+/** The checked-out commit's message and author, for runs started without them (`teal pipeline run`, the dashboard). */
+export async function commitInfo(
+  dir: string,
+  signal: AbortSignal,
+): Promise<{ message: string; author: string }> {
+  const out = await git(['log', '-1', '--format=%an%x00%B', 'HEAD', '--'], { cwd: dir, signal });
+  const [author = '', message = ''] = out.split('\0');
+  return { author: author.trim(), message: message.trim() };
+}
+
 /**
  * Copies the artifact folder out of the workspace to `dest`. The folder is resolved through
  * symlinks first: a build that points it outside its workspace is refused, not copied.

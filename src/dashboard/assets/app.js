@@ -124,6 +124,326 @@ function overview() {
     );
     if (services.length === 0) tbody.append(h('tr', {}, h('td', { colspan: 4 }, 'No services configured.')));
   });
+  const pipelines = document.querySelector('#pipelines tbody');
+  every(2000, async () => {
+    const list = await api('GET', '/v1/pipelines');
+    pipelines.replaceChildren(
+      ...list.map((p) => {
+        const last = p.lastRun;
+        return h(
+          'tr',
+          { 'data-pipeline': p.name },
+          h('td', {}, h('a', { href: `/pipelines/${encodeURIComponent(p.name)}` }, p.name)),
+          h('td', {}, p.source.branches.join(', ')),
+          h('td', {}, p.stages.join(' → ')),
+          h('td', {}, p.environments.join(' → ')),
+          h(
+            'td',
+            {},
+            last
+              ? h(
+                  'a',
+                  { href: runHref(p.name, last.n) },
+                  `#${last.n} ${last.version}: `,
+                  h('span', { class: `outcome-${last.state}` }, runState(last)),
+                )
+              : '',
+          ),
+        );
+      }),
+    );
+    if (list.length === 0) pipelines.append(h('tr', {}, h('td', { colspan: 5 }, 'No pipelines configured.')));
+  });
+}
+
+// Pipelines: a pipeline's runs, and one run's steps live.
+const TERMINAL_RUN = ['done', 'failed', 'cancelled', 'superseded', 'interrupted'];
+const runHref = (pipeline, n) => `/pipelines/${encodeURIComponent(pipeline)}/runs/${n}`;
+const runState = (run) => (run.state === 'waiting' ? 'waiting for promote' : run.state);
+const took = (from, to) => {
+  if (!from) return '';
+  const ms = (to ? Date.parse(to) : Date.now()) - Date.parse(from);
+  return ms < 60_000
+    ? `${(ms / 1000).toFixed(1)} s`
+    : `${Math.floor(ms / 60_000)} min ${Math.round((ms % 60_000) / 1000)} s`;
+};
+const firstLine = (text) => (text ?? '').split('\n')[0].slice(0, 120);
+
+function pipelinePage() {
+  const name = document.body.dataset.pipeline;
+  const base = `/v1/pipelines/${encodeURIComponent(name)}`;
+  let current = null;
+
+  every(1000, async () => {
+    const [pipelines, runs] = await Promise.all([
+      api('GET', '/v1/pipelines'),
+      api('GET', `${base}/runs?limit=30`),
+    ]);
+    const p = pipelines.find((x) => x.name === name);
+    if (p) {
+      $('pipeline-summary').textContent =
+        `${p.source.repo} · branches ${p.source.branches.join(', ')} · stages ${p.stages.join(' → ')} · deploys ${p.environments.join(' → ')}`;
+    }
+    current = runs.find((r) => !TERMINAL_RUN.includes(r.state)) ?? null;
+    $('cancel-run').disabled = current === null;
+    $('cancel-run').textContent = current ? `Cancel run #${current.n}` : 'Cancel the run in progress';
+    document
+      .querySelector('#runs tbody')
+      .replaceChildren(
+        ...runs.map((r) =>
+          h(
+            'tr',
+            { 'data-n': r.n, 'data-state': r.state },
+            h('td', {}, h('a', { href: runHref(name, r.n) }, `#${r.n}`)),
+            h('td', { class: `outcome-${r.state}` }, runState(r)),
+            h('td', {}, h('code', { title: r.commit }, r.version)),
+            h('td', {}, r.branch),
+            h('td', { class: 'message' }, firstLine(r.message)),
+            h('td', {}, r.trigger.actor),
+            h('td', {}, when(r.startedAt ?? r.createdAt)),
+            h('td', {}, took(r.startedAt, r.endedAt)),
+          ),
+        ),
+      );
+    if (runs.length === 0) {
+      document.querySelector('#runs tbody').append(h('tr', {}, h('td', { colspan: 8 }, 'No runs yet.')));
+    }
+  });
+
+  $('run-pipeline').addEventListener('click', async () => {
+    if (
+      !(await confirmAction(
+        `Run pipeline ${name} on the head of its branch? Its stages run, then it deploys.`,
+        'Run',
+      ))
+    )
+      return;
+    try {
+      const run = await api('POST', `${base}/runs`, {});
+      location.assign(runHref(name, run.n));
+    } catch (err) {
+      notify(`Run failed: ${err.message}`, 'error');
+    }
+  });
+  $('cancel-run').addEventListener('click', async () => {
+    if (!current) return;
+    const n = current.n;
+    if (
+      !(await confirmAction(
+        `Cancel run #${n} of ${name}? A stage running is killed; a deployment not switched yet is aborted.`,
+        'Cancel run',
+      ))
+    )
+      return;
+    try {
+      const run = await api('POST', `${base}/cancel`, { run: n });
+      notify(`Run #${n}: ${runState(run)}`);
+    } catch (err) {
+      notify(`Cancel failed: ${err.message}`, 'error');
+    }
+  });
+}
+
+function runPage() {
+  const name = document.body.dataset.pipeline;
+  const n = Number(document.body.dataset.run);
+  const base = `/v1/pipelines/${encodeURIComponent(name)}`;
+  let run = null;
+  let source = null;
+  /** The stage whose log is shown, and whether it had ended when last fetched. */
+  const log = { stage: null, final: false, loading: false };
+
+  function stepItem(step, i) {
+    const parts = [
+      h('span', { class: 'step-name' }, step.kind === 'stage' ? step.name : `${step.kind} ${step.name}`),
+      ' ',
+      h('span', { class: 'step-status' }, step.state),
+    ];
+    if (step.exitCode !== undefined) parts.push(`, exit ${step.exitCode ?? 'killed'}`);
+    if (step.ms !== undefined) parts.push(` (${(step.ms / 1000).toFixed(1)} s)`);
+    if (step.kind === 'artifact' && run.artifact) parts.push(`: kept in ${run.artifact}`);
+    if (step.kind === 'deploy') {
+      parts.push(' ');
+      parts.push(
+        h(
+          'a',
+          { href: `/services/${encodeURIComponent(step.service)}`, class: 'service-link' },
+          step.deployment ? `${step.service}, deployment #${step.deployment}` : step.service,
+        ),
+      );
+    }
+    if (step.detail) parts.push(h('span', { class: 'step-detail' }, `: ${step.detail}`));
+    if (step.kind === 'stage') {
+      parts.push(
+        ' ',
+        h(
+          'button',
+          {
+            type: 'button',
+            class: 'quiet small',
+            'data-log': step.name,
+            'aria-label': `Log of stage ${step.name}`,
+          },
+          'Log',
+        ),
+      );
+    }
+    return {
+      attrs: {
+        'data-i': i,
+        'data-kind': step.kind,
+        'data-name': step.name,
+        'data-state': step.state,
+        'data-status': step.state,
+      },
+      parts,
+    };
+  }
+
+  function render() {
+    $('run-summary').replaceChildren(
+      h('span', { class: `outcome-${run.state}`, id: 'run-state' }, runState(run)),
+      ` · ${run.version} on ${run.branch}${run.error ? `: ${run.error.message}` : ''}`,
+    );
+    const facts = [
+      ['Commit', h('code', {}, run.commit)],
+      ['Branch', run.branch],
+      ['Message', run.message ?? ''],
+      ['Author', run.author ?? ''],
+      ['Triggered by', `${run.trigger.actor} (${run.trigger.kind})`],
+      ['Queued', when(run.createdAt)],
+      ['Started', when(run.startedAt)],
+      ['Ended', when(run.endedAt)],
+      ['Took', took(run.startedAt, run.endedAt)],
+    ];
+    if (run.supersededBy)
+      facts.push([
+        'Superseded by',
+        h('a', { href: runHref(name, run.supersededBy) }, `run #${run.supersededBy}`),
+      ]);
+    $('run-facts').replaceChildren(...facts.flatMap(([k, v]) => [h('dt', {}, k), h('dd', {}, v)]));
+
+    // Steps are updated in place (not replaced), so the live region announces only what changed.
+    const list = $('run-steps');
+    run.steps.forEach((step, i) => {
+      const { attrs, parts } = stepItem(step, i);
+      let li = list.querySelector(`li[data-i="${i}"]`);
+      if (!li) {
+        li = h('li', { class: 'step' });
+        list.append(li);
+      }
+      for (const [k, v] of Object.entries(attrs)) li.setAttribute(k, String(v));
+      li.replaceChildren(...parts);
+    });
+
+    const waiting =
+      run.state === 'waiting'
+        ? run.steps.find((s) => s.kind === 'deploy' && s.state === 'waiting')
+        : undefined;
+    $('run-promote').disabled = !waiting;
+    $('run-abort').disabled = !waiting;
+    $('run-promote').dataset.service = waiting?.service ?? '';
+    $('gate').textContent = waiting ? `${waiting.service} is verified and waits for promote.` : '';
+    $('run-cancel').disabled = TERMINAL_RUN.includes(run.state);
+    if (log.stage && !log.final) showLog(log.stage);
+  }
+
+  async function showLog(stage) {
+    if (log.loading) return;
+    const step = run?.steps.find((s) => s.kind === 'stage' && s.name === stage);
+    log.stage = stage;
+    log.final = Boolean(step && step.state !== 'running');
+    log.loading = true;
+    $('stage-log-name').textContent =
+      `Stage ${stage}${step ? ` (${step.state}${step.exitCode === undefined ? '' : `, exit ${step.exitCode ?? 'killed'}`})` : ''}`;
+    try {
+      const res = await fetch(`${base}/runs/${n}/logs?stage=${encodeURIComponent(stage)}`, {
+        credentials: 'same-origin',
+      });
+      if (res.status === 401) return loginAgain();
+      const text = await res.text();
+      $('stage-log').textContent = res.ok
+        ? text || '(no output)'
+        : `[${JSON.parse(text)?.error?.message ?? `HTTP ${res.status}`}]`;
+    } catch (err) {
+      $('stage-log').textContent = `[${err.message}]`;
+    } finally {
+      log.loading = false;
+    }
+  }
+  $('run-steps').addEventListener('click', (e) => {
+    const button = e.target.closest('button[data-log]');
+    if (button) showLog(button.dataset.log).then(() => $('stage-log').focus());
+  });
+
+  // The run's record arrives whole on every change; a dropped stream is opened again and starts
+  // with the record as it is then, so nothing is missed.
+  function follow() {
+    source?.close();
+    const es = new EventSource(`${base}/runs/${n}/events`);
+    source = es;
+    es.addEventListener('run', (e) => {
+      run = JSON.parse(e.data);
+      render();
+    });
+    es.addEventListener('end', () => {
+      es.close();
+      if (log.stage) showLog(log.stage);
+    });
+    es.addEventListener('error', () => {
+      if (source !== es) return;
+      es.close();
+      if (run && TERMINAL_RUN.includes(run.state)) return;
+      setTimeout(() => {
+        if (source === es) follow();
+      }, 1000);
+    });
+  }
+  follow();
+
+  async function act(question, okLabel, method, path, body, done) {
+    if (!(await confirmAction(question, okLabel))) return;
+    try {
+      const result = await api(method, path, body);
+      notify(done(result));
+    } catch (err) {
+      notify(`${okLabel} failed: ${err.message}`, 'error');
+    }
+  }
+  $('run-promote').addEventListener('click', () => {
+    const svc = $('run-promote').dataset.service;
+    if (!svc) return;
+    act(
+      `Promote ${svc} ${run.version}? Traffic switches to it.`,
+      'Promote',
+      'POST',
+      `/v1/services/${encodeURIComponent(svc)}/promote`,
+      {},
+      (d) => `Promote: ${svc} deployment #${d.n} goes on`,
+    );
+  });
+  $('run-abort').addEventListener('click', () => {
+    const svc = $('run-promote').dataset.service;
+    if (!svc) return;
+    act(
+      `Abort the deployment of ${svc} ${run.version}? The live slot keeps serving and the run fails.`,
+      'Abort',
+      'POST',
+      `/v1/services/${encodeURIComponent(svc)}/abort`,
+      {},
+      (d) => `Abort: ${svc} deployment #${d.n} aborted`,
+    );
+  });
+  $('run-cancel').addEventListener('click', () =>
+    act(
+      `Cancel run #${n} of ${name}? A stage running is killed; a deployment not switched yet is aborted.`,
+      'Cancel run',
+      'POST',
+      `${base}/cancel`,
+      { run: n },
+      (r) => `Run #${n}: ${runState(r)}`,
+    ),
+  );
 }
 
 // A service: its slots, traffic, the deployment under way, history, logs and the actions.
@@ -425,3 +745,5 @@ setupConfirm();
 setupLogout();
 if (document.body.dataset.page === 'overview') overview();
 if (document.body.dataset.page === 'service') service();
+if (document.body.dataset.page === 'pipeline') pipelinePage();
+if (document.body.dataset.page === 'run') runPage();

@@ -1,6 +1,7 @@
 import type { Socket } from 'node:net';
 import { type ClientSide, Exchange } from './exchange.js';
 import { Http1Parser, ParseError, STOP } from './http1.js';
+import type { EventLog } from './log.js';
 import type { PoolRuntime } from './pool.js';
 import type { Refusal } from './select.js';
 import type { DataPlaneSettings } from './settings.js';
@@ -11,6 +12,8 @@ export interface PlaneContext {
   readonly closing: boolean;
   readonly settings: DataPlaneSettings;
   readonly connections: Set<ClientConnection>;
+  /** Requests that could not be forwarded (rate-limited); absent in tests without a log. */
+  readonly upstreamErrors?: EventLog;
   route(req: RequestHead): PoolRuntime | Refusal;
   upgrade(req: RequestHead, socket: Socket, head: Buffer): void;
 }
@@ -87,6 +90,10 @@ export class ClientConnection implements ClientSide {
 
   get settings(): DataPlaneSettings {
     return this.plane.settings;
+  }
+
+  get upstreamErrors(): EventLog | undefined {
+    return this.plane.upstreamErrors;
   }
 
   private readonly onData = (data: Buffer): void => {

@@ -12,7 +12,7 @@ import { type AdminTarget, createAdminServer, type DataPlaneInfo } from './admin
 import { adminCall } from './admin-client.js';
 import { ClientConnection, type PlaneContext } from './client.js';
 import { selfCheck } from './http1.js';
-import type { EventLog } from './log.js';
+import { type EventLog, limited, UPSTREAM_ERRORS_PER_SECOND } from './log.js';
 import type { PoolRuntime } from './pool.js';
 import { PoolSet } from './pool-set.js';
 import { type CompiledTable, compileTable, type Refusal, selectPool } from './select.js';
@@ -104,6 +104,7 @@ export class DataPlane implements AdminTarget, PlaneContext {
   private readonly pools = new PoolSet();
   readonly connections = new Set<ClientConnection>();
   readonly settings: DataPlaneSettings;
+  readonly upstreamErrors: EventLog;
   private readonly server: net.Server;
   private readonly admin: http.Server;
   private readonly opts: DataPlaneOptions;
@@ -116,6 +117,7 @@ export class DataPlane implements AdminTarget, PlaneContext {
   private constructor(opts: DataPlaneOptions, inherited?: net.Server) {
     this.opts = opts;
     this.settings = { ...DEFAULT_SETTINGS, ...opts.settings };
+    this.upstreamErrors = limited(opts.log, UPSTREAM_ERRORS_PER_SECOND);
     this.server = inherited ?? net.createServer({ noDelay: true });
     this.server.on('connection', (socket: Socket) => new ClientConnection(this, socket));
     this.admin = createAdminServer(this, opts.log);

@@ -1,5 +1,6 @@
 import { performance } from 'node:perf_hooks';
 import type { ParsedHead } from './http1.js';
+import type { EventLog } from './log.js';
 import type { Flight, PoolRuntime } from './pool.js';
 import type { Refusal } from './select.js';
 import type { DataPlaneSettings } from './settings.js';
@@ -21,6 +22,8 @@ const NOT_CONNECTED = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'C
 /** The client side of an exchange: the connection it answers on. */
 export interface ClientSide {
   readonly settings: DataPlaneSettings;
+  /** Where requests that could not be forwarded are logged, with their request id. */
+  readonly upstreamErrors?: EventLog | undefined;
   /** The client connection will close after this response (data plane stopping, or asked to). */
   closingAfterCurrent(): boolean;
   write(data: string | Buffer): boolean;
@@ -276,11 +279,13 @@ export class Exchange implements Flight, UpstreamUser {
         return;
       }
       this.upstreamError = true;
+      this.logUpstreamError(failed, 502, code, `failed before responding (${code})`);
       this.answer(502, `${this.pool!.meta.id} failed before responding (${code})`);
       return;
     }
     if (this.state === 'streaming') {
       // The upstream went away mid-body: the client must see a cut response, not a short complete one.
+      this.logUpstreamError(failed, this.status, code, `went away in the middle of the response (${code})`);
       this.state = 'done';
       this.finish(false);
       this.client.destroy();
@@ -327,6 +332,14 @@ export class Exchange implements Flight, UpstreamUser {
         return;
       }
       this.upstreamError = true;
+      this.logUpstreamError(
+        failed,
+        504,
+        connecting ? 'CONNECT_TIMEOUT' : 'RESPONSE_TIMEOUT',
+        connecting
+          ? `did not accept a connection within ${connectTimeoutMs}ms`
+          : `sent no response within ${responseTimeoutMs}ms`,
+      );
       this.answer(
         504,
         connecting
@@ -365,6 +378,26 @@ export class Exchange implements Flight, UpstreamUser {
     const began = this.state !== 'queued';
     this.state = 'done';
     if (began) this.finish(false);
+  }
+
+  /**
+   * One line for a request the upstream failed, with the request id the client was answered with
+   * (and the upstream was sent), so a user's report finds it. The path goes without its query
+   * string, which may carry secrets.
+   */
+  private logUpstreamError(ep: UpstreamEndpoint | null, status: number, code: string, message: string): void {
+    const meta = this.pool?.meta;
+    this.client.upstreamErrors?.('upstream_error', {
+      requestId: this.req.requestId,
+      method: this.req.method,
+      path: this.req.url.split('?')[0],
+      ...(meta ? { service: meta.service, slot: meta.slot, version: meta.version, pool: meta.id } : {}),
+      upstream: ep ? `${ep.host}:${ep.port}` : null,
+      status,
+      code,
+      message,
+      ms: Math.round(performance.now() - this.startedAt),
+    });
   }
 
   /** The data plane answers itself (refusal, limit, upstream failure). */

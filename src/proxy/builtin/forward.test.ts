@@ -1,3 +1,4 @@
+import { readFile } from 'node:fs/promises';
 import http from 'node:http';
 import net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -99,6 +100,30 @@ describe('the builtin data plane forwarding requests', () => {
     expect(r.body).toContain(`request ${r.headers['x-request-id']}`);
     const stats = (await sw.stats()).pools.find((p) => p.pool === pool.id);
     expect(stats).toMatchObject({ requests: 1, upstreamErrors: 1, status: { '5xx': 1 } });
+
+    // The data plane's log has one JSON line for it, with the request id the client was given;
+    // the query string (which may carry secrets) stays out of it.
+    const mine = await request(`${dp.url}/orders?token=secret`, { headers: { 'x-request-id': 'trace-502' } });
+    expect(mine.status).toBe(502);
+    const lines = (await readFile(dp.logFile, 'utf8'))
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    const logged = lines.filter((l) => l.event === 'upstream_error');
+    expect(logged.map((l) => l.requestId)).toEqual([r.headers['x-request-id'], 'trace-502']);
+    expect(logged[1]).toMatchObject({
+      method: 'GET',
+      path: '/orders',
+      service: 'web',
+      slot: 'blue',
+      pool: pool.id,
+      upstream: `127.0.0.1:${gone.port}`,
+      status: 502,
+      code: 'ECONNREFUSED',
+    });
+    expect(JSON.stringify(logged)).not.toContain('secret');
+    // Requests that went well are not logged.
+    expect(lines.filter((l) => l.requestId !== undefined)).toHaveLength(2);
   });
 
   it('retries a request whose reused keep-alive socket the upstream just closed', async () => {

@@ -48,6 +48,8 @@ export type Handler = (
 
 interface Route {
   method: string;
+  /** As added: `/v1/services/:svc`. */
+  path: string;
   pattern: RegExp;
   names: string[];
   handler: Handler;
@@ -67,8 +69,13 @@ export class Router {
         return '([^/]+)';
       })}$`,
     );
-    this.#routes.push({ method, pattern, names, handler, auth: options.auth ?? true });
+    this.#routes.push({ method, path, pattern, names, handler, auth: options.auth ?? true });
     return this;
+  }
+
+  /** Every route, for tests that check each one's authentication. */
+  list(): { method: string; path: string; auth: boolean }[] {
+    return this.#routes.map(({ method, path, auth }) => ({ method, path, auth }));
   }
 
   /** Adds another router's routes after this one's (the API's and the dashboard's share a port). */

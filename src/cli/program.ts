@@ -1,5 +1,6 @@
 import { Command } from 'commander';
 import { packageVersion } from '../version.js';
+import { agentCommand } from './agent.js';
 import { deployCommand } from './deploy.js';
 import { downCommand } from './down.js';
 import { edgeCommand } from './edge.js';
@@ -51,6 +52,7 @@ pipelineCommand(program);
 validateCommand(program);
 downCommand(program);
 edgeCommand(program);
+agentCommand(program);
 restartProxyCommand(program);
 proxyCommand(program);
 haproxyConfigCommand(program);

@@ -5,6 +5,7 @@ import type { Json, Lock } from '../stores/store.js';
 import type { ServiceConfig } from './config/schema.js';
 import type { EngineDeps } from './deps.js';
 import { TealError, toTealError } from './errors.js';
+import { listHosts } from './fleet.js';
 import { Gates } from './gate.js';
 import { type DeployPlan, planDeploy, planRollback } from './plan.js';
 import { Recorder } from './recorder.js';
@@ -80,8 +81,13 @@ export class Engine {
   async planDeploy(svc: string, version: string, options: { cwd?: string } = {}): Promise<DeployPlan> {
     const config = this.serviceConfig(svc);
     const { store } = this.#deps;
-    const [state, releases] = await Promise.all([readServiceState(store, svc), listReleases(store, svc)]);
+    const [state, releases, hosts] = await Promise.all([
+      readServiceState(store, svc),
+      listReleases(store, svc),
+      config.hostLabels ? listHosts(store) : [],
+    ]);
     return planDeploy({
+      hosts,
       service: svc,
       config,
       configDir: this.#deps.config().dir,
@@ -106,12 +112,14 @@ export class Engine {
     const config = this.serviceConfig(svc);
     return this.#begin(svc, 'rollback', null, options, async (rec) => {
       const { store } = this.#deps;
-      const [state, releases, deployments] = await Promise.all([
+      const [state, releases, deployments, hosts] = await Promise.all([
         readServiceState(store, svc),
         listReleases(store, svc),
         listDeployments(store, svc),
+        config.hostLabels ? listHosts(store) : [],
       ]);
       const request = {
+        hosts,
         service: svc,
         config,
         state,

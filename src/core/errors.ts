@@ -50,6 +50,7 @@ export const CATALOGUE = {
   TEAL_ABORTED: { title: 'aborted', exit: EXIT.failed, http: 409 },
   TEAL_NOTHING_TO_ROLL_BACK: { title: 'nothing to roll back to', exit: EXIT.failed, http: 409 },
   TEAL_RUNTIME_FAILED: { title: 'runtime failed', exit: EXIT.failed, http: 500 },
+  TEAL_HOST_UNAVAILABLE: { title: 'fleet host unavailable', exit: EXIT.failed, http: 503 },
   TEAL_UNKNOWN_PIPELINE: { title: 'unknown pipeline', exit: EXIT.usage, http: 404 },
   TEAL_BAD_SIGNATURE: { title: 'webhook signature missing or wrong', exit: EXIT.usage, http: 401 },
   TEAL_GIT_FAILED: { title: 'git failed', exit: EXIT.failed, http: 500 },

@@ -327,3 +327,63 @@ describe('container releases', () => {
     expect(plan.steps[0]).toContain('as it ran; not pulled');
   });
 });
+
+describe('placement on fleet hosts', () => {
+  const fleet = (extra: string) =>
+    parseConfig(
+      `store: { kind: etcd, endpoints: [http://10.0.0.1:2379] }\nservices:\n  web:\n    command: [node, server.js]\n${extra}`,
+      '/srv/teal.yml',
+    ).config.services.web!;
+  const host = (id: string, labels: Record<string, string>) => ({
+    id,
+    address: '10.0.0.2',
+    labels,
+    capacity: 0,
+    runtime: 'process',
+    pid: 1,
+    hostname: id,
+    startedAt: '2026-01-01T00:00:00.000Z',
+  });
+  const plan = (config: ServiceConfig, hosts = [host('h1', {})]) =>
+    planDeploy({
+      service: 'web',
+      config,
+      configDir: '/srv',
+      version: 'v1',
+      state: state(),
+      releases: [],
+      hosts,
+    });
+
+  it('puts instancesPerHost instances on each named host, with fixed ports counted per host', () => {
+    const p = plan(
+      fleet('    hosts: [h1, h2]\n    instancesPerHost: 2\n    ports: { blue: 9001, green: 9101 }\n'),
+    );
+    expect(p.instances.map((i) => [i.index, i.hostId, i.port])).toEqual([
+      [0, 'h1', 9001],
+      [1, 'h1', 9002],
+      [2, 'h2', 9001],
+      [3, 'h2', 9002],
+    ]);
+    expect(p.steps[0]).toMatch(/on fleet host\(s\) h1, h2/);
+  });
+
+  it('selects registered hosts by label, and refuses a deploy no host matches', () => {
+    const config = fleet('    hostLabels: { zone: b }\n');
+    const hosts = [host('h2', { zone: 'b' }), host('h1', { zone: 'a' }), host('h3', { zone: 'b' })];
+    expect(plan(config, hosts).instances.map((i) => i.hostId)).toEqual(['h2', 'h3']);
+    expect(() => plan(config, [host('h1', { zone: 'a' })])).toThrow(
+      /no registered host matches services\.web\.hostLabels \(zone=b\)/,
+    );
+  });
+
+  it('refuses fleet placement without etcd, or with both hosts and hostLabels', () => {
+    expect(() =>
+      parseConfig('services:\n  web:\n    command: [node, s.js]\n    hosts: [h1]\n', '/srv/teal.yml'),
+    ).toThrow(/services\.web\.hosts: fleet hosts need store: \{ kind: etcd \}/);
+    expect(() => fleet('    hosts: [h1]\n    hostLabels: { zone: a }\n')).toThrow(
+      /use either hosts or hostLabels/,
+    );
+    expect(() => fleet('    instancesPerHost: 2\n')).toThrow(/only with hosts or hostLabels/);
+  });
+});

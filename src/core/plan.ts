@@ -3,6 +3,7 @@ import { formatDuration } from './config/duration.js';
 import { interpolate } from './config/interpolate.js';
 import type { HealthConfig, ServiceConfig, VerifyStep } from './config/schema.js';
 import { TealError } from './errors.js';
+import { type HostRecord, placeHosts } from './fleet.js';
 import { otherSlot, type Slot } from './model.js';
 import type { DeploymentRecord, InstanceRef, ReleaseRecord, ServiceState } from './records.js';
 import { findSameRelease, type ReleaseDraft, resolveRelease } from './release.js';
@@ -15,6 +16,8 @@ import { findSameRelease, type ReleaseDraft, resolveRelease } from './release.js
 
 export interface InstancePlan {
   index: number;
+  /** The fleet host it runs on (services with hosts or hostLabels); absent: this machine. */
+  hostId?: string;
   /** Fixed port from `ports`; a free one is picked when absent. */
   port?: number;
   portSource?: string;
@@ -67,6 +70,8 @@ export interface DeployRequest {
   cwd?: string;
   state: ServiceState;
   releases: ReleaseRecord[];
+  /** The fleet hosts registered now, for a service placed by hostLabels. */
+  hosts?: HostRecord[];
 }
 
 const VERSION = /^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$/;
@@ -86,7 +91,7 @@ export function planDeploy(req: DeployRequest): DeployPlan {
     req.cwd === undefined ? {} : { cwd: req.cwd },
   );
   const existing = findSameRelease(req.releases, draft);
-  return startPlan(req.service, 'deploy', req.config, req.state, draft, existing?.n ?? null);
+  return startPlan(req.service, 'deploy', req.config, req.state, draft, existing?.n ?? null, req.hosts ?? []);
 }
 
 export interface RollbackRequest {
@@ -99,6 +104,8 @@ export interface RollbackRequest {
   to?: number;
   /** Start the release cold even if the warm slot holds it (used when the warm instances died). */
   cold?: boolean;
+  /** The fleet hosts registered now, for a service placed by hostLabels. */
+  hosts?: HostRecord[];
 }
 
 export function planRollback(req: RollbackRequest): DeployPlan {
@@ -134,7 +141,7 @@ export function planRollback(req: RollbackRequest): DeployPlan {
     return flipPlan(req.service, req.config, state, draft, target);
   }
   const image = draft.container ? imageRan(req.deployments, target) : undefined;
-  return startPlan(req.service, 'rollback', req.config, state, draft, target, image);
+  return startPlan(req.service, 'rollback', req.config, state, draft, target, req.hosts ?? [], image);
 }
 
 /** The image a container release last ran, preferring a deployment that completed. */
@@ -179,16 +186,13 @@ function startPlan(
   state: ServiceState,
   release: ReleaseDraft,
   releaseN: number | null,
+  hosts: HostRecord[],
   image?: InstanceImage,
 ): DeployPlan {
   const target: Slot = state.live ? otherSlot(state.live) : 'blue';
   const base = common(service, config, state);
   const clear = state.slots[target].instances;
-  const instances: InstancePlan[] = Array.from({ length: config.instances }, (_, index) =>
-    config.ports
-      ? { index, port: config.ports[target] + index, portSource: `services.${service}.ports.${target}` }
-      : { index },
-  );
+  const instances = placeInstances(service, config, target, hosts);
   const plan: DeployPlan = {
     ...base,
     kind,
@@ -213,6 +217,33 @@ function startPlan(
   return plan;
 }
 
+/**
+ * The slot's instances: `instances` on this machine, or `instancesPerHost` on each placed fleet
+ * host. Fixed ports count per host (each host has its own address), so every host serves the slot
+ * on the same ports.
+ */
+function placeInstances(
+  service: string,
+  config: ServiceConfig,
+  target: Slot,
+  hosts: HostRecord[],
+): InstancePlan[] {
+  const portOf = (k: number) =>
+    config.ports ? { port: config.ports[target] + k, portSource: `services.${service}.ports.${target}` } : {};
+  if (!config.hosts && !config.hostLabels) {
+    return Array.from({ length: config.instances }, (_, index) => ({ index, ...portOf(index) }));
+  }
+  const perHost = config.instancesPerHost ?? 1;
+  const placement = {
+    instancesPerHost: perHost,
+    ...(config.hosts ? { hosts: config.hosts } : {}),
+    ...(config.hostLabels ? { hostLabels: config.hostLabels } : {}),
+  };
+  return placeHosts(service, placement, hosts).flatMap((hostId, h) =>
+    Array.from({ length: perHost }, (_, k) => ({ index: h * perHost + k, hostId, ...portOf(k) })),
+  );
+}
+
 function flipPlan(
   service: string,
   config: ServiceConfig,
@@ -230,7 +261,11 @@ function flipPlan(
     releaseN,
     targetSlot: target,
     clear: [],
-    instances: state.slots[target].instances.map((i) => ({ index: i.index, port: i.port })),
+    instances: state.slots[target].instances.map((i) => ({
+      index: i.index,
+      port: i.port,
+      ...(i.hostId === undefined ? {} : { hostId: i.hostId }),
+    })),
     steps: [],
   };
   plan.steps = [
@@ -251,8 +286,11 @@ function describeStart(plan: DeployPlan): string[] {
       ? `container of ${plan.image.id.slice(0, 19)} (${release.container.image}, as it ran; not pulled)`
       : `container of ${release.container.image} (pull ${release.container.pull ?? 'missing'})${release.command.length > 0 ? `: ${release.command.join(' ')}` : ''}`
     : `${release.command.join(' ')} (in ${release.cwd})`;
+  const placed = [...new Set(plan.instances.flatMap((i) => (i.hostId ? [i.hostId] : [])))];
+  const where =
+    placed.length > 0 ? `fleet host(s) ${placed.join(', ')} on port(s) ${ports}` : `${plan.host}:${ports}`;
   steps.push(
-    `start ${plan.instances.length} instance(s) of ${service} ${release.version} in ${target} on ${plan.host}:${ports}: ${what}`,
+    `start ${plan.instances.length} instance(s) of ${service} ${release.version} in ${target} on ${where}: ${what}`,
     `wait until ${plan.health.path} passes ${plan.health.healthyThreshold} times in a row (every ${formatDuration(plan.health.interval)}, up to ${formatDuration(plan.health.deadline)})`,
   );
   const vars = { version: release.version, service, slot: target };

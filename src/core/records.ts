@@ -48,6 +48,8 @@ export interface InstanceRef {
   pid?: number;
   /** The image a container instance runs (docker): also how the runtime that runs it is told apart. */
   image?: InstanceImage;
+  /** The fleet host (`teal agent --id`) it runs on; absent for instances on the control plane's machine. */
+  hostId?: string;
 }
 
 export interface SlotRecord {

@@ -208,6 +208,7 @@ async function startTarget(ctx: RunContext, progress: Progress): Promise<void> {
           ...(i.port === undefined ? {} : { port: i.port }),
           ...(i.portSource === undefined ? {} : { portSource: i.portSource }),
           ...(container ? { container } : {}),
+          ...(i.hostId === undefined ? {} : { hostId: i.hostId }),
         };
         const instance = await runtime.start(spec, { signal });
         progress.started.push(instance);

@@ -42,6 +42,7 @@ export function instanceOf(service: string, slot: SlotRecord, ref: InstanceRef):
   };
   if (ref.pid !== undefined) instance.pid = ref.pid;
   if (ref.image !== undefined) instance.image = ref.image;
+  if (ref.hostId !== undefined) instance.hostId = ref.hostId;
   return instance;
 }
 
@@ -54,6 +55,7 @@ export function refOf(instance: Instance): InstanceRef {
   };
   if (instance.pid !== undefined) ref.pid = instance.pid;
   if (instance.image !== undefined) ref.image = instance.image;
+  if (instance.hostId !== undefined) ref.hostId = instance.hostId;
   return ref;
 }
 

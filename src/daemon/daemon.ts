@@ -56,7 +56,7 @@ export async function startDaemon(options: { configFile: string; log: Logger }):
   const token = ensureToken(paths);
 
   const store = openStore(config.store, paths.dir, loaded.dir);
-  const runtime = openRuntime(config, paths.dir);
+  const runtime = openRuntime(config, paths.dir, store);
   const closers: (() => Promise<void>)[] = [() => store.close(), () => runtime.close()];
   const unwind = async () => {
     for (const close of closers.reverse()) await close().catch(() => undefined);

@@ -11,6 +11,7 @@
  *     dockerInUse: config has a docker service,
  *   });
  */
+import { TealError } from '../core/errors.js';
 import type {
   ExitInfo,
   Instance,
@@ -27,6 +28,8 @@ export interface RuntimeByKindOptions {
   docker: () => Runtime;
   /** A service is configured with runtime docker: `list` then asks the engine from the start. */
   dockerInUse: boolean;
+  /** Instances on fleet hosts (a spec or instance with `hostId`); none when absent. */
+  fleet?: Runtime;
 }
 
 export class RuntimeByKind implements Runtime {
@@ -34,12 +37,14 @@ export class RuntimeByKind implements Runtime {
   readonly #process: Runtime;
   readonly #makeDocker: () => Runtime;
   readonly #dockerInUse: boolean;
+  readonly #fleet: Runtime | undefined;
   #docker: Runtime | undefined;
 
   constructor(options: RuntimeByKindOptions) {
     this.#process = options.process;
     this.#makeDocker = options.docker;
     this.#dockerInUse = options.dockerInUse;
+    this.#fleet = options.fleet;
   }
 
   /** The docker runtime, created now if it was not yet. */
@@ -49,6 +54,7 @@ export class RuntimeByKind implements Runtime {
   }
 
   start(spec: InstanceSpec, options: { signal: AbortSignal }): Promise<Instance> {
+    if (spec.hostId) return this.#fleetRuntime().start(spec, options);
     return (spec.container ? this.docker : this.#process).start(spec, options);
   }
 
@@ -58,8 +64,9 @@ export class RuntimeByKind implements Runtime {
 
   async list(filter?: { service?: string }): Promise<ListedInstance[]> {
     const processes = await this.#process.list(filter);
-    if (!this.#dockerInUse && !this.#docker) return processes;
-    return [...processes, ...(await this.docker.list(filter))].sort(
+    const fleet = this.#fleet ? await this.#fleet.list(filter) : [];
+    if (!this.#dockerInUse && !this.#docker) return [...processes, ...fleet];
+    return [...processes, ...fleet, ...(await this.docker.list(filter))].sort(
       (a, b) => a.startedAt - b.startedAt || a.id.localeCompare(b.id),
     );
   }
@@ -89,11 +96,22 @@ export class RuntimeByKind implements Runtime {
   }
 
   async close(): Promise<void> {
-    await Promise.all([this.#process.close(), this.#docker?.close()]);
+    await Promise.all([this.#process.close(), this.#docker?.close(), this.#fleet?.close()]);
   }
 
-  /** Containers carry the image they run; processes never do. */
+  /** Fleet instances carry their host, containers the image they run; processes neither. */
   #of(instance: Instance): Runtime {
+    if (instance.hostId) return this.#fleetRuntime();
     return instance.image ? this.docker : this.#process;
+  }
+
+  #fleetRuntime(): Runtime {
+    if (!this.#fleet) {
+      throw new TealError(
+        'TEAL_CONFIG_INVALID',
+        'an instance is placed on a fleet host, but this control plane has no fleet (store: { kind: etcd } is needed)',
+      );
+    }
+    return this.#fleet;
   }
 }

@@ -40,6 +40,11 @@ export interface InstanceSpec {
    * container alone (not the control plane's own environment) with PORT set to `container.port`.
    */
   container?: ContainerSpec;
+  /**
+   * The fleet host (`teal agent --id`) to run it on: the fleet runtime assigns it there through the
+   * store, and the agent binds it on its own address (so `host` is not used). Absent: this machine.
+   */
+  hostId?: string;
 }
 
 /** A release as a container: see InstanceSpec.container. */
@@ -89,6 +94,8 @@ export interface Instance extends Endpoint {
   pid?: number;
   /** The image a container instance runs, as resolved when it started. */
   image?: InstanceImage;
+  /** The fleet host it runs on (see InstanceSpec.hostId). */
+  hostId?: string;
 }
 
 export interface InstanceImage {

@@ -82,6 +82,7 @@ export function parseConfig(text: string, file: string): LoadedConfig {
   if (result.success) {
     problems.push(...routeProblems(result.data as TealConfig, doc, lineCounter, display));
     problems.push(...pipelineProblems(result.data as TealConfig, doc, lineCounter, display));
+    problems.push(...fleetProblems(result.data as TealConfig, doc, lineCounter, display));
   }
   if (problems.length > 0) {
     problems.sort((a, b) => (a.line ?? 0) - (b.line ?? 0) || (a.column ?? 0) - (b.column ?? 0));
@@ -112,6 +113,24 @@ function routeProblems(config: TealConfig, doc: Document, lc: LineCounter, file:
       }
       owner.set(key, name);
     }
+  }
+  return problems;
+}
+
+/** Fleet hosts share nothing with the control plane but the store: it must be etcd. */
+function fleetProblems(config: TealConfig, doc: Document, lc: LineCounter, file: string): Problem[] {
+  if (config.store.kind === 'etcd') return [];
+  const problems: Problem[] = [];
+  for (const [name, svc] of Object.entries(config.services)) {
+    const field = svc.hosts ? 'hosts' : svc.hostLabels ? 'hostLabels' : undefined;
+    if (!field) continue;
+    const at = ['services', name, field];
+    problems.push({
+      ...locate(doc, lc, at),
+      file,
+      path: at.join('.'),
+      message: `fleet hosts need store: { kind: etcd } (the agents on other hosts read their work from it), not ${config.store.kind}`,
+    });
   }
   return problems;
 }

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { FLEET_NAME } from '../fleet.js';
 import { ADDRESS, parseAddress } from './address.js';
 import { DURATION_PATTERN, parseDuration } from './duration.js';
 import { parseSize, SIZE_PATTERN } from './size.js';
@@ -524,7 +525,28 @@ export const ServiceConfig = z
     ports: z.strictObject({ blue: port, green: port }).optional().meta({
       description: 'Fixed (host) port per slot (instance i gets port + i); free ports when absent.',
     }),
-    instances: z.number().int().min(1).max(64).default(1).meta({ description: 'Instances per slot.' }),
+    instances: z.number().int().min(1).max(64).default(1).meta({
+      description: 'Instances per slot (on this host; with hosts or hostLabels see instancesPerHost).',
+    }),
+    hosts: z
+      .array(z.string().regex(FLEET_NAME, { error: 'expected a host id like "web-1" (teal agent --id)' }))
+      .min(1)
+      .optional()
+      .meta({
+        description:
+          'Fleet hosts (teal agent --id) the instances run on, through etcd; a deploy starts the release on each.',
+      }),
+    hostLabels: z.record(z.string(), z.string()).optional().meta({
+      description:
+        'Run on every registered fleet host whose labels (teal agent --label) include all of these.',
+    }),
+    instancesPerHost: z
+      .number()
+      .int()
+      .min(1)
+      .max(64)
+      .optional()
+      .meta({ description: 'With hosts or hostLabels: instances of a slot on each host (default 1).' }),
     routes: z
       .array(Route)
       .min(1)
@@ -558,8 +580,28 @@ export const ServiceConfig = z
     analysis: Analysis.optional(),
   })
   .superRefine((svc, ctx) => {
+    if (svc.hosts && svc.hostLabels)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['hostLabels'],
+        message: 'use either hosts or hostLabels, not both',
+      });
+    if (svc.instancesPerHost !== undefined && !svc.hosts && !svc.hostLabels) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['instancesPerHost'],
+        message: 'only with hosts or hostLabels (on this host, use instances)',
+      });
+    }
     // Which fields a runtime needs is a rule across fields; each problem is located at its field.
     if (svc.runtime === 'docker') {
+      if (svc.hosts || svc.hostLabels) {
+        ctx.addIssue({
+          code: 'custom',
+          path: [svc.hosts ? 'hosts' : 'hostLabels'],
+          message: 'fleet hosts run process services only so far (teal agent has no docker runtime yet)',
+        });
+      }
       if (svc.image === undefined)
         ctx.addIssue({ code: 'custom', path: ['image'], message: 'required for runtime: docker' });
       if (svc.port === undefined) {

@@ -2,7 +2,7 @@
 # Debian packages the tests start for real: etcd, nginx, haproxy, docker, chromium, wrk.
 # Needs root (or sudo). Nothing is downloaded outside Debian's archive.
 set -euo pipefail
-packages=(etcd-server etcd-client nginx haproxy docker.io chromium wrk curl procps iproute2)
+packages=(etcd-server etcd-client nginx haproxy docker.io chromium firefox-esr wrk curl procps iproute2)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

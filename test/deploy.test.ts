@@ -35,6 +35,18 @@ describe('blue-green deploys through the real daemon, data plane and app', () =>
     const served = new Set(samples.map((s) => s.version));
     for (let i = 1; i <= 20; i++) expect(served.has(`v${i}`), `v${i} never answered`).toBe(true);
 
+    // The daemon's log: one JSON line as each deployment starts and ends, with its id.
+    const lines = daemon
+      .log()
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as { msg?: string; message?: string; deployment?: number; state?: string });
+    const said = (what: string) => lines.filter((l) => (l.msg ?? l.message) === what);
+    expect(said('deployment started').map((l) => l.deployment)).toEqual(deployments.map((d) => d.n));
+    expect(said('deployment ended').map((l) => [l.deployment, l.state])).toEqual(
+      deployments.map((d) => [d.n, 'done']),
+    );
+
     const status = await daemon.cli(['status', 'hello', '--json']);
     expect(status.code).toBe(0);
     expect(JSON.parse(status.stdout)).toMatchObject({

@@ -344,6 +344,15 @@ export class Engine {
         fromVersion: plan.fromVersion,
       });
       await rec.event('plan', 'info', plan.steps.join('\n'), { data: { steps: plan.steps } });
+      this.#deps.log.info('deployment started', {
+        deployment: rec.n,
+        service: svc,
+        kind: rec.record.kind,
+        version: plan.release.version,
+        mode: plan.mode,
+        slot: plan.targetSlot,
+        actor: rec.record.actor,
+      });
       await applyPlan({ deps: this.#deps, tables: this.tables, plan, rec, signal, gates: this.#gates });
     } catch (err) {
       // applyPlan records its own failures; this is a failure to record them (the store is gone).
@@ -358,6 +367,14 @@ export class Engine {
           .finish('interrupted', new TealError('TEAL_INTERNAL', 'the deployment ended without an outcome'))
           .catch(() => undefined);
       }
+      const { state, error } = rec.record;
+      this.#deps.log[state === 'done' ? 'info' : 'warn']('deployment ended', {
+        deployment: rec.n,
+        service: svc,
+        state,
+        ms: Date.now() - Date.parse(rec.record.createdAt),
+        ...(error ? { code: error.code, error: error.message.split('\n')[0] } : {}),
+      });
       await lock.release().catch((err: unknown) =>
         this.#deps.log.warn('releasing the deploy lock failed; its lease will free it', {
           error: toTealError(err).message,

@@ -37,7 +37,13 @@ async function freePort(): Promise<number> {
  * A private single-member etcd for tests: our child process, on free loopback ports, with its own
  * data dir and name. Resolves once it answers GET /health.
  */
-export async function startEtcd(dir?: string): Promise<EtcdInstance> {
+export async function startEtcd(
+  dir?: string,
+  options: {
+    /** More addresses to serve clients on, same port (veth addresses that network namespaces reach). */
+    clientHosts?: string[];
+  } = {},
+): Promise<EtcdInstance> {
   const bin = findBinary('etcd');
   if (!bin) throw new Error('etcd is not installed (Debian etcd-server); run scripts/install-test-deps.sh');
   const ownDir = dir === undefined;
@@ -51,7 +57,7 @@ export async function startEtcd(dir?: string): Promise<EtcdInstance> {
   const args = [
     `--name=${name}`,
     `--data-dir=${path.join(root, 'data')}`,
-    `--listen-client-urls=${endpoint}`,
+    `--listen-client-urls=${[endpoint, ...(options.clientHosts ?? []).map((h) => `http://${h}:${clientPort}`)].join(',')}`,
     `--advertise-client-urls=${endpoint}`,
     `--listen-peer-urls=${peer}`,
     `--initial-advertise-peer-urls=${peer}`,

@@ -2,21 +2,28 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { closeSync, openSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { EDGES_PREFIX, type EdgeReport, TABLE_KEY } from '../src/core/edges.js';
 import { fleetKeys, type HostRecord, type InstanceReport, REPORTS_PREFIX } from '../src/core/fleet.js';
 import type { DeploymentRecord, SlotRecord } from '../src/core/records.js';
+import { statePaths } from '../src/daemon/files.js';
+import { teardown } from '../src/daemon/teardown.js';
 import { cliEntry } from '../src/paths.js';
+import { dataPlaneInfo } from '../src/proxy/builtin/launcher.js';
+import type { RoutingTable } from '../src/proxy/switch.js';
 import { etcdStore } from '../src/stores/etcd.js';
 import type { Store } from '../src/stores/store.js';
 import { haveBinary } from '../src/testing/binaries.js';
 import { helloService, startTestDaemon, type TestDaemon } from '../src/testing/daemon.js';
-import { type EtcdInstance, startEtcd } from '../src/testing/etcd.js';
+import { type EtcdCluster, type EtcdInstance, startEtcdCluster } from '../src/testing/etcd.js';
 import { createHosts, killHost, type NetnsHost, netnsAvailable, removeHosts } from '../src/testing/netns.js';
 import { backgroundLoad, deployAndWait, waitEnded } from './helpers.js';
 
 /**
  * A fleet on one machine: three hosts are network namespaces, each with its own `teal agent` and
- * app instances bound on the namespace's address; etcd and the control plane (`teal up`, builtin
- * data plane) are in the root namespace. etcd is the only thing the parts share.
+ * app instances bound on the namespace's address; a three-member etcd cluster, the control plane
+ * (`teal up`, builtin data plane) and two edges (`teal edge`, each with its own builtin data plane
+ * and state dir) are in the root namespace. etcd is the only thing the parts share, and every part
+ * is given all three members.
  */
 const hasEtcd = haveBinary('etcd', 'etcd-server');
 const netns = netnsAvailable();
@@ -33,14 +40,34 @@ interface Agent {
   log(): string;
 }
 
+interface Edge {
+  id: string;
+  dir: string;
+  child: ChildProcess;
+  url: string;
+  log(): string;
+}
+
+/** The member of the cluster that leads now (etcd's HTTP gateway: maintenance status). */
+async function leaderOf(cluster: EtcdCluster): Promise<EtcdInstance> {
+  for (const m of cluster.members) {
+    const status = await fetch(`${m.endpoint}/v3/maintenance/status`, { method: 'POST', body: '{}' })
+      .then((r) => r.json() as Promise<{ header: { member_id: string }; leader: string }>)
+      .catch(() => undefined);
+    if (status && status.header.member_id === status.leader) return m;
+  }
+  throw new Error('no etcd member says it leads');
+}
+
 describe.runIf(hasEtcd && netns.ok)(
   'a deployment across hosts (network namespaces) coordinated through etcd',
   () => {
     let hosts: NetnsHost[] = [];
-    let etcd: EtcdInstance | undefined;
+    let etcd: EtcdCluster | undefined;
     let daemon: TestDaemon | undefined;
     let store: Store | undefined;
     const agents: Agent[] = [];
+    const edges: Edge[] = [];
     const prefix = `/teal-fleet-${process.pid}`;
 
     async function startAgent(host: NetnsHost): Promise<Agent> {
@@ -62,7 +89,7 @@ describe.runIf(hasEtcd && netns.ok)(
           '--address',
           host.address,
           '--etcd',
-          `http://${host.gateway}:${new URL(etcd!.endpoint).port}`,
+          etcd!.endpoints.map((e) => `http://${host.gateway}:${new URL(e).port}`).join(','),
           '--prefix',
           prefix,
           '--label',
@@ -87,43 +114,131 @@ describe.runIf(hasEtcd && netns.ok)(
       return { host, id, child, log };
     }
 
+    async function edgeReports(): Promise<EdgeReport[]> {
+      return (await store!.list<EdgeReport>(EDGES_PREFIX)).map((e) => e.value);
+    }
+
+    /** `teal edge` with its own state dir (its own builtin data plane) on the control plane's teal.yml. */
+    async function startEdge(id: string): Promise<Edge> {
+      const dir = path.join(daemon!.dir, id);
+      const logFile = path.join(daemon!.dir, `${id}.out`);
+      const out = openSync(logFile, 'a');
+      const child = spawn(
+        process.execPath,
+        [
+          cliEntry(),
+          'edge',
+          '-c',
+          daemon!.configFile,
+          '--id',
+          id,
+          '--listen',
+          '127.0.0.1:0',
+          '--state-dir',
+          dir,
+          '--lease-ttl',
+          '2s',
+          '--log-format',
+          'json',
+        ],
+        { stdio: ['ignore', out, out] },
+      );
+      closeSync(out);
+      const log = () => readFileSync(logFile, 'utf8');
+      const deadline = Date.now() + 20_000;
+      for (;;) {
+        const mine = (await edgeReports()).find((r) => r.id === id && r.pid === child.pid);
+        if (mine) return { id, dir, child, url: mine.listen, log };
+        if (child.exitCode !== null || Date.now() > deadline)
+          throw new Error(`edge ${id} did not register:\n${log()}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
+
+    /** Which host answered each of `n` requests to /info through `url` (by the instance's pid). */
+    async function spread(url: string, n: number): Promise<Record<string, number>> {
+      const reports = (await store!.list<InstanceReport>(REPORTS_PREFIX)).map((e) => e.value);
+      const byPid = new Map(reports.map((r) => [r.pid, r.host]));
+      const counts: Record<string, number> = {};
+      for (let i = 0; i < n; i++) {
+        const info = (await (await fetch(`${url}/info`)).json()) as { pid: number };
+        const host = byPid.get(info.pid) ?? `pid ${info.pid}`;
+        counts[host] = (counts[host] ?? 0) + 1;
+      }
+      return counts;
+    }
+
     async function slot(name: 'blue' | 'green'): Promise<SlotRecord> {
       return (await store!.get<SlotRecord>(`/services/hello/slots/${name}`))!.value;
     }
 
     beforeAll(async () => {
       hosts = createHosts(3);
-      etcd = await startEtcd(undefined, { clientHosts: hosts.map((h) => h.gateway) });
-      store = etcdStore({ endpoints: [etcd.endpoint], prefix });
+      etcd = await startEtcdCluster(3, { clientHosts: hosts.map((h) => h.gateway) });
+      store = etcdStore({ endpoints: etcd.endpoints, prefix });
       daemon = await startTestDaemon({
-        extraConfig: `store: { kind: etcd, endpoints: [${etcd.endpoint}], prefix: ${prefix} }\n`,
+        extraConfig: `store: { kind: etcd, endpoints: [${etcd.endpoints.join(', ')}], prefix: ${prefix} }\n`,
         services: `  hello:\n${helloService({ hosts: '[h1, h2, h3]', drain: '2s' })}`,
       });
       for (const host of hosts) agents.push(await startAgent(host));
+      edges.push(await startEdge('edge-1'), await startEdge('edge-2'));
     }, 90_000);
 
     afterAll(async () => {
       // Agents and their instances live in the namespaces: removing the hosts kills them by pid.
       removeHosts(hosts);
+      for (const e of edges) {
+        if (e.child.exitCode === null && e.child.signalCode === null) e.child.kill('SIGKILL');
+        await teardown(statePaths(e.dir), { stopTimeoutMs: 2_000 }).catch(() => undefined);
+      }
       await daemon?.cleanup();
       await store?.close();
       await etcd?.close();
     }, 60_000);
 
-    it('deploys on every host under keep-alive load through the data plane with no failed request', async () => {
+    it('deploys on every host under keep-alive load through the data plane and both edges, with the etcd leader killed mid-deploy: no failed request', async () => {
       const first = await deployAndWait(daemon!.client, 'hello', 'v1');
       expect(first.state, first.error?.message).toBe('done');
-      const load = backgroundLoad(`${daemon!.info.proxy}/`, 12);
+      const urls = [daemon!.info.proxy, ...edges.map((e) => e.url)];
+      const loads = urls.map((url) => backgroundLoad(`${url}/`, 8));
       await new Promise((r) => setTimeout(r, 300));
       const t0 = Date.now();
-      const d = await deployAndWait(daemon!.client, 'hello', 'v2');
+      const record = await daemon!.client.request<DeploymentRecord>(
+        'POST',
+        '/v1/services/hello/deployments',
+        {
+          version: 'v2',
+        },
+      );
+      // Once the release is assigned to the hosts, the member that leads the cluster dies (SIGKILL: no
+      // leadership handover, the others elect a new leader after their election timeout).
+      const deadline = Date.now() + 20_000;
+      while ((await store!.list(fleetKeys.assignments('h1'))).length < 2) {
+        if (Date.now() > deadline) throw new Error('v2 was never assigned to h1');
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      const leader = await leaderOf(etcd!);
+      await leader.kill();
+      const stoppedAt = Date.now() - t0;
+      const d = await waitEnded(daemon!.client, record);
       const deployMs = Date.now() - t0;
       expect(d.state, d.error?.message).toBe('done');
       await new Promise((r) => setTimeout(r, 300));
-      const { report, samples } = await load.stop();
-      expect(report.failures).toEqual([]);
-      expect(report.sent).toBeGreaterThan(100);
-      expect(samples.at(-1)?.version).toBe('v2');
+      const results = await Promise.all(loads.map((l) => l.stop()));
+      for (const [i, { report, samples }] of results.entries()) {
+        expect(report.failures, urls[i]).toEqual([]);
+        expect(report.sent, urls[i]).toBeGreaterThan(50);
+        expect(samples.at(-1)?.version, urls[i]).toBe('v2');
+      }
+      // Each edge spreads requests over the live instances of all three hosts.
+      const spreads: Record<string, number>[] = [];
+      for (const e of edges) {
+        const counts = await spread(e.url, 60);
+        spreads.push(counts);
+        expect(Object.keys(counts).sort(), e.id).toEqual(['h1', 'h2', 'h3']);
+        for (const n of Object.values(counts)) expect(n, e.id).toBeGreaterThanOrEqual(10);
+      }
+      await leader.restart();
       // The live slot is one instance on each host, at the host's own address.
       const live = await slot('green');
       expect(live.state).toBe('live');
@@ -140,15 +255,14 @@ describe.runIf(hasEtcd && netns.ok)(
         });
       }
       process.stderr.write(
-        `fleet: v2 on 3 hosts in ${deployMs} ms; ${report.sent} requests, ${report.failed} failed, p99 ${Math.round(report.latency.p99Ms)} ms\n`,
+        `fleet: v2 on 3 hosts in ${deployMs} ms, etcd leader killed at ${stoppedAt} ms; ${results.map((r, i) => `${['data plane', ...edges.map((e) => e.id)][i]}: ${r.report.sent} requests, ${r.report.failed} failed, p99 ${Math.round(r.report.latency.p99Ms)} ms`).join('; ')}; per host through the edges ${JSON.stringify(spreads)}\n`,
       );
     }, 120_000);
 
-    it('a host killed while the release starts fails the deployment: nothing is switched, what started is stopped, no request fails', async () => {
-      const before = await store!.get<string>('/services/hello/live');
-      const load = backgroundLoad(`${daemon!.info.proxy}/`, 12);
+    it('an edge killed after the switch: the other keeps serving, the restarted one catches up from etcd', async () => {
+      const [victim, survivor] = edges as [Edge, Edge];
+      const loads = [daemon!.info.proxy, survivor.url].map((url) => backgroundLoad(`${url}/`, 8));
       await new Promise((r) => setTimeout(r, 300));
-      const victim = hosts[2]!;
       const record = await daemon!.client.request<DeploymentRecord>(
         'POST',
         '/v1/services/hello/deployments',
@@ -156,42 +270,107 @@ describe.runIf(hasEtcd && netns.ok)(
           version: 'v3',
         },
       );
+      // The moment the switch is recorded, the edge dies with its data plane (its host's power cord).
+      const plane = await dataPlaneInfo(statePaths(victim.dir).proxySocket);
+      expect(plane?.pid).toBeGreaterThan(0);
+      const deadline = Date.now() + 30_000;
+      for (;;) {
+        const now = await daemon!.client.request<DeploymentRecord>(
+          'GET',
+          `/v1/services/hello/deployments/${record.n}`,
+        );
+        if (now.switchedAt !== undefined || now.state === 'done') break;
+        if (now.state === 'failed' || Date.now() > deadline)
+          throw new Error(`v3 did not switch: ${now.state}`);
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      victim.child.kill('SIGKILL');
+      process.kill(plane!.pid, 'SIGKILL');
+      const v3 = await waitEnded(daemon!.client, record);
+      expect(v3.state, v3.error?.message).toBe('done');
+      // A deploy while it is down waits for it no longer than its lease.
+      const t0 = Date.now();
+      const v4 = await deployAndWait(daemon!.client, 'hello', 'v4');
+      expect(v4.state, v4.error?.message).toBe('done');
+      const v4Ms = Date.now() - t0;
+      // Back, it serves the newest table at once.
+      const t1 = Date.now();
+      const back = await startEdge(victim.id);
+      edges[0] = back;
+      const table = (await store!.get<RoutingTable>(TABLE_KEY))!.value;
+      const until = Date.now() + 10_000;
+      while (((await edgeReports()).find((r) => r.id === back.id)?.revision ?? 0) < table.revision) {
+        if (Date.now() > until) throw new Error(`${back.id} did not catch up:\n${back.log()}`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      const catchUpMs = Date.now() - t1;
+      const answers = await Promise.all(
+        Array.from({ length: 10 }, async () => (await fetch(`${back.url}/`)).text()),
+      );
+      expect(new Set(answers)).toEqual(new Set(['hello v4\n']));
+      await new Promise((r) => setTimeout(r, 200));
+      const results = await Promise.all(loads.map((l) => l.stop()));
+      for (const [i, { report }] of results.entries()) {
+        expect(report.failures, `load ${i}`).toEqual([]);
+        expect(report.sent, `load ${i}`).toBeGreaterThan(50);
+      }
+      expect(results[1]!.samples.at(-1)?.version).toBe('v4');
+      process.stderr.write(
+        `fleet: ${victim.id} killed after v3's switch; v4 deployed without it in ${v4Ms} ms; restarted, it served revision ${table.revision} after ${catchUpMs} ms; through ${survivor.id}: ${results[1]!.report.sent} requests, ${results[1]!.report.failed} failed\n`,
+      );
+    }, 120_000);
+
+    it('a host killed while the release starts fails the deployment: nothing is switched, what started is stopped, no request fails', async () => {
+      const before = await store!.get<string>('/services/hello/live');
+      const urls = [daemon!.info.proxy, ...edges.map((e) => e.url)];
+      const loads = urls.map((url) => backgroundLoad(`${url}/`, 8));
+      await new Promise((r) => setTimeout(r, 300));
+      const victim = hosts[2]!;
+      const record = await daemon!.client.request<DeploymentRecord>(
+        'POST',
+        '/v1/services/hello/deployments',
+        {
+          version: 'v5',
+        },
+      );
       // The moment the release is assigned to the third host, its agent and every instance on it die.
       const deadline = Date.now() + 20_000;
-      const assignedV3 = async () =>
+      const assignedV5 = async () =>
         (await store!.list<{ spec: { labels: { version: string } } }>(fleetKeys.assignments('h3'))).some(
-          (e) => e.value.spec.labels.version === 'v3',
+          (e) => e.value.spec.labels.version === 'v5',
         );
-      while (!(await assignedV3())) {
-        if (Date.now() > deadline) throw new Error('v3 was never assigned to h3');
+      while (!(await assignedV5())) {
+        if (Date.now() > deadline) throw new Error('v5 was never assigned to h3');
         await new Promise((r) => setTimeout(r, 10));
       }
       const killed = killHost(victim);
       expect(killed.length).toBeGreaterThan(0);
       const d = await waitEnded(daemon!.client, record);
       await new Promise((r) => setTimeout(r, 300));
-      const { report, samples } = await load.stop();
+      const results = await Promise.all(loads.map((l) => l.stop()));
 
       expect(d.state).toBe('failed');
       expect(d.error?.message).toMatch(/h3/);
       expect(d.switchedAt).toBeUndefined();
       expect(await store!.get<string>('/services/hello/live')).toMatchObject({ value: before!.value });
       expect((await slot('blue')).state).toBe('empty');
-      // Nothing of v3 is left assigned or running on the surviving hosts.
+      // Nothing of v5 is left assigned or running on the surviving hosts.
       for (const host of ['h1', 'h2', 'h3']) {
         const left = (
           await store!.list<{ spec: { labels: { version: string } } }>(fleetKeys.assignments(host))
-        ).filter((e) => e.value.spec.labels.version === 'v3');
+        ).filter((e) => e.value.spec.labels.version === 'v5');
         expect(left, host).toEqual([]);
       }
       const reports = (await store!.list<InstanceReport>(REPORTS_PREFIX)).map((e) => e.value);
-      expect(reports.filter((r) => r.labels.version === 'v3')).toEqual([]);
+      expect(reports.filter((r) => r.labels.version === 'v5')).toEqual([]);
       expect(reports.filter((r) => r.host === 'h3')).toEqual([]);
-      expect(report.failures).toEqual([]);
-      expect(report.sent).toBeGreaterThan(100);
-      expect(new Set(samples.map((s) => s.version))).toEqual(new Set(['v2']));
+      for (const [i, { report, samples }] of results.entries()) {
+        expect(report.failures, urls[i]).toEqual([]);
+        expect(report.sent, urls[i]).toBeGreaterThan(50);
+        expect(new Set(samples.map((s) => s.version)), urls[i]).toEqual(new Set(['v4']));
+      }
       process.stderr.write(
-        `fleet: host h3 killed during start; deployment ${d.state} (${d.error?.code}: ${d.error?.message}) in ${Date.parse(d.endedAt ?? '') - Date.parse(d.createdAt)} ms; ${report.sent} requests, ${report.failed} failed\n`,
+        `fleet: host h3 killed during start; deployment ${d.state} (${d.error?.code}: ${d.error?.message}) in ${Date.parse(d.endedAt ?? '') - Date.parse(d.createdAt)} ms; ${results.map((r) => `${r.report.sent} requests, ${r.report.failed} failed`).join('; ')} (data plane; edges)\n`,
       );
     }, 120_000);
   },

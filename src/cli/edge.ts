@@ -9,6 +9,7 @@ interface EdgeFlags extends ConfigOption {
   listen?: string;
   stateDir?: string;
   logFormat?: string;
+  leaseTtl: string;
 }
 
 export function edgeCommand(program: Command): void {
@@ -21,7 +22,12 @@ export function edgeCommand(program: Command): void {
       .option('--id <name>', "this edge's name in the store (default: the host name)")
       .option('--listen <host:port>', "where users connect (default: teal.yml's proxy.listen)")
       .option('--state-dir <dir>', "this edge's own state dir (default: teal.yml's stateDir)")
-      .option('--log-format <format>', 'json or pretty (default: pretty on a terminal, else json)'),
+      .option('--log-format <format>', 'json or pretty (default: pretty on a terminal, else json)')
+      .option(
+        '--lease-ttl <duration>',
+        "how soon a dead edge stops being waited for by a deploy's switch",
+        '10s',
+      ),
   )
     .addHelpText(
       'after',
@@ -43,6 +49,13 @@ Examples:
       const { openStore } = await import('../stores/open.js');
       const { openTrafficSwitch } = await import('../proxy/open.js');
       const { runEdge } = await import('../daemon/edge.js');
+      const { parseDuration } = await import('../core/config/duration.js');
+      let leaseTtlMs: number;
+      try {
+        leaseTtlMs = parseDuration(opts.leaseTtl);
+      } catch {
+        throw new TealError('TEAL_USAGE', `--lease-ttl: expected a duration like 10s, got ${opts.leaseTtl}`);
+      }
       const loaded = loadFor(opts);
       const proxy = { ...loaded.config.proxy };
       if (opts.listen) {
@@ -64,7 +77,7 @@ Examples:
       try {
         const { traffic, url } = await openTrafficSwitch(proxy, { ...paths, configDir: loaded.dir }, log);
         log.info('edge is up', { id, url, store: loaded.config.store.kind });
-        await runEdge({ store, traffic, id, listen: url, log, signal: stop.signal });
+        await runEdge({ store, traffic, id, listen: url, log, signal: stop.signal, leaseTtlMs });
         await traffic.close();
       } finally {
         await store.close();

@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EDGES_PREFIX, type EdgeReport, TABLE_KEY } from '../src/core/edges.js';
 import { fleetKeys, type HostRecord, type InstanceReport, REPORTS_PREFIX } from '../src/core/fleet.js';
 import type { DeploymentRecord, SlotRecord } from '../src/core/records.js';
+import { isTerminal } from '../src/core/state.js';
 import { statePaths } from '../src/daemon/files.js';
 import { teardown } from '../src/daemon/teardown.js';
 import { cliEntry } from '../src/paths.js';
@@ -65,6 +66,9 @@ describe.runIf(hasEtcd && netns.ok)(
     let hosts: NetnsHost[] = [];
     let etcd: EtcdCluster | undefined;
     let daemon: TestDaemon | undefined;
+    /** A second control plane on the same etcd (the take-over test). */
+    let standby: TestDaemon | undefined;
+    let daemonConfig: { extraConfig: string; services: string } | undefined;
     let store: Store | undefined;
     const agents: Agent[] = [];
     const edges: Edge[] = [];
@@ -176,10 +180,11 @@ describe.runIf(hasEtcd && netns.ok)(
       hosts = createHosts(3);
       etcd = await startEtcdCluster(3, { clientHosts: hosts.map((h) => h.gateway) });
       store = etcdStore({ endpoints: etcd.endpoints, prefix });
-      daemon = await startTestDaemon({
+      daemonConfig = {
         extraConfig: `store: { kind: etcd, endpoints: [${etcd.endpoints.join(', ')}], prefix: ${prefix} }\n`,
         services: `  hello:\n${helloService({ hosts: '[h1, h2, h3]', drain: '2s' })}`,
-      });
+      };
+      daemon = await startTestDaemon(daemonConfig);
       for (const host of hosts) agents.push(await startAgent(host));
       edges.push(await startEdge('edge-1'), await startEdge('edge-2'));
     }, 90_000);
@@ -191,12 +196,13 @@ describe.runIf(hasEtcd && netns.ok)(
         if (e.child.exitCode === null && e.child.signalCode === null) e.child.kill('SIGKILL');
         await teardown(statePaths(e.dir), { stopTimeoutMs: 2_000 }).catch(() => undefined);
       }
+      await standby?.cleanup();
       await daemon?.cleanup();
       await store?.close();
       await etcd?.close();
     }, 60_000);
 
-    it('deploys on every host under keep-alive load through the data plane and both edges, with the etcd leader killed mid-deploy: no failed request', async () => {
+    it('deploys on every host under keep-alive load through the data plane and both edges, with the etcd leader stopped mid-deploy: no failed request', async () => {
       const first = await deployAndWait(daemon!.client, 'hello', 'v1');
       expect(first.state, first.error?.message).toBe('done');
       const urls = [daemon!.info.proxy, ...edges.map((e) => e.url)];
@@ -210,15 +216,16 @@ describe.runIf(hasEtcd && netns.ok)(
           version: 'v2',
         },
       );
-      // Once the release is assigned to the hosts, the member that leads the cluster dies (SIGKILL: no
-      // leadership handover, the others elect a new leader after their election timeout).
+      // Once the release is assigned to the hosts, the member that leads the cluster stops (SIGTERM:
+      // etcd hands leadership over first). A SIGKILLed leader can swallow a write in flight, which
+      // etcd answers only after its request timeout (~7 s), past the store's 5 s call timeout.
       const deadline = Date.now() + 20_000;
       while ((await store!.list(fleetKeys.assignments('h1'))).length < 2) {
         if (Date.now() > deadline) throw new Error('v2 was never assigned to h1');
         await new Promise((r) => setTimeout(r, 10));
       }
       const leader = await leaderOf(etcd!);
-      await leader.kill();
+      await leader.stop();
       const stoppedAt = Date.now() - t0;
       const d = await waitEnded(daemon!.client, record);
       const deployMs = Date.now() - t0;
@@ -255,7 +262,7 @@ describe.runIf(hasEtcd && netns.ok)(
         });
       }
       process.stderr.write(
-        `fleet: v2 on 3 hosts in ${deployMs} ms, etcd leader killed at ${stoppedAt} ms; ${results.map((r, i) => `${['data plane', ...edges.map((e) => e.id)][i]}: ${r.report.sent} requests, ${r.report.failed} failed, p99 ${Math.round(r.report.latency.p99Ms)} ms`).join('; ')}; per host through the edges ${JSON.stringify(spreads)}\n`,
+        `fleet: v2 on 3 hosts in ${deployMs} ms, etcd leader stopped at ${stoppedAt} ms; ${results.map((r, i) => `${['data plane', ...edges.map((e) => e.id)][i]}: ${r.report.sent} requests, ${r.report.failed} failed, p99 ${Math.round(r.report.latency.p99Ms)} ms`).join('; ')}; per host through the edges ${JSON.stringify(spreads)}\n`,
       );
     }, 120_000);
 
@@ -320,6 +327,62 @@ describe.runIf(hasEtcd && netns.ok)(
       );
     }, 120_000);
 
+    it('the coordinator killed mid-deploy: another control plane on the same etcd takes over and finishes the deployment, no failed request', async () => {
+      standby = await startTestDaemon(daemonConfig!);
+      // The coordinator will SIGKILL itself right after the switch's store transaction: the store
+      // says v5 is live, no data plane or edge has been told.
+      await daemon!.stop();
+      await daemon!.restart({ env: { TEAL_FAILPOINT: 'after-store-switch' } });
+      const loads = edges.map((e) => backgroundLoad(`${e.url}/`, 8));
+      await new Promise((r) => setTimeout(r, 300));
+      const t0 = Date.now();
+      const record = await daemon!.client.request<DeploymentRecord>(
+        'POST',
+        '/v1/services/hello/deployments',
+        {
+          version: 'v5',
+        },
+      );
+      expect(await daemon!.exited()).toBe('SIGKILL');
+      const killedMs = Date.now() - t0;
+      // The other control plane takes the lock once the dead one's lease ends, and completes it.
+      const deadline = Date.now() + 45_000;
+      let d: DeploymentRecord;
+      for (;;) {
+        d = await standby.client.request<DeploymentRecord>(
+          'GET',
+          `/v1/services/hello/deployments/${record.n}`,
+        );
+        if (isTerminal(d.state)) break;
+        if (Date.now() > deadline)
+          throw new Error(`nobody finished #${record.n}: ${d.state}\n${standby.log()}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      const settledMs = Date.now() - t0;
+      expect(d.state, d.error?.message).toBe('done');
+      expect(d.events.at(-1)?.message).toMatch(/completed it: hello v5 is live/);
+      // The take-over logs once it has released the lock, just after the record is written.
+      const logged = Date.now() + 5_000;
+      while (!/took over from a control plane that stopped/.test(standby.log()) && Date.now() < logged)
+        await new Promise((r) => setTimeout(r, 50));
+      expect(standby.log()).toMatch(/took over from a control plane that stopped/);
+      expect((await slot(d.targetSlot!)).state).toBe('live');
+      expect((await slot(d.fromSlot!)).state).toBe('warm');
+      // Every edge serves v5 now.
+      for (const e of edges) expect(await (await fetch(`${e.url}/`)).text(), e.id).toBe('hello v5\n');
+      await new Promise((r) => setTimeout(r, 200));
+      const results = await Promise.all(loads.map((l) => l.stop()));
+      for (const [i, { report, samples }] of results.entries()) {
+        expect(report.failures, edges[i]!.id).toEqual([]);
+        expect(samples.at(-1)?.version, edges[i]!.id).toBe('v5');
+      }
+      // The first control plane comes back as an ordinary one (for the next test).
+      await daemon!.restart();
+      process.stderr.write(
+        `fleet: coordinator SIGKILLed after the store switch at ${killedMs} ms; the other control plane completed #${d.n} at ${settledMs} ms (lock lease 15 s); ${results.map((r, i) => `${edges[i]!.id}: ${r.report.sent} requests, ${r.report.failed} failed`).join('; ')}\n`,
+      );
+    }, 120_000);
+
     it('a host killed while the release starts fails the deployment: nothing is switched, what started is stopped, no request fails', async () => {
       const before = await store!.get<string>('/services/hello/live');
       const urls = [daemon!.info.proxy, ...edges.map((e) => e.url)];
@@ -330,17 +393,17 @@ describe.runIf(hasEtcd && netns.ok)(
         'POST',
         '/v1/services/hello/deployments',
         {
-          version: 'v5',
+          version: 'v6',
         },
       );
       // The moment the release is assigned to the third host, its agent and every instance on it die.
       const deadline = Date.now() + 20_000;
-      const assignedV5 = async () =>
+      const assignedV6 = async () =>
         (await store!.list<{ spec: { labels: { version: string } } }>(fleetKeys.assignments('h3'))).some(
-          (e) => e.value.spec.labels.version === 'v5',
+          (e) => e.value.spec.labels.version === 'v6',
         );
-      while (!(await assignedV5())) {
-        if (Date.now() > deadline) throw new Error('v5 was never assigned to h3');
+      while (!(await assignedV6())) {
+        if (Date.now() > deadline) throw new Error('v6 was never assigned to h3');
         await new Promise((r) => setTimeout(r, 10));
       }
       const killed = killHost(victim);
@@ -353,21 +416,21 @@ describe.runIf(hasEtcd && netns.ok)(
       expect(d.error?.message).toMatch(/h3/);
       expect(d.switchedAt).toBeUndefined();
       expect(await store!.get<string>('/services/hello/live')).toMatchObject({ value: before!.value });
-      expect((await slot('blue')).state).toBe('empty');
-      // Nothing of v5 is left assigned or running on the surviving hosts.
+      expect((await slot('green')).state).toBe('empty');
+      // Nothing of v6 is left assigned or running on the surviving hosts.
       for (const host of ['h1', 'h2', 'h3']) {
         const left = (
           await store!.list<{ spec: { labels: { version: string } } }>(fleetKeys.assignments(host))
-        ).filter((e) => e.value.spec.labels.version === 'v5');
+        ).filter((e) => e.value.spec.labels.version === 'v6');
         expect(left, host).toEqual([]);
       }
       const reports = (await store!.list<InstanceReport>(REPORTS_PREFIX)).map((e) => e.value);
-      expect(reports.filter((r) => r.labels.version === 'v5')).toEqual([]);
+      expect(reports.filter((r) => r.labels.version === 'v6')).toEqual([]);
       expect(reports.filter((r) => r.host === 'h3')).toEqual([]);
       for (const [i, { report, samples }] of results.entries()) {
         expect(report.failures, urls[i]).toEqual([]);
         expect(report.sent, urls[i]).toBeGreaterThan(50);
-        expect(new Set(samples.map((s) => s.version)), urls[i]).toEqual(new Set(['v4']));
+        expect(new Set(samples.map((s) => s.version)), urls[i]).toEqual(new Set(['v5']));
       }
       process.stderr.write(
         `fleet: host h3 killed during start; deployment ${d.state} (${d.error?.code}: ${d.error?.message}) in ${Date.parse(d.endedAt ?? '') - Date.parse(d.createdAt)} ms; ${results.map((r) => `${r.report.sent} requests, ${r.report.failed} failed`).join('; ')} (data plane; edges)\n`,

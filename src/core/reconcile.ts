@@ -1,3 +1,4 @@
+import { hostname } from 'node:os';
 import type { Lock } from '../stores/store.js';
 import type { ServiceConfig } from './config/schema.js';
 import type { EngineDeps } from './deps.js';
@@ -39,7 +40,7 @@ export interface ReconcileReport {
  * Finally the data plane gets the store's table.
  */
 export async function reconcile(deps: EngineDeps, tables: TableSync): Promise<ReconcileReport> {
-  const { store, runtime, log } = deps;
+  const { store } = deps;
   const report: ReconcileReport = { unfinished: [], strays: [], dead: [], busy: [] };
   const services = deps.config().config.services;
 
@@ -48,7 +49,12 @@ export async function reconcile(deps: EngineDeps, tables: TableSync): Promise<Re
     try {
       lock = await store.lock(lockName(svc), {
         ttlMs: 15_000,
-        holder: { description: `start-up reconciliation of ${svc}` },
+        holder: {
+          description: `start-up reconciliation of ${svc}`,
+          service: svc,
+          host: hostname(),
+          pid: process.pid,
+        },
       });
     } catch (err) {
       if (err instanceof TealError && err.code === 'TEAL_LOCKED') {
@@ -58,34 +64,103 @@ export async function reconcile(deps: EngineDeps, tables: TableSync): Promise<Re
       throw err;
     }
     try {
-      for (const d of await listDeployments(store, svc)) {
-        if (isTerminal(d.state)) continue;
-        report.unfinished.push(await settle(deps, tables, d, config));
-      }
-      // Slots left mid-transition by a crash with no deployment to blame.
-      const state = await readServiceState(store, svc);
-      for (const s of SLOTS) {
-        let slot: SlotRecord = state.slots[s];
-        if (
-          slot.state === 'stopping' ||
-          ((slot.state === 'starting' || slot.state === 'verifying') && state.live !== s)
-        ) {
-          await stopAll(runtime, slotInstances(svc, slot), config.stopTimeout);
-          if (slot.state !== 'stopping') slot = await writeSlot(store, svc, slot, { state: 'stopping' });
-          await writeSlot(store, svc, slot, { state: 'empty' });
-        } else if ((slot.state === 'warm' || slot.state === 'draining') && (await allDead(deps, svc, slot))) {
-          // Its processes died while no control plane watched (a reboot, a teardown): nothing to keep warm.
-          await stopAll(runtime, slotInstances(svc, slot), config.stopTimeout);
-          await writeSlot(store, svc, slot, { state: 'empty' });
-        } else if (slot.state === 'draining') {
-          await keepWarmOrStop(deps, svc, slot, config);
-        }
-      }
+      await settleService(deps, tables, svc, config, report, () => true);
     } finally {
       await lock.release();
     }
   }
 
+  await stopStrays(deps, report, () => true);
+
+  await tables.sync();
+  return report;
+}
+
+/**
+ * Takes over a service whose coordinator died (`takeover.ts`): under the service's lock, settles what
+ * the dead control plane left unfinished as a restarted one would (`done` if its switch was
+ * committed, else `interrupted`), by the rules above, and stops the service's instances no slot
+ * refers to. `orphan` picks the deployments to settle: never one queued behind the lock in a
+ * control plane that is alive. Undefined when another control plane holds the lock by now.
+ */
+export async function takeOver(
+  deps: EngineDeps,
+  tables: TableSync,
+  svc: string,
+  previous: string,
+  orphan: (d: DeploymentRecord) => boolean,
+): Promise<ReconcileReport | undefined> {
+  const config = deps.config().config.services[svc];
+  if (!config) return undefined;
+  let lock: Lock;
+  try {
+    lock = await deps.store.lock(lockName(svc), {
+      ttlMs: 15_000,
+      holder: {
+        description: `take-over of ${svc} after ${previous} ended`,
+        service: svc,
+        host: hostname(),
+        pid: process.pid,
+      },
+    });
+  } catch (err) {
+    if (err instanceof TealError && err.code === 'TEAL_LOCKED') return undefined;
+    throw err;
+  }
+  const report: ReconcileReport = { unfinished: [], strays: [], dead: [], busy: [] };
+  try {
+    await settleService(deps, tables, svc, config, report, orphan);
+    await stopStrays(deps, report, (s) => s === svc);
+  } finally {
+    await lock.release();
+  }
+  if (report.unfinished.length > 0) await tables.sync();
+  return report;
+}
+
+/** Under the service's lock: settles its unfinished deployments and the slots a crash left mid-move. */
+async function settleService(
+  deps: EngineDeps,
+  tables: TableSync,
+  svc: string,
+  config: ServiceConfig,
+  report: ReconcileReport,
+  pick: (d: DeploymentRecord) => boolean,
+): Promise<void> {
+  const { store, runtime } = deps;
+  for (const d of await listDeployments(store, svc)) {
+    if (isTerminal(d.state) || !pick(d)) continue;
+    report.unfinished.push(await settle(deps, tables, d, config));
+  }
+  // Slots left mid-transition by a crash with no deployment to blame.
+  const state = await readServiceState(store, svc);
+  for (const s of SLOTS) {
+    let slot: SlotRecord = state.slots[s];
+    if (
+      slot.state === 'stopping' ||
+      ((slot.state === 'starting' || slot.state === 'verifying') && state.live !== s)
+    ) {
+      await stopAll(runtime, slotInstances(svc, slot), config.stopTimeout);
+      if (slot.state !== 'stopping') slot = await writeSlot(store, svc, slot, { state: 'stopping' });
+      await writeSlot(store, svc, slot, { state: 'empty' });
+    } else if ((slot.state === 'warm' || slot.state === 'draining') && (await allDead(deps, svc, slot))) {
+      // Its processes died while no control plane watched (a reboot, a teardown): nothing to keep warm.
+      await stopAll(runtime, slotInstances(svc, slot), config.stopTimeout);
+      await writeSlot(store, svc, slot, { state: 'empty' });
+    } else if (slot.state === 'draining') {
+      await keepWarmOrStop(deps, svc, slot, config);
+    }
+  }
+}
+
+/** Stops the instances of the services `which` picks that no slot of any service refers to. */
+async function stopStrays(
+  deps: EngineDeps,
+  report: ReconcileReport,
+  which: (service: string) => boolean,
+): Promise<void> {
+  const { store, runtime, log } = deps;
+  const services = deps.config().config.services;
   // Instances that no slot of any service refers to are leftovers: stop them.
   const referenced = new Set<string>();
   for (const svc of Object.keys(services)) {
@@ -101,6 +176,7 @@ export async function reconcile(deps: EngineDeps, tables: TableSync): Promise<Re
     log.warn('could not list instances to remove strays', { error: toTealError(err).message });
   }
   for (const instance of listed) {
+    if (!which(instance.labels.service)) continue;
     if (referenced.has(instance.id)) {
       if (instance.status.state !== 'running') report.dead.push(instance.id);
       continue;
@@ -112,9 +188,6 @@ export async function reconcile(deps: EngineDeps, tables: TableSync): Promise<Re
   if (report.dead.length > 0) {
     log.warn('instances the store counts on are not running', { instances: report.dead });
   }
-
-  await tables.sync();
-  return report;
 }
 
 async function settle(

@@ -10,6 +10,7 @@ import { Engine } from '../core/engine.js';
 import { TealError, toTealError } from '../core/errors.js';
 import { endpointText } from '../core/model.js';
 import { reconcile } from '../core/reconcile.js';
+import { CoordinatorWatch } from '../core/takeover.js';
 import { WarmReaper } from '../core/warm.js';
 import { HttpProbe } from '../health/http.js';
 import { PipelineRunner } from '../pipeline/runner.js';
@@ -83,7 +84,19 @@ export async function startDaemon(options: { configFile: string; log: Logger }):
     const engine = new Engine(deps);
     closers.push(() => engine.close());
 
+    // Another control plane on the same store that dies mid-deploy is taken over (core/takeover.ts).
+    // Watching from before the start-up reconciliation: a lock that ends meanwhile is not missed.
+    const coordinators = new CoordinatorWatch(deps, engine.tables);
+    const watching = new AbortController();
+    coordinators.start(watching.signal);
+    closers.push(async () => {
+      watching.abort();
+      coordinators.open();
+      await coordinators.stopped();
+    });
+
     const report = await reconcile(deps, engine.tables);
+    coordinators.open();
     if (report.unfinished.length + report.strays.length + report.busy.length > 0) {
       log.warn('reconciled state left by the previous control plane', {
         unfinished: report.unfinished.map((d) => `${d.service}#${d.deployment}: ${d.outcome}`),

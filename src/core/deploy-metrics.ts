@@ -1,27 +1,10 @@
+import { labelValue, observe, type SecondsHistogram, writeHistogram } from '../prometheus.js';
 import type { Store } from '../stores/store.js';
 import { type DeploymentRecord, listDeployments } from './records.js';
 import { isTerminal } from './state.js';
 
 /** Bounds for step durations, in seconds: a health step is ~0.1 s, a long verify minutes. */
 const BOUNDS_S = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300] as const;
-
-class Histogram {
-  readonly counts: number[] = BOUNDS_S.map(() => 0);
-  count = 0;
-  sum = 0;
-
-  record(seconds: number): void {
-    this.count++;
-    this.sum += seconds;
-    BOUNDS_S.forEach((le, i) => {
-      if (seconds <= le) this.counts[i]!++;
-    });
-  }
-}
-
-function esc(value: string): string {
-  return value.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
-}
 
 /**
  * The control plane's metrics in Prometheus text, computed from the deployment records in the
@@ -31,8 +14,8 @@ function esc(value: string): string {
  */
 export async function deploymentMetrics(store: Store, services: string[]): Promise<string> {
   const outcomes = new Map<string, number>();
-  const steps = new Map<string, Histogram>();
-  const lockWaits = new Map<string, Histogram>();
+  const steps = new Map<string, SecondsHistogram>();
+  const lockWaits = new Map<string, SecondsHistogram>();
   const running = new Map<string, number>();
   for (const svc of services) {
     running.set(svc, 0);
@@ -41,14 +24,12 @@ export async function deploymentMetrics(store: Store, services: string[]): Promi
         running.set(svc, running.get(svc)! + 1);
         continue;
       }
-      const key = `service="${esc(svc)}",kind="${d.kind}",outcome="${d.state}"`;
+      const key = `service="${labelValue(svc)}",kind="${d.kind}",outcome="${d.state}"`;
       outcomes.set(key, (outcomes.get(key) ?? 0) + 1);
       observeSteps(d, steps);
       const wait = lockWaitSeconds(d);
       if (wait !== undefined) {
-        const h = lockWaits.get(svc) ?? new Histogram();
-        h.record(wait);
-        lockWaits.set(svc, h);
+        observe(lockWaits, svc, wait, BOUNDS_S);
       }
     }
   }
@@ -58,25 +39,23 @@ export async function deploymentMetrics(store: Store, services: string[]): Promi
     ...[...outcomes].map(([labels, n]) => `teal_deployments_total{${labels}} ${n}`),
     '# HELP teal_deployments_running Deployments not ended yet (a manual gate included).',
     '# TYPE teal_deployments_running gauge',
-    ...[...running].map(([svc, n]) => `teal_deployments_running{service="${esc(svc)}"} ${n}`),
+    ...[...running].map(([svc, n]) => `teal_deployments_running{service="${labelValue(svc)}"} ${n}`),
   ];
-  histogram(lines, 'teal_deployment_step_seconds', 'How long each step of a deployment took.', steps);
-  histogram(
+  writeHistogram(lines, 'teal_deployment_step_seconds', 'How long each step of a deployment took.', steps);
+  writeHistogram(
     lines,
     'teal_lock_wait_seconds',
     'Time a deployment queued with --wait spent waiting for the deploy lock.',
-    new Map([...lockWaits].map(([svc, h]) => [`service="${esc(svc)}"`, h])),
+    new Map([...lockWaits].map(([svc, h]) => [`service="${labelValue(svc)}"`, h])),
   );
   return `${lines.join('\n')}\n`;
 }
 
-function observeSteps(d: DeploymentRecord, steps: Map<string, Histogram>): void {
+function observeSteps(d: DeploymentRecord, steps: Map<string, SecondsHistogram>): void {
   for (const e of d.events) {
     if ((e.status !== 'done' && e.status !== 'failed') || e.ms === undefined) continue;
-    const key = `service="${esc(d.service)}",step="${e.step}"`;
-    const h = steps.get(key) ?? new Histogram();
-    h.record(e.ms / 1000);
-    steps.set(key, h);
+    const key = `service="${labelValue(d.service)}",step="${e.step}"`;
+    observe(steps, key, e.ms / 1000, BOUNDS_S);
   }
 }
 
@@ -86,18 +65,4 @@ function lockWaitSeconds(d: DeploymentRecord): number | undefined {
   const ended = d.events.find((e) => e.step === 'lock' && (e.status === 'done' || e.status === 'failed'));
   if (!waiting || !ended) return undefined;
   return Math.max(0, (Date.parse(ended.at) - Date.parse(waiting.at)) / 1000);
-}
-
-function histogram(lines: string[], name: string, help: string, series: Map<string, Histogram>): void {
-  lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} histogram`);
-  for (const [labels, h] of series) {
-    BOUNDS_S.forEach((le, i) => {
-      lines.push(`${name}_bucket{${labels},le="${le}"} ${h.counts[i]}`);
-    });
-    lines.push(
-      `${name}_bucket{${labels},le="+Inf"} ${h.count}`,
-      `${name}_sum{${labels}} ${h.sum.toFixed(3)}`,
-      `${name}_count{${labels}} ${h.count}`,
-    );
-  }
 }

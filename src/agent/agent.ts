@@ -1,14 +1,19 @@
 import { hostname } from 'node:os';
 import type { Logger } from '../core/deps.js';
-import { toTealError } from '../core/errors.js';
+import { TealError, toTealError } from '../core/errors.js';
 import { type Assignment, fleetKeys, type HostRecord, type InstanceReport } from '../core/fleet.js';
 import type { Instance, InstanceLabels, InstanceSpec, ListedInstance, Runtime } from '../runtimes/runtime.js';
 import type { Lease, Store } from '../stores/store.js';
 
 export interface AgentOptions {
   store: Store;
-  /** The local runtime that runs the instances (the process runtime, on this host's state dir). */
+  /**
+   * The local runtime that runs the instances, on this host's state dir: a RuntimeByKind, so a
+   * spec with `container` runs on the host's Docker engine and any other as a process.
+   */
   runtime: Runtime;
+  /** What the registration says this host runs instances with (default runtime.kind). */
+  runtimeName?: string;
   id: string;
   /** This host's address: instances bind on it and data planes reach them at it. */
   address: string;
@@ -54,7 +59,7 @@ export async function runAgent(o: AgentOptions): Promise<void> {
     address: o.address,
     labels: o.labels,
     capacity: o.capacity,
-    runtime: runtime.kind,
+    runtime: o.runtimeName ?? runtime.kind,
     pid: process.pid,
     hostname: hostname(),
     startedAt: new Date().toISOString(),
@@ -106,6 +111,7 @@ export async function runAgent(o: AgentOptions): Promise<void> {
       localId: local.id,
       startedAt: local.startedAt,
       ...(local.pid === undefined ? {} : { pid: local.pid }),
+      ...(local.image === undefined ? {} : { image: local.image }),
     });
   };
 
@@ -151,7 +157,8 @@ export async function runAgent(o: AgentOptions): Promise<void> {
         return;
       }
       await publish(entry, { state: 'starting' });
-      // Instances bind on this host's address, whatever the control plane's bindAddress says.
+      // Instances bind on this host's address, whatever the control plane's bindAddress says (a
+      // container is published on it); `container`, if any, goes to the host's Docker engine.
       const { hostId: _h, ...rest } = a.spec;
       const spec: InstanceSpec = { ...rest, host: o.address };
       try {
@@ -194,7 +201,15 @@ export async function runAgent(o: AgentOptions): Promise<void> {
     const revision = await store.revision();
     const assignments = (await store.list<Assignment>(fleetKeys.assignments(id))).map((e) => e.value);
     const wanted = new Map(assignments.filter((a) => !a.stop).map((a) => [a.id, a]));
-    const locals = await runtime.list();
+    const locals = await runtime.list().catch((err: unknown) => {
+      // A Docker engine out of reach: running nothing beats running doubles of what it holds.
+      throw new TealError(
+        'TEAL_RUNTIME_FAILED',
+        `cannot list this host's instances: ${toTealError(err).message}`,
+        {},
+        { cause: err },
+      );
+    });
     const byLabels = new Map(locals.map((l) => [labelKey(l.labels, l.index), l]));
     // What the store no longer assigns (unassigned while the agent was away, or asked to stop).
     for (const entry of [...known.values()]) {
@@ -239,6 +254,7 @@ export async function runAgent(o: AgentOptions): Promise<void> {
       address: local.host,
       port: local.port,
       localId: local.id,
+      ...(local.image === undefined ? {} : { image: local.image }),
       log: await tail(local),
     });
   };
@@ -277,8 +293,11 @@ export async function runAgent(o: AgentOptions): Promise<void> {
       }
     } catch (err) {
       if (signal.aborted) break;
-      // The store is away (or compacted past us): instances keep running; start over from a fresh read.
-      log.warn('lost the store; instances keep running', { error: toTealError(err).message });
+      // The store (or the Docker engine) is away, or the store compacted past us: instances keep
+      // running; start over from a fresh read.
+      log.warn('lost the store or the local runtime; instances keep running', {
+        error: toTealError(err).message,
+      });
       after = undefined;
       await new Promise((r) => setTimeout(r, 1_000));
     }

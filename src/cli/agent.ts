@@ -1,7 +1,10 @@
+import { existsSync } from 'node:fs';
 import { hostname } from 'node:os';
 import path from 'node:path';
 import type { Command } from 'commander';
 import { TealError } from '../core/errors.js';
+
+const DEFAULT_SOCKET = '/var/run/docker.sock';
 
 interface AgentFlags {
   config?: string;
@@ -14,6 +17,7 @@ interface AgentFlags {
   stateDir: string;
   leaseTtl: string;
   logFormat?: string;
+  dockerHost?: string;
 }
 
 export function agentCommand(program: Command): void {
@@ -32,26 +36,35 @@ export function agentCommand(program: Command): void {
     .option('--capacity <n>', 'most instances this host runs (0: no limit)', '0')
     .option('--state-dir <dir>', "this agent's instance records and logs", '.teal-agent')
     .option('--lease-ttl <duration>', 'how soon a dead agent drops out of the store', '10s')
+    .option(
+      '--docker-host <address>',
+      'the Docker engine container assignments run on (default: DOCKER_HOST, else unix:///var/run/docker.sock)',
+    )
     .option('--log-format <format>', 'json or pretty (default: pretty on a terminal, else json)')
     .addHelpText(
       'after',
       `
 The agent registers this host at /teal/hosts/<id> under a lease, runs what the control plane
-assigns it at /teal/assignments/<id>/ with the process runtime, and reports every instance (state,
-address:port, exit, the tail of its log) at /teal/reports/<id>/ under the same lease. Instances
+assigns it at /teal/assignments/<id>/ (a docker service's instances as containers on this host's
+Docker engine, published on --address; any other as processes), and reports every instance (state,
+address:port, image, exit, the tail of its log) at /teal/reports/<id>/ under the same lease. Instances
 outlive the agent; a restarted agent adopts those still assigned and stops the rest. A service
 runs on agents when teal.yml gives it hosts: [<id>, ...] or hostLabels: {key: value}.
 
 Examples:
   teal agent --id web-1 --address 10.0.1.2 --etcd http://10.0.0.5:2379
   teal agent --id web-2 --address 10.0.2.2 --etcd http://10.0.0.5:2379 --label zone=b --capacity 8
-  teal agent --id web-3 --address 10.0.3.2 -c /etc/teal/teal.yml --state-dir /var/lib/teal-agent`,
+  teal agent --id web-3 --address 10.0.3.2 -c /etc/teal/teal.yml --state-dir /var/lib/teal-agent
+  teal agent --id web-4 --address 10.0.4.2 --etcd http://10.0.0.5:2379 --docker-host unix:///run/podman/podman.sock`,
     )
     .action(async (opts: AgentFlags) => {
       const { parseDuration } = await import('../core/config/duration.js');
       const { createLogger } = await import('../daemon/log.js');
       const { openStore } = await import('../stores/open.js');
       const { ProcessRuntime } = await import('../runtimes/process.js');
+      const { DockerRuntime } = await import('../runtimes/docker/docker.js');
+      const { RuntimeByKind } = await import('../runtimes/by-kind.js');
+      const { parseEngineHost } = await import('../runtimes/docker/engine.js');
       const { FLEET_NAME } = await import('../core/fleet.js');
       const { runAgent } = await import('../agent/agent.js');
       const id = opts.id ?? hostname();
@@ -79,15 +92,35 @@ Examples:
           throw new TealError('TEAL_USAGE', `--label: expected key=value, got ${JSON.stringify(l)}`);
         labels[l.slice(0, at)] = l.slice(at + 1);
       }
+      const dockerHost = opts.dockerHost ?? process.env.DOCKER_HOST;
+      if (opts.dockerHost !== undefined) {
+        try {
+          parseEngineHost(opts.dockerHost);
+        } catch (err) {
+          throw new TealError('TEAL_USAGE', `--docker-host: ${(err as Error).message}`);
+        }
+      }
       const stateDir = path.resolve(opts.stateDir);
       const store = await agentStore(opts, stateDir, openStore);
       const pretty = opts.logFormat ? opts.logFormat === 'pretty' : Boolean(process.stdout.isTTY);
       const log = createLogger({ pretty });
-      const runtime = new ProcessRuntime({ stateDir });
+      // Containers run on the engine, made on first use; a restart lists the engine's containers
+      // too (to adopt them) when one was named or the default socket is there.
+      const runtime = new RuntimeByKind({
+        process: new ProcessRuntime({ stateDir }),
+        docker: () => new DockerRuntime({ stateDir, ...(dockerHost ? { host: dockerHost } : {}) }),
+        dockerInUse: Boolean(dockerHost) || existsSync(DEFAULT_SOCKET),
+      });
       const stop = new AbortController();
       process.once('SIGTERM', () => stop.abort());
       process.once('SIGINT', () => stop.abort());
-      log.info('agent is up', { id, address, labels, capacity });
+      log.info('agent is up', {
+        id,
+        address,
+        labels,
+        capacity,
+        dockerHost: dockerHost || `${DEFAULT_SOCKET} (default)`,
+      });
       try {
         await runAgent({
           store,
@@ -99,6 +132,7 @@ Examples:
           log,
           signal: stop.signal,
           leaseTtlMs,
+          runtimeName: 'process,docker',
         });
       } finally {
         await runtime.close();

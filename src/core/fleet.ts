@@ -1,4 +1,4 @@
-import type { ExitInfo, InstanceLabels, InstanceSpec } from '../runtimes/runtime.js';
+import type { ExitInfo, InstanceImage, InstanceLabels, InstanceSpec } from '../runtimes/runtime.js';
 import type { Store } from '../stores/store.js';
 import { TealError } from './errors.js';
 
@@ -40,7 +40,7 @@ export interface HostRecord {
   labels: Record<string, string>;
   /** How many instances it takes at most (0: no limit). */
   capacity: number;
-  /** The runtime its agent runs instances with. */
+  /** The runtimes its agent runs instances with ("process,docker"). */
   runtime: string;
   pid: number;
   hostname: string;
@@ -74,6 +74,8 @@ export interface InstanceReport {
   pid?: number;
   /** The agent's local runtime id. */
   localId?: string;
+  /** A container's image as the host's engine resolved it (ref, id, registry digest). */
+  image?: InstanceImage;
   startedAt?: number;
   /** Whether its port accepts connections, as the agent last saw it. */
   listening?: boolean;

@@ -377,6 +377,16 @@ describe('placement on fleet hosts', () => {
     );
   });
 
+  it('places a docker service on hosts too: its instances carry the container to the agents', () => {
+    const config = parseConfig(
+      'store: { kind: etcd, endpoints: [http://10.0.0.1:2379] }\nservices:\n  web:\n    runtime: docker\n    image: "registry.local/web:{{version}}"\n    port: 3000\n    hosts: [h1, h2]\n',
+      '/srv/teal.yml',
+    ).config.services.web!;
+    const p = plan(config);
+    expect(p.instances.map((i) => i.hostId)).toEqual(['h1', 'h2']);
+    expect(p.release.container).toMatchObject({ image: 'registry.local/web:v1', port: 3000 });
+  });
+
   it('refuses fleet placement without etcd, or with both hosts and hostLabels', () => {
     expect(() =>
       parseConfig('services:\n  web:\n    command: [node, s.js]\n    hosts: [h1]\n', '/srv/teal.yml'),

@@ -55,7 +55,8 @@ export async function applyPlan(ctx: RunContext): Promise<void> {
     if (ctx.plan.analysis && ctx.plan.fromSlot && !(await analyse(ctx, progress))) return;
     await retireOld(ctx);
     const { plan, rec } = ctx;
-    if (plan.release.container) await pruneOld(ctx);
+    // Images on fleet hosts are their engines' (agents do not prune them yet): only local ones.
+    if (plan.release.container && !plan.instances.some((i) => i.hostId)) await pruneOld(ctx);
     await rec.event('done', 'done', `${plan.service} ${plan.release.version} is live on ${plan.targetSlot}`, {
       ms: Date.now() - Date.parse(rec.record.createdAt),
     });

@@ -27,6 +27,9 @@ export function openRuntime(
         ...(docker?.host === undefined ? {} : { host: docker.host }),
         ...(docker === undefined ? {} : { timeoutMs: docker.timeout }),
       }),
-    dockerInUse: Object.values(config.services).some((s) => s.runtime === 'docker'),
+    // Containers placed on fleet hosts run on their agents' engines, not on this one.
+    dockerInUse: Object.values(config.services).some(
+      (s) => s.runtime === 'docker' && !s.hosts && !s.hostLabels,
+    ),
   });
 }

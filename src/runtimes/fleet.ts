@@ -275,6 +275,7 @@ function instanceOfReport(r: InstanceReport): Instance {
     startedAt: r.startedAt ?? 0,
   };
   if (r.pid !== undefined) instance.pid = r.pid;
+  if (r.image !== undefined) instance.image = r.image;
   return instance;
 }
 

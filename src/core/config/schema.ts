@@ -595,13 +595,6 @@ export const ServiceConfig = z
     }
     // Which fields a runtime needs is a rule across fields; each problem is located at its field.
     if (svc.runtime === 'docker') {
-      if (svc.hosts || svc.hostLabels) {
-        ctx.addIssue({
-          code: 'custom',
-          path: [svc.hosts ? 'hosts' : 'hostLabels'],
-          message: 'fleet hosts run process services only so far (teal agent has no docker runtime yet)',
-        });
-      }
       if (svc.image === undefined)
         ctx.addIssue({ code: 'custom', path: ['image'], message: 'required for runtime: docker' });
       if (svc.port === undefined) {

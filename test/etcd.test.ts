@@ -2,7 +2,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { closeSync, openSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { EDGES_PREFIX, type EdgeReport } from '../src/core/edges.js';
+import { type EdgeReport, type EdgeStats, listEdgeStats, listEdges } from '../src/core/edges.js';
 import type { DeploymentRecord } from '../src/core/records.js';
 import { statePaths } from '../src/daemon/files.js';
 import { teardown } from '../src/daemon/teardown.js';
@@ -36,7 +36,7 @@ describe.runIf(hasEtcd)('teal on etcd, with edges', () => {
   const prefix = `/teal-${process.pid}`;
 
   async function reports(): Promise<EdgeReport[]> {
-    return (await store.list<EdgeReport>(EDGES_PREFIX)).map((e) => e.value);
+    return listEdges(store);
   }
 
   async function startEdge(id: string): Promise<Edge> {
@@ -78,7 +78,11 @@ describe.runIf(hasEtcd)('teal on etcd, with edges', () => {
     store = etcdStore({ endpoints: [etcd.endpoint], prefix });
     daemon = await startTestDaemon({
       extraConfig: `store: { kind: etcd, endpoints: [${etcd.endpoint}], prefix: ${prefix} }\n`,
-      services: `  hello:\n${helloService()}`,
+      services: `  hello:\n${helloService()}\n  checked:\n${helloService({
+        routes: '[{ path: /checked }]',
+        env: '{ APP_VERSION: "{{version}}", ERROR_VERSIONS: "v2-broken" }',
+        analysis: '{ window: 5s, interval: 200ms, maxErrorRate: 0.05, minRequests: 40 }',
+      })}`,
     });
     edges.push(await startEdge('edge-1'), await startEdge('edge-2'));
   }, 90_000);
@@ -117,6 +121,39 @@ describe.runIf(hasEtcd)('teal on etcd, with edges', () => {
     expect(serving.map((r) => r.id).sort()).toEqual(['edge-1', 'edge-2']);
     // The store's keys are DESIGN's, under the prefix, for a confd user to read.
     expect((await store.get('/services/hello/live'))?.value).toBe('green');
+  }, 120_000);
+
+  it('the analysis after a switch counts what went through the edges: a release failing only there is switched back', async () => {
+    expect((await deployAndWait(daemon.client, 'checked', 'v1')).state).toBe('done');
+    // Users reach the service only through the edges; the control plane's data plane sees none of it.
+    const loads = edges.map((e) => backgroundLoad(`${e.url}/checked`, 8));
+    await new Promise((r) => setTimeout(r, 300));
+    const bad = await deployAndWait(daemon.client, 'checked', 'v2-broken');
+    await new Promise((r) => setTimeout(r, 500));
+    expect(bad.state, bad.error?.message).toBe('rolled_back');
+    expect(bad.error?.code).toBe('TEAL_ANALYSIS_FAILED');
+    expect(bad.analysis?.detail).toMatch(/error rate over 5\.00%/);
+    expect(bad.switchedBackAt).toBeGreaterThan(bad.switchedAt!);
+    console.log(
+      `edges analysis: switched back ${bad.switchedBackAt! - bad.switchedAt!} ms after the switch: ${bad.analysis?.detail}`,
+    );
+    for (const [i, load] of loads.entries()) {
+      const { report, samples } = await load.stop();
+      expect(Object.keys(report.errors), `edge ${i}`).toEqual([]);
+      expect(report.sent, `edge ${i}`).toBeGreaterThan(50);
+      expect(report.failed, `edge ${i}`).toBeGreaterThan(0);
+      expect(report.failures.every((f) => f.status === 500)).toBe(true);
+      // The switch back, like every switch, ends only once every edge serves it.
+      expect(samples.filter((s) => s.start > bad.switchedBackAt! + 50 && s.version !== 'v1')).toEqual([]);
+      expect(samples.at(-1)?.version).toBe('v1');
+    }
+    // Each edge publishes its counters under its lease, for the served table's pools only.
+    const published: EdgeStats[] = await listEdgeStats(store);
+    expect(published.map((p) => p.id).sort()).toEqual(['edge-1', 'edge-2']);
+    for (const p of published)
+      expect(p.pools.some((x) => x.pool.startsWith('checked/') && x.requests > 0)).toBe(true);
+    const status = JSON.parse((await daemon.cli(['status', 'checked', '--json'])).stdout);
+    expect(status).toMatchObject({ live: 'blue', slots: { blue: { version: 'v1', state: 'live' } } });
   }, 120_000);
 
   it('etcd stopping mid-traffic fails no request; a deploy fails fast and clearly; when etcd returns the next deploy works', async () => {

@@ -2,7 +2,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { closeSync, openSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { EDGES_PREFIX, type EdgeReport, TABLE_KEY } from '../src/core/edges.js';
+import { type EdgeReport, listEdges, TABLE_KEY } from '../src/core/edges.js';
 import { fleetKeys, type HostRecord, type InstanceReport, REPORTS_PREFIX } from '../src/core/fleet.js';
 import type { DeploymentRecord, SlotRecord } from '../src/core/records.js';
 import { isTerminal } from '../src/core/state.js';
@@ -119,7 +119,7 @@ describe.runIf(hasEtcd && netns.ok)(
     }
 
     async function edgeReports(): Promise<EdgeReport[]> {
-      return (await store!.list<EdgeReport>(EDGES_PREFIX)).map((e) => e.value);
+      return listEdges(store!);
     }
 
     /** `teal edge` with its own state dir (its own builtin data plane) on the control plane's teal.yml. */

@@ -1,4 +1,4 @@
-import type { RoutingTable } from '../proxy/switch.js';
+import type { PoolStats, RoutingTable, TrafficStats } from '../proxy/switch.js';
 import type { Store } from '../stores/store.js';
 import { TealError } from './errors.js';
 
@@ -8,7 +8,9 @@ import { TealError } from './errors.js';
  * every table it applies at /proxy/table; each edge applies it and reports the revision it serves
  * at /proxies/<id>/applied, under a lease, so an edge that dies stops being waited for. A switch
  * counts as done only once every registered edge serves it: the old slot is never drained while
- * an edge still sends it new requests.
+ * an edge still sends it new requests. Each edge also publishes its data plane's counters at
+ * /proxies/<id>/stats (same lease, about every second), which the post-switch analysis adds to
+ * this control plane's own: users' traffic goes through the edges.
  */
 
 export const TABLE_KEY = '/proxy/table';
@@ -16,6 +18,97 @@ export const EDGES_PREFIX = '/proxies/';
 
 export function appliedKey(id: string): string {
   return `${EDGES_PREFIX}${id}/applied`;
+}
+
+export function statsKey(id: string): string {
+  return `${EDGES_PREFIX}${id}/stats`;
+}
+
+/** The counters the analysis needs of one pool (a subset of PoolStats). */
+export interface PoolCounters {
+  requests: number;
+  status: PoolStats['status'];
+  upstreamErrors: number;
+  latency: { count: number; buckets?: { leMs: number[]; counts: number[] } };
+}
+
+/**
+ * What an edge publishes at /proxies/<id>/stats: its data plane's counters for the pools of the
+ * table it serves. Counters belong to the data plane process: they start over when it restarts.
+ */
+export interface EdgeStats {
+  id: string;
+  pid: number;
+  /** When the edge read them. */
+  at: string;
+  /** Revision of the table the edge served then. */
+  revision: number;
+  /** The latency buckets' upper bounds, shared by every pool's `buckets`. */
+  leMs?: number[];
+  pools: {
+    pool: string;
+    requests: number;
+    status: PoolStats['status'];
+    upstreamErrors: number;
+    latencyCount: number;
+    /** Cumulative counts at `leMs`. */
+    buckets?: number[];
+  }[];
+}
+
+/** The compact form of a data plane's stats, for the pools of `table` only. */
+export function compactStats(
+  stats: TrafficStats,
+  table: RoutingTable | null,
+  edge: { id: string; pid: number },
+  at: Date,
+): EdgeStats {
+  const wanted = new Set<string>();
+  for (const s of table?.services ?? []) {
+    if (s.live) wanted.add(s.live.id);
+    if (s.preview) wanted.add(s.preview.id);
+  }
+  const pools = stats.pools.filter((p) => wanted.has(p.pool));
+  const leMs = pools.find((p) => p.latency.buckets)?.latency.buckets?.leMs;
+  const sameBounds = (b: number[] | undefined) =>
+    b !== undefined && leMs !== undefined && b.length === leMs.length && b.every((v, i) => v === leMs[i]);
+  return {
+    id: edge.id,
+    pid: edge.pid,
+    at: at.toISOString(),
+    revision: table?.revision ?? 0,
+    ...(leMs ? { leMs: [...leMs] } : {}),
+    pools: pools.map((p) => ({
+      pool: p.pool,
+      requests: p.requests,
+      status: { ...p.status },
+      upstreamErrors: p.upstreamErrors,
+      latencyCount: p.latency.count,
+      ...(sameBounds(p.latency.buckets?.leMs) ? { buckets: [...p.latency.buckets!.counts] } : {}),
+    })),
+  };
+}
+
+/** One pool's counters out of an edge's published stats (undefined: the edge has no such pool). */
+export function poolCounters(stats: EdgeStats, pool: string): PoolCounters | undefined {
+  const p = stats.pools.find((x) => x.pool === pool);
+  if (!p) return undefined;
+  return {
+    requests: p.requests,
+    status: p.status,
+    upstreamErrors: p.upstreamErrors,
+    latency: {
+      count: p.latencyCount,
+      ...(p.buckets && stats.leMs ? { buckets: { leMs: stats.leMs, counts: p.buckets } } : {}),
+    },
+  };
+}
+
+/** The stats every live edge published last (an edge's key goes with its lease). */
+export async function listEdgeStats(store: Store): Promise<EdgeStats[]> {
+  return (await store.list<EdgeStats>(EDGES_PREFIX))
+    .filter((e) => e.key.endsWith('/stats'))
+    .map((e) => e.value);
 }
 
 export interface EdgeReport {

@@ -1,6 +1,6 @@
 import { hostname } from 'node:os';
 import type { Logger } from '../core/deps.js';
-import { appliedKey, type EdgeReport, TABLE_KEY } from '../core/edges.js';
+import { appliedKey, compactStats, type EdgeReport, statsKey, TABLE_KEY } from '../core/edges.js';
 import { toTealError } from '../core/errors.js';
 import type { RoutingTable, TrafficSwitch } from '../proxy/switch.js';
 import type { Lease, Store } from '../stores/store.js';
@@ -15,11 +15,15 @@ export interface EdgeOptions {
   log: Logger;
   signal: AbortSignal;
   leaseTtlMs?: number;
+  /** How often the data plane's counters are published at /proxies/<id>/stats (default 1 s). */
+  statsIntervalMs?: number;
 }
 
 /**
  * `teal edge`: keeps a data plane serving the table the control plane publishes in the store, and
  * reports the revision it serves under a lease (a dead edge drops out of the control plane's wait).
+ * About every second it also publishes its data plane's counters for the pools of that table under
+ * the same lease, for the control plane's post-switch analysis.
  * Applies are coalesced: a burst of tables ends with the newest applied, never an older one last.
  * When the store goes away the data plane keeps serving the last table; the edge reconnects and
  * catches up from the store when it returns.
@@ -28,13 +32,25 @@ export async function runEdge(o: EdgeOptions): Promise<void> {
   const { store, traffic, id, log, signal } = o;
   const ttl = o.leaseTtlMs ?? 10_000;
   let lease: Lease | undefined;
-  let served = (await traffic.current().catch(() => null))?.revision ?? 0;
+  let servedTable: RoutingTable | null = await traffic.current().catch(() => null);
+  let served = servedTable?.revision ?? 0;
   let failed: { revision: number; error: string } | undefined;
   let wanted: RoutingTable | undefined;
   let working: Promise<void> | undefined;
 
+  // One grant at a time: the report and the stats publisher share the lease.
+  let granting: Promise<Lease> | undefined;
+  const leased = async (): Promise<Lease> => {
+    if (lease && !lease.lost.aborted) return lease;
+    granting ??= store.grant(ttl).finally(() => {
+      granting = undefined;
+    });
+    lease = await granting;
+    return lease;
+  };
+
   const report = async () => {
-    if (!lease || lease.lost.aborted) lease = await store.grant(ttl);
+    const { id: leaseId } = await leased();
     const value: EdgeReport = {
       id,
       revision: served,
@@ -45,7 +61,28 @@ export async function runEdge(o: EdgeOptions): Promise<void> {
     };
     if (failed && failed.revision > served)
       Object.assign(value, { failedRevision: failed.revision, error: failed.error });
-    await store.put(appliedKey(id), value as never, { lease: lease.id });
+    await store.put(appliedKey(id), value as never, { lease: leaseId });
+  };
+
+  // The counters, only when they changed (an idle edge writes nothing; the lease keeps the key).
+  let lastStats = '';
+  let publishing: Promise<void> | undefined;
+  let warned = false;
+  const publishStats = async () => {
+    if (!lease || signal.aborted) return;
+    try {
+      const stats = compactStats(await traffic.stats(), servedTable, { id, pid: process.pid }, new Date());
+      const { id: leaseId } = await leased();
+      // A new lease (the old one ended with its keys) is a change too.
+      const text = JSON.stringify({ ...stats, at: '', leaseId });
+      if (text === lastStats) return;
+      await store.put(statsKey(id), stats as never, { lease: leaseId });
+      lastStats = text;
+      warned = false;
+    } catch (err) {
+      if (!warned) log.warn('could not publish the data plane stats', { error: toTealError(err).message });
+      warned = true;
+    }
   };
 
   const work = async () => {
@@ -54,6 +91,7 @@ export async function runEdge(o: EdgeOptions): Promise<void> {
       try {
         await traffic.apply(table);
         served = table.revision;
+        servedTable = table;
         log.info('applied the published table', { revision: table.revision });
       } catch (err) {
         failed = { revision: table.revision, error: toTealError(err).message };
@@ -77,6 +115,11 @@ export async function runEdge(o: EdgeOptions): Promise<void> {
   const reRegister = setInterval(() => {
     if (lease?.lost.aborted) report().catch(() => undefined);
   }, 1_000);
+  const statsTimer = setInterval(() => {
+    publishing ??= publishStats().finally(() => {
+      publishing = undefined;
+    });
+  }, o.statsIntervalMs ?? 1_000);
   let after: number | undefined;
   while (!signal.aborted) {
     try {
@@ -101,6 +144,8 @@ export async function runEdge(o: EdgeOptions): Promise<void> {
     }
   }
   clearInterval(reRegister);
+  clearInterval(statsTimer);
   await working;
+  await publishing;
   await lease?.revoke().catch(() => undefined);
 }

@@ -13,7 +13,7 @@ import { DockerRuntime } from '../src/runtimes/docker/docker.js';
 import { HELLO, startTestDaemon } from '../src/testing/daemon.js';
 import { buildNodeImage, startDockerd } from '../src/testing/docker.js';
 import { deployAndWait } from '../test/helpers.js';
-import { machine, median } from './report.js';
+import { machine, median, writeSection } from './report.js';
 
 const rounds = Number(process.env.ROUNDS ?? 8);
 const REPO = 'teal-bench/hello';
@@ -102,10 +102,17 @@ const rows: [string, number][] = [
   ['teal deploy, docker: API request to deployment end', median(took.docker)],
   ['docker deploy overhead (docker deploy - container ready)', median(took.docker) - readyMs],
 ];
-process.stdout.write(
-  `${rounds} rounds, medians. Machine: ${machine()}. ${new Date().toISOString().slice(0, 10)}.\n\n| what | ms |\n|---|---|\n${rows
-    .map(([k, v]) => `| ${k} | ${v.toFixed(0)} |`)
-    .join(
-      '\n',
-    )}\n\nraw: ready ${ready.map(Math.round).join(', ')}; process ${took.process.map(Math.round).join(', ')}; docker ${took.docker.map(Math.round).join(', ')}\n`,
-);
+const md = `## Container deploys
+
+\`npm run bench:docker\` (needs root and dockerd, as the tests): the example app as processes and as
+containers (a \`FROM scratch\` image of the host's node), ${rounds} deploys of each, each timed from
+the API request to the deployment's end (start, health, verify, switch, drain), medians.
+Machine: ${machine()}. ${new Date().toISOString().slice(0, 10)}.
+
+| what | ms |
+|---|---|
+${rows.map(([k, v]) => `| ${k} | ${v.toFixed(0)} |`).join('\n')}
+
+raw: ready ${ready.map(Math.round).join(', ')}; process ${took.process.map(Math.round).join(', ')}; docker ${took.docker.map(Math.round).join(', ')}`;
+process.stdout.write(`${md}\n`);
+process.stdout.write(`wrote ${writeSection('docker', md)}\n`);

@@ -17,6 +17,7 @@ import {
   mkdirSync,
   mkdtempSync,
   openSync,
+  readdirSync,
   readFileSync,
   rmSync,
   writeFileSync,
@@ -112,6 +113,7 @@ export async function startDockerd(): Promise<TestDockerd> {
     },
     async close() {
       await dockerd.stop();
+      killLeftovers(dir);
       unmountUnder(dir);
       deleteBridge(bridge);
       rmSync(dir, { recursive: true, force: true });
@@ -264,4 +266,42 @@ export async function buildNodeImage(
 function sharedLibraries(binary: string): string[] {
   const out = execFileSync('ldd', [binary], { encoding: 'utf8' });
   return [...out.matchAll(/(?:=>\s*|^\s*)(\/\S+)/gm)].map((m) => m[1]!);
+}
+
+/**
+ * What an engine stopped mid-test can leave behind: containerd shims (their command line names the
+ * exec root under `dir`) and, under them, the containers' processes. Killed with their whole tree,
+ * so a test run never leaves an app running on the machine.
+ */
+function killLeftovers(dir: string): void {
+  const pids = readdirSync('/proc').filter((d) => /^\d+$/.test(d));
+  const parent = new Map<number, number>();
+  const roots: number[] = [];
+  for (const d of pids) {
+    const pid = Number(d);
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      parent.set(pid, Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]));
+      if (pid !== process.pid && readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(dir)) roots.push(pid);
+    } catch {
+      // gone meanwhile
+    }
+  }
+  const doomed = new Set(roots);
+  for (let grew = true; grew; ) {
+    grew = false;
+    for (const [pid, ppid] of parent) {
+      if (doomed.has(ppid) && !doomed.has(pid)) {
+        doomed.add(pid);
+        grew = true;
+      }
+    }
+  }
+  for (const pid of doomed) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // gone meanwhile
+    }
+  }
 }

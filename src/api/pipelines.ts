@@ -5,7 +5,7 @@ import type { PipelineRunner } from '../pipeline/runner.js';
 import { authenticate, PROVIDERS, type Provider, parseDelivery, skipReason } from '../pipeline/webhooks.js';
 import type { Store } from '../stores/store.js';
 import { type Router, readJson, sendJson } from './http.js';
-import { EventStream } from './sse.js';
+import { followRecord } from './sse.js';
 
 export interface PipelineApiContext {
   runner: PipelineRunner;
@@ -193,31 +193,17 @@ async function streamRun(
   ctx: PipelineApiContext,
   first: PipelineRun,
 ): Promise<void> {
-  const stream = new EventStream(res);
-  const stop = new AbortController();
-  const onClose = () => stop.abort();
-  req.on('close', onClose);
-  ctx.closing.addEventListener('abort', onClose, { once: true });
-  const push = (run: PipelineRun): boolean => {
-    stream.send('run', run);
-    if (!isTerminalRun(run.state)) return false;
-    stream.send('end', { n: run.n, state: run.state, error: run.error ?? null });
-    return true;
-  };
-  try {
-    const key = pipelineKeys.run(first.pipeline, first.n);
-    const entry = await ctx.store.get<PipelineRun>(key);
-    if (!entry || push(entry.value)) return;
-    for await (const change of ctx.store.watch<PipelineRun>(key, {
-      signal: stop.signal,
-      afterRevision: entry.revision,
-    })) {
-      if (change.key === key && change.value && push(change.value)) return;
-    }
-  } finally {
-    req.off('close', onClose);
-    ctx.closing.removeEventListener('abort', onClose);
-    stop.abort();
-    stream.end();
-  }
+  await followRecord<PipelineRun>({
+    req,
+    res,
+    store: ctx.store,
+    key: pipelineKeys.run(first.pipeline, first.n),
+    closing: ctx.closing,
+    push: (stream, run) => {
+      stream.send('run', run);
+      if (!isTerminalRun(run.state)) return false;
+      stream.send('end', { n: run.n, state: run.state, error: run.error ?? null });
+      return true;
+    },
+  });
 }

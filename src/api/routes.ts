@@ -15,7 +15,7 @@ import type { TrafficSwitch } from '../proxy/switch.js';
 import type { Runtime } from '../runtimes/runtime.js';
 import type { Store } from '../stores/store.js';
 import { Router, readJson, sendJson } from './http.js';
-import { EventStream } from './sse.js';
+import { followRecord } from './sse.js';
 
 export interface ApiContext {
   engine: Engine;
@@ -224,41 +224,25 @@ async function streamDeployment(
   first: DeploymentRecord,
   from: number,
 ): Promise<void> {
-  const stream = new EventStream(res);
-  const stop = new AbortController();
-  const onClose = () => stop.abort();
-  req.on('close', onClose);
-  ctx.closing.addEventListener('abort', onClose, { once: true });
   let sent = from;
   let state = '';
-  const push = (record: DeploymentRecord): boolean => {
-    for (; sent < record.events.length; sent++) stream.send('step', record.events[sent]);
-    if (record.state !== state) {
-      state = record.state;
-      stream.send('state', { state });
-    }
-    if (isTerminal(record.state)) {
+  await followRecord<DeploymentRecord>({
+    req,
+    res,
+    store: ctx.store,
+    key: keys.deployment(first.service, first.n),
+    closing: ctx.closing,
+    push: (stream, record) => {
+      for (; sent < record.events.length; sent++) stream.send('step', record.events[sent]);
+      if (record.state !== state) {
+        state = record.state;
+        stream.send('state', { state });
+      }
+      if (!isTerminal(record.state)) return false;
       stream.send('end', summarize(record));
       return true;
-    }
-    return false;
-  };
-  try {
-    const key = keys.deployment(first.service, first.n);
-    const entry = await ctx.store.get<DeploymentRecord>(key);
-    if (!entry || push(entry.value)) return;
-    for await (const change of ctx.store.watch<DeploymentRecord>(key, {
-      signal: stop.signal,
-      afterRevision: entry.revision,
-    })) {
-      if (change.key === key && change.value && push(change.value)) return;
-    }
-  } finally {
-    req.off('close', onClose);
-    ctx.closing.removeEventListener('abort', onClose);
-    stop.abort();
-    stream.end();
-  }
+    },
+  });
 }
 
 async function streamLogs(

@@ -4,11 +4,13 @@
  * daemon (is another control plane running?). A zombie counts as dead everywhere: where pid 1 does
  * not reap (some containers), an exited process would otherwise look alive forever.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 
 export interface ProcStat {
   /** R, S, D, Z (zombie: exited, not yet reaped), ... */
   state: string;
+  /** The parent's pid. */
+  ppid: number;
   pgrp: number;
   session: number;
   /** Clock ticks after boot. */
@@ -31,6 +33,7 @@ export function procStat(pid: number): ProcStat | undefined {
   const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
   return {
     state: fields[0] ?? '?',
+    ppid: Number(fields[1]),
     pgrp: Number(fields[2]),
     session: Number(fields[3]),
     startTime: Number(fields[19]),
@@ -61,4 +64,26 @@ export function pidAlive(pid: number): boolean {
   if (!hasProc) return signalZero(pid);
   const stat = procStat(pid);
   return stat !== undefined && !isDead(stat);
+}
+
+/** The parent of a live process (undefined when it is gone or a zombie). */
+export function parentOf(pid: number): number | undefined {
+  const stat = procStat(pid);
+  return stat === undefined || isDead(stat) ? undefined : stat.ppid;
+}
+
+/** The pids of a process's children, from /proc (the slow scan on kernels without CONFIG_PROC_CHILDREN). */
+export function childrenOf(pid: number): number[] {
+  try {
+    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8')
+      .split(' ')
+      .filter((s) => s.trim() !== '')
+      .map(Number);
+  } catch (err) {
+    if (!isErrno(err, 'ENOENT')) throw err;
+  }
+  return readdirSync('/proc')
+    .filter((d) => /^\d+$/.test(d))
+    .map(Number)
+    .filter((child) => parentOf(child) === pid);
 }

@@ -24,6 +24,7 @@ import {
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { procStat } from '../proc.js';
 import { Engine, readProgress } from '../runtimes/docker/engine.js';
 import { findBinary, haveBinary } from './binaries.js';
 import { packageRoot } from './paths.js';
@@ -280,8 +281,9 @@ function killLeftovers(dir: string): void {
   for (const d of pids) {
     const pid = Number(d);
     try {
-      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-      parent.set(pid, Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]));
+      const stat = procStat(pid);
+      if (!stat) continue;
+      parent.set(pid, stat.ppid);
       if (pid !== process.pid && readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(dir)) roots.push(pid);
     } catch {
       // gone meanwhile

@@ -3,7 +3,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
-import { pidAlive } from '../proc.js';
+import { childrenOf, pidAlive } from '../proc.js';
 import { findBinary } from './binaries.js';
 
 const run = promisify(execFile);
@@ -32,17 +32,6 @@ export interface NginxInstance {
 }
 
 const quote = (s: string) => `'${s.replaceAll("'", `'\\''`)}'`;
-
-function childrenOf(pid: number): number[] {
-  try {
-    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8')
-      .split(' ')
-      .filter((s) => s.trim() !== '')
-      .map(Number);
-  } catch {
-    return [];
-  }
-}
 
 /**
  * A private nginx for tests and benchmarks: its own prefix dir, pid file, temp paths and error log,

@@ -1,7 +1,7 @@
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { TealError } from '../../core/errors.js';
-import { isErrno } from '../../proc.js';
+import { childrenOf, isErrno, parentOf } from '../../proc.js';
 
 /**
  * nginx's processes, read from /proc. A reload makes the master start new workers with the new
@@ -26,33 +26,6 @@ function cmdline(pid: number): string | undefined {
     if (isErrno(err, 'ENOENT') || isErrno(err, 'ESRCH')) return undefined;
     throw err;
   }
-}
-
-function parentOf(pid: number): number | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return fields[0] === 'Z' ? undefined : Number(fields[1]);
-  } catch (err) {
-    if (isErrno(err, 'ENOENT') || isErrno(err, 'ESRCH')) return undefined;
-    throw err;
-  }
-}
-
-function childrenOf(master: number): number[] {
-  try {
-    return readFileSync(`/proc/${master}/task/${master}/children`, 'utf8')
-      .split(' ')
-      .filter((s) => s.trim() !== '')
-      .map(Number);
-  } catch (err) {
-    if (!isErrno(err, 'ENOENT')) throw err;
-  }
-  // Kernels without CONFIG_PROC_CHILDREN: every process's parent, the slow way.
-  return readdirSync('/proc')
-    .filter((d) => /^\d+$/.test(d))
-    .map(Number)
-    .filter((pid) => parentOf(pid) === master);
 }
 
 /** What a pid is now: one of `master`'s workers (serving or retiring), or nothing of nginx's. */

@@ -10,37 +10,17 @@
  * Writes its section of docs/benchmarks.md.
  */
 import { spawn } from 'node:child_process';
-import http from 'node:http';
-import net from 'node:net';
 import type { ApiClient } from '../src/cli/client.js';
 import type { DeploymentRecord } from '../src/core/records.js';
+import { freePort as freeLoopbackPort } from '../src/runtimes/ports.js';
 import { HELLO, helloService, startTestDaemon } from '../src/testing/daemon.js';
 import { backgroundLoad, deployAndWait, waitEnded } from '../test/helpers.js';
-import { machine, median, writeSection } from './report.js';
+import { healthy, machine, median, writeSection } from './report.js';
 
 const rounds = Number(process.env.ROUNDS ?? 10);
 
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-function healthy(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const req = http.get({ host: '127.0.0.1', port, path: '/health', agent: false }, (res) => {
-      res.resume();
-      resolve(res.statusCode === 200);
-    });
-    req.on('error', () => resolve(false));
-  });
-}
-
 async function appReadyMs(): Promise<number> {
-  const port = await freePort();
+  const port = await freeLoopbackPort('127.0.0.1');
   const t0 = performance.now();
   const child = spawn(process.execPath, [HELLO], {
     env: { ...process.env, PORT: String(port), APP_VERSION: 'bench' },

@@ -1,32 +1,21 @@
 /**
  * Deploy time for containers next to processes, in one run on one machine:
- *   npx tsx bench/docker-deploy.ts        (ROUNDS=8 by default; needs root and dockerd, as the tests)
+ *   npm run bench:docker        (ROUNDS=8 by default; needs root and dockerd, as the tests)
  * 1. the container alone: DockerRuntime.start of the example app's image (built FROM scratch on an
  *    isolated dockerd), polling /health every 2 ms, to the first 200;
  * 2. a real `teal up` with the same example app as a process service and as a docker service (same
  *    health, verify, drain), ROUNDS deploys of each, each timed from the API request to the end.
- * Overhead = median deploy - median ready. Prints a Markdown table (docs/docker.md quotes it).
+ * Overhead = median deploy - median ready. Writes its section of docs/benchmarks.md.
  */
-import http from 'node:http';
 import { tmpdir } from 'node:os';
 import { DockerRuntime } from '../src/runtimes/docker/docker.js';
 import { HELLO, startTestDaemon } from '../src/testing/daemon.js';
 import { buildNodeImage, startDockerd } from '../src/testing/docker.js';
 import { deployAndWait } from '../test/helpers.js';
-import { machine, median, writeSection } from './report.js';
+import { healthy, machine, median, writeSection } from './report.js';
 
 const rounds = Number(process.env.ROUNDS ?? 8);
 const REPO = 'teal-bench/hello';
-
-function healthy(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const req = http.get({ host: '127.0.0.1', port, path: '/health', agent: false }, (res) => {
-      res.resume();
-      resolve(res.statusCode === 200);
-    });
-    req.on('error', () => resolve(false));
-  });
-}
 
 const common = [
   'env: { APP_VERSION: "{{version}}" }',

@@ -15,7 +15,6 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import http from 'node:http';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { ensureDataPlane, stopDataPlane } from '../src/proxy/builtin/launcher.js';
@@ -24,6 +23,7 @@ import { prepareStateDir, renderBaseConfig } from '../src/proxy/haproxy/base-con
 import { HaproxySwitch } from '../src/proxy/haproxy/switch.js';
 import { NginxSwitch } from '../src/proxy/nginx/switch.js';
 import type { RoutingTable } from '../src/proxy/switch.js';
+import { freePort as freeLoopbackPort } from '../src/runtimes/ports.js';
 import { findBinary } from '../src/testing/binaries.js';
 import { startHaproxy, startHaproxyConfig } from '../src/testing/haproxy.js';
 import { startNginx } from '../src/testing/nginx.js';
@@ -45,17 +45,8 @@ const dir = mkdtempSync(path.join(tmpdir(), 'teal-bench-'));
 const children: ChildProcess[] = [];
 const cleanups: (() => Promise<unknown>)[] = [];
 
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
 async function upstream(body: string): Promise<number> {
-  const port = await freePort();
+  const port = await freeLoopbackPort('127.0.0.1');
   const child = spawn(
     process.execPath,
     [path.join(import.meta.dirname, 'upstream.mjs'), String(port), body],
@@ -181,11 +172,11 @@ try {
   const portA = await upstream('A');
   const portB = await upstream('B');
 
-  const nginxPort = await freePort();
+  const nginxPort = await freeLoopbackPort('127.0.0.1');
   const nginx = await startNginx(path.join(dir, 'nginx'), nginxHttp(nginxPort, portA));
   cleanups.push(() => nginx.stop());
 
-  const haproxyPort = await freePort();
+  const haproxyPort = await freeLoopbackPort('127.0.0.1');
   const haproxy = await startHaproxy(
     path.join(dir, 'haproxy'),
     `frontend web
@@ -263,7 +254,7 @@ backend app
   );
 
   // teal driving nginx and haproxy: the same flips, through their TrafficSwitch as a deploy does.
-  const nginxTealPort = await freePort();
+  const nginxTealPort = await freeLoopbackPort('127.0.0.1');
   const nginxTeal = await startNginx(path.join(dir, 'nginx-teal'), `include ${dir}/nginx-teal/teal*.conf;`);
   cleanups.push(() => nginxTeal.stop());
   const nginxSwitch = await NginxSwitch.open({
@@ -290,7 +281,7 @@ backend app
     `teal's nginx switch under load: median ${nginxSwitched.medianMs.toFixed(1)} ms, ${nginxSwitched.failed} failed\n`,
   );
 
-  const haproxyTealPort = await freePort();
+  const haproxyTealPort = await freeLoopbackPort('127.0.0.1');
   const haproxyState = path.join(dir, 'haproxy-teal-state');
   await prepareStateDir(haproxyState);
   const haproxyTeal = await startHaproxyConfig(path.join(dir, 'haproxy-teal'), (socket) =>

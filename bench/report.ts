@@ -1,4 +1,5 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { packageRoot } from '../src/paths.js';
@@ -36,4 +37,15 @@ export function writeSection(name: string, markdown: string): string {
       : `${text.trimEnd()}\n\n${block}\n`;
   writeFileSync(file, text);
   return file;
+}
+
+/** One GET /health on the loopback port: true when it answers 200 (a process or container ready). */
+export function healthy(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const req = http.get({ host: '127.0.0.1', port, path: '/health', agent: false }, (res) => {
+      res.resume();
+      resolve(res.statusCode === 200);
+    });
+    req.on('error', () => resolve(false));
+  });
 }

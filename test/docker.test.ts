@@ -8,6 +8,7 @@ import type { DeploymentRecord } from '../src/core/records.js';
 import type { ServiceStatus } from '../src/core/status.js';
 import { cliEntry } from '../src/paths.js';
 import { DockerRuntime } from '../src/runtimes/docker/docker.js';
+import { freePort as freeLoopbackPort } from '../src/runtimes/ports.js';
 import { startTestDaemon, type TestDaemon } from '../src/testing/daemon.js';
 import { buildNodeImage, dockerdAvailable, startDockerd, type TestDockerd } from '../src/testing/docker.js';
 import { backgroundLoad, deployAndWait, staleAfterSwitch } from './helpers.js';
@@ -250,19 +251,9 @@ describe.runIf(available)('runtime docker through the real daemon', () => {
 
 async function twoFreePorts(): Promise<[number, number]> {
   for (;;) {
-    const a = await freePort();
+    const a = await freeLoopbackPort('127.0.0.1');
     if (await portFree(a + 1)) return [a, a + 1];
   }
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-    s.on('error', reject);
-  });
 }
 
 function portFree(port: number): Promise<boolean> {

@@ -1,9 +1,9 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { freePort as freeLoopbackPort } from '../runtimes/ports.js';
 import { findBinary } from './binaries.js';
 
 export interface EtcdInstance {
@@ -30,17 +30,6 @@ export interface EtcdCluster {
   close(): Promise<void>;
 }
 
-/** A free loopback port: bound once by the OS, then released for etcd to take. */
-async function freePort(): Promise<number> {
-  const server = createServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address() as { port: number };
-  server.close();
-  await once(server, 'close');
-  return port;
-}
-
 interface MemberPlan {
   name: string;
   root: string;
@@ -49,8 +38,8 @@ interface MemberPlan {
 }
 
 async function planMember(root: string, tag: string): Promise<MemberPlan> {
-  const clientPort = await freePort();
-  const peerPort = await freePort();
+  const clientPort = await freeLoopbackPort('127.0.0.1');
+  const peerPort = await freeLoopbackPort('127.0.0.1');
   return {
     name: `teal-${process.pid}-${tag}-${clientPort}`,
     root,

@@ -121,11 +121,16 @@ export class RawClient {
     });
   }
 
-  /** Connects to `url`'s host and port (an http:// URL or "host:port"). */
-  static connect(url: string): Promise<RawClient> {
+  /** Connects to `url`'s host and port (an http:// URL or "host:port"), from `localAddress` if given. */
+  static connect(url: string, localAddress?: string): Promise<RawClient> {
     const u = new URL(url.includes('://') ? url : `http://${url}`);
     return new Promise((resolve, reject) => {
-      const socket = net.connect({ host: u.hostname, port: Number(u.port), noDelay: true });
+      const socket = net.connect({
+        host: u.hostname,
+        port: Number(u.port),
+        noDelay: true,
+        ...(localAddress ? { localAddress } : {}),
+      });
       socket.once('connect', () => resolve(new RawClient(socket)));
       socket.once('error', reject);
     });
@@ -207,14 +212,18 @@ export interface RawUpstream {
   received: string;
   /** Request heads received, without the blank line. */
   heads: string[];
+  /** Each request's body as framed by its head (a chunked one decoded), once all of it arrived. */
+  bodies: string[];
   close(): Promise<void>;
 }
 
 const OK = 'HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok';
 
 /**
- * Answers every request head with `respond(head)` (no answer when it returns undefined). Bodies with
- * a Content-Length are skipped; this upstream is for heads, not bodies.
+ * Answers every request head with `respond(head)` (no answer when it returns undefined), as soon as
+ * the head has arrived. It frames bodies as a strict HTTP/1.1 server would (Content-Length, or
+ * chunked when Transfer-Encoding names it), so `heads` counts the requests it would have served
+ * and `bodies` holds what each carried: bytes a proxy forwarded unframed show up as extra heads.
  */
 export async function startRawUpstream(
   options: { port?: number; respond?: (head: string) => string | undefined } = {},
@@ -227,6 +236,7 @@ export async function startRawUpstream(
     closed: 0,
     received: '',
     heads: [],
+    bodies: [],
     close: () =>
       new Promise((resolve) => {
         for (const s of sockets) s.destroy();
@@ -242,23 +252,30 @@ export async function startRawUpstream(
     });
     socket.on('error', () => socket.destroy());
     let buffered = '';
-    let skip = 0;
+    // The body being read: `length` bytes still to come, or chunked; `body` so far.
+    let body: { length: number; chunked: boolean; data: string } | null = null;
     socket.on('data', (d: Buffer) => {
       const text = d.toString('latin1');
       up.received += text;
       buffered += text;
       for (;;) {
-        if (skip > 0) {
-          const n = Math.min(skip, buffered.length);
-          buffered = buffered.slice(n);
-          skip -= n;
+        if (body !== null) {
+          const rest = readBody(body, buffered);
+          if (rest === undefined) return;
+          buffered = rest;
+          up.bodies.push(body.data);
+          body = null;
         }
         const end = buffered.indexOf('\r\n\r\n');
-        if (end < 0 || skip > 0) return;
+        if (end < 0) return;
         const head = buffered.slice(0, end);
         buffered = buffered.slice(end + 4);
         up.heads.push(head);
-        skip = Number(/\r\ncontent-length: *(\d+)/i.exec(head)?.[1] ?? 0);
+        body = {
+          length: Number(/\r\ncontent-length: *(\d+)/i.exec(head)?.[1] ?? 0),
+          chunked: /\r\ntransfer-encoding:[^\r]*chunked/i.test(head),
+          data: '',
+        };
         const answer = respond(head);
         if (answer !== undefined) socket.write(answer, 'latin1');
       }
@@ -270,6 +287,45 @@ export async function startRawUpstream(
   });
   up.port = (server.address() as net.AddressInfo).port;
   return up;
+}
+
+/**
+ * Reads `body` from `buffered`; returns what follows the body once it is complete, undefined while
+ * more is needed. A length is consumed as it arrives (a large body is not kept twice); a chunked
+ * body is read whole once its last chunk is in (chunk extensions and trailers are skipped; a size
+ * line that is not hex ends it there).
+ */
+function readBody(
+  body: { length: number; chunked: boolean; data: string },
+  buffered: string,
+): string | undefined {
+  if (!body.chunked) {
+    const n = Math.min(body.length, buffered.length);
+    body.data += buffered.slice(0, n);
+    body.length -= n;
+    if (body.length > 0) return undefined;
+    return buffered.slice(n);
+  }
+  let at = 0;
+  let data = '';
+  for (;;) {
+    const lineEnd = buffered.indexOf('\r\n', at);
+    if (lineEnd < 0) return undefined;
+    const size = Number.parseInt(buffered.slice(at, lineEnd), 16);
+    if (Number.isNaN(size)) {
+      body.data = data;
+      return buffered.slice(at);
+    }
+    if (size === 0) {
+      const end = buffered.indexOf('\r\n\r\n', lineEnd);
+      if (end < 0) return undefined;
+      body.data = data;
+      return buffered.slice(end + 4);
+    }
+    if (buffered.length < lineEnd + 2 + size + 2) return undefined;
+    data += buffered.slice(lineEnd + 2, lineEnd + 2 + size);
+    at = lineEnd + 2 + size + 2;
+  }
 }
 
 /**

@@ -5,8 +5,8 @@ import type { ParsedHead } from './http1.js';
 /**
  * Heads on the wire: what the data plane reads from a client's request, writes to the upstream,
  * and writes back. Hop-by-hop headers describe one connection, not the message, so they never cross
- * the proxy in either direction (RFC 9110 7.6.1), nor do the headers `Connection` names, nor the
- * preview header, which is for the data plane alone.
+ * the proxy in either direction (RFC 9110 7.6.1), nor do the headers `Connection` names (but the
+ * protected ones, see `isProtected`), nor the preview header, which is for the data plane alone.
  */
 
 export const SLOT_HEADER = 'x-teal-slot';
@@ -21,6 +21,39 @@ const HOP_BY_HOP = new Set([
   'upgrade',
   SLOT_HEADER,
 ]);
+
+/**
+ * Headers a `Connection` option never removes, in either direction: the ones that frame the
+ * message, route it, or that the data plane itself sets or reads. RFC 9110 7.6.1 has a proxy drop
+ * what Connection names, and forbids a sender to name "a header field that is intended for all
+ * recipients"; obeying such an option blindly lets a client unframe its own body (`Connection:
+ * content-length` forwarded the body without its length, read upstream as a second request) or
+ * hide what the data plane set. nginx never acts on Connection options; haproxy acts only on
+ * close, keep-alive and upgrade. teal keeps RFC 9110's rule for every other name and ignores these
+ * (rather than answering 400: `Connection: TE` is what RFC 9110 10.1.4 asks a client sending TE to
+ * send, and these headers get the data plane's own treatment whatever Connection says).
+ */
+const PROTECTED = new Set([
+  'connection',
+  'keep-alive',
+  'upgrade',
+  'content-length',
+  'transfer-encoding',
+  'te',
+  'trailer',
+  'host',
+  'forwarded',
+  'x-real-ip',
+  'x-request-id',
+  'content-type',
+  'cookie',
+  'set-cookie',
+]);
+
+/** Whether a Connection option naming `lower` must be ignored; every `x-forwarded-*` and `x-teal-*` is. */
+export function isProtected(lower: string): boolean {
+  return PROTECTED.has(lower) || lower.startsWith('x-forwarded-') || lower.startsWith('x-teal-');
+}
 
 /** Replaced by the data plane's own values on the way to the upstream. */
 const REPLACED_UPSTREAM = new Set([
@@ -48,7 +81,7 @@ export interface RequestHead {
   chunked: boolean;
   forwardedFor: string | undefined;
   upgradeProtocol: string | undefined;
-  /** Lower-cased names the Connection header lists (beyond keep-alive/close/upgrade), if any. */
+  /** Lower-cased names the Connection headers list that the data plane drops (none protected), if any. */
   connectionListed: Set<string> | undefined;
   /** Set when the data plane must refuse the request on its head alone (see `refusalFor`). */
   refusal: { status: 400 | 501 | 505; reason: string } | undefined;
@@ -64,11 +97,12 @@ function newRequestId(): string {
   return `${ID_PREFIX}-${counter.toString(36)}`;
 }
 
+/** The names one Connection header value lists that are to be dropped, added to `into`. */
 function listed(value: string, into: Set<string> | undefined): Set<string> | undefined {
   let set = into;
   for (const part of value.split(',')) {
     const name = part.trim().toLowerCase();
-    if (!name || name === 'keep-alive' || name === 'close' || name === 'upgrade' || name === 'host') continue;
+    if (!name || name === 'close' || isProtected(name)) continue;
     set ??= new Set();
     set.add(name);
   }

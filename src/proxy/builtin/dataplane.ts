@@ -262,7 +262,7 @@ export class DataPlane implements AdminTarget, PlaneContext {
   }
 
   upgrade(req: RequestHead, socket: Socket, head: Buffer): void {
-    forwardUpgrade(selectPool(this.table, req), req, socket, head, this.settings);
+    forwardUpgrade(selectPool(this.table, req), req, socket, head, this.settings, this.upstreamErrors);
   }
 
   info(): DataPlaneInfo {

@@ -11,6 +11,7 @@ import {
   type RequestHead,
   responseHeaderLines,
   statusLine,
+  UPSTREAM_FAILED,
   upstreamHead,
 } from './wire.js';
 
@@ -280,7 +281,7 @@ export class Exchange implements Flight, UpstreamUser {
       }
       this.upstreamError = true;
       this.logUpstreamError(failed, 502, code, `failed before responding (${code})`);
-      this.answer(502, `${this.pool!.meta.id} failed before responding (${code})`);
+      this.answer(502, UPSTREAM_FAILED.failed);
       return;
     }
     if (this.state === 'streaming') {
@@ -340,12 +341,7 @@ export class Exchange implements Flight, UpstreamUser {
           ? `did not accept a connection within ${connectTimeoutMs}ms`
           : `sent no response within ${responseTimeoutMs}ms`,
       );
-      this.answer(
-        504,
-        connecting
-          ? `${this.pool!.meta.id} did not accept a connection within ${connectTimeoutMs}ms`
-          : `${this.pool!.meta.id} sent no response within ${responseTimeoutMs}ms`,
-      );
+      this.answer(504, connecting ? UPSTREAM_FAILED.connect : UPSTREAM_FAILED.response);
     }
   }
 

@@ -5,7 +5,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { Upstream } from '../switch.contract.js';
 import { poolFor, request, webTable } from '../switch.contract.js';
-import { startTestDataPlane, type TestDataPlane } from './harness.js';
+import { RawClient, startTestDataPlane, type TestDataPlane } from './harness.js';
 import { BuiltinSwitch } from './switch.js';
 
 /** A node:http server for one test, closed afterwards. */
@@ -89,15 +89,19 @@ describe('the builtin data plane forwarding requests', () => {
     expect(mine.headers['x-request-id']).toBe('trace-42');
   });
 
-  it('answers 502 naming the request id when the upstream refuses, and counts it', async () => {
+  it('answers 502 naming only the request id when the upstream refuses, logs the detail, and counts it', async () => {
     const gone = await serve(() => undefined);
     await gone.close();
     const pool = poolFor('web', 'blue', 7, [at(gone.port)]);
     await sw.apply(webTable(2, pool));
     const r = await request(`${dp.url}/`);
     expect(r.status).toBe(502);
-    expect(r.body).toContain('ECONNREFUSED');
-    expect(r.body).toContain(`request ${r.headers['x-request-id']}`);
+    // The public answer: the status, a sentence and the request id; nothing of the inside.
+    expect(r.body).toBe(
+      `502 Bad Gateway: the service failed before responding (request ${r.headers['x-request-id']})\n`,
+    );
+    for (const inside of ['ECONNREFUSED', pool.id, 'web', 'blue', String(gone.port), '127.0.0.1'])
+      expect(r.body).not.toContain(inside);
     const stats = (await sw.stats()).pools.find((p) => p.pool === pool.id);
     expect(stats).toMatchObject({ requests: 1, upstreamErrors: 1, status: { '5xx': 1 } });
 
@@ -120,10 +124,38 @@ describe('the builtin data plane forwarding requests', () => {
       upstream: `127.0.0.1:${gone.port}`,
       status: 502,
       code: 'ECONNREFUSED',
+      message: 'failed before responding (ECONNREFUSED)',
     });
     expect(JSON.stringify(logged)).not.toContain('secret');
     // Requests that went well are not logged.
     expect(lines.filter((l) => l.requestId !== undefined)).toHaveLength(2);
+  });
+
+  it('answers a websocket upgrade the upstream refuses with 502 naming only the request id, and logs the detail', async () => {
+    const gone = await serve(() => undefined);
+    await gone.close();
+    const pool = poolFor('web', 'blue', 8, [at(gone.port)]);
+    await sw.apply(webTable(3, pool));
+    const c = await RawClient.connect(dp.url);
+    c.send(
+      'GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nX-Request-Id: ws-502\r\n' +
+        'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n',
+    );
+    await c.waitForClose();
+    c.destroy();
+    const [answer] = c.responses();
+    expect(answer!.status).toBe(502);
+    expect(answer!.body.toString()).toBe(
+      '502 Bad Gateway: the service failed before responding (request ws-502)\n',
+    );
+    const logged = (await readFile(dp.logFile, 'utf8'))
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as Record<string, unknown>)
+      .filter((l) => l.event === 'upstream_error' && l.requestId === 'ws-502');
+    expect(logged).toMatchObject([
+      { path: '/ws', pool: pool.id, upstream: `127.0.0.1:${gone.port}`, status: 502, code: 'ECONNREFUSED' },
+    ]);
   });
 
   it('retries a request whose reused keep-alive socket the upstream just closed', async () => {

@@ -78,7 +78,7 @@ describe('the builtin data plane with a 1 KB body limit and short deadlines', ()
     expect(seen.bodies).toEqual(['c'.repeat(500) + 'd'.repeat(524), 'e'.repeat(1024)]);
   });
 
-  it('answers 504 naming the request id when the upstream accepts but never answers', async () => {
+  it('answers 504 naming only the request id when the upstream accepts but never answers', async () => {
     const up = await f.raw({ respond: () => undefined });
     await f.route(up.port);
     const c = await f.client();
@@ -87,8 +87,9 @@ describe('the builtin data plane with a 1 KB body limit and short deadlines', ()
     const [res] = await c.finalResponses(1, { timeoutMs: 3_000 });
     const waited = performance.now() - sent;
     expect(res!.status).toBe(504);
-    expect(res!.body.toString()).toContain('sent no response within 300ms');
-    expect(res!.body.toString()).toContain('(request silent-1)');
+    expect(res!.body.toString()).toBe(
+      '504 Gateway Timeout: the service did not respond in time (request silent-1)\n',
+    );
     expect(waited).toBeGreaterThanOrEqual(280);
     expect(waited).toBeLessThan(1_000);
     expect(up.heads).toHaveLength(1);
@@ -104,8 +105,9 @@ describe('the builtin data plane with a 1 KB body limit and short deadlines', ()
     const [res] = await c.finalResponses(1, { timeoutMs: 3_000 });
     const waited = performance.now() - sent;
     expect(res!.status).toBe(504);
-    expect(res!.body.toString()).toContain('did not accept a connection within 200ms');
-    expect(res!.body.toString()).toContain(`(request ${headerValues(res!, 'x-request-id')[0]})`);
+    expect(res!.body.toString()).toBe(
+      `504 Gateway Timeout: the service did not accept the connection in time (request ${headerValues(res!, 'x-request-id')[0]})\n`,
+    );
     expect(waited).toBeGreaterThanOrEqual(180);
     expect(waited).toBeLessThan(1_000);
   });
@@ -127,7 +129,7 @@ describe('the builtin data plane with a 1 KB body limit and short deadlines', ()
     expect(performance.now() - started).toBeLessThan(1_500);
   });
 
-  it('answers 502 naming the pool at once when its only instance refuses connections', async () => {
+  it('answers 502 at once, without naming the pool, when its only instance refuses connections', async () => {
     const gone = await f.raw();
     await gone.close();
     const pool = await f.route(gone.port);
@@ -135,7 +137,9 @@ describe('the builtin data plane with a 1 KB body limit and short deadlines', ()
     const r = await request(`${f.dp.url}/`);
     expect(performance.now() - sent).toBeLessThan(200);
     expect(r.status).toBe(502);
-    expect(r.body).toContain(`${pool.id} failed before responding (ECONNREFUSED)`);
+    expect(r.body).toContain('the service failed before responding');
+    expect(r.body).not.toContain(pool.id);
+    expect(r.body).not.toContain('ECONNREFUSED');
   });
 
   it('closes a client connection idle for longer than the idle timeout', async () => {

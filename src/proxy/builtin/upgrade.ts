@@ -1,11 +1,19 @@
 import net, { type Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { Http1Parser, type ParsedHead } from './http1.js';
+import type { EventLog } from './log.js';
 import type { Flight, PoolRuntime } from './pool.js';
 import type { Refusal } from './select.js';
 import type { DataPlaneSettings } from './settings.js';
 import type { UpstreamEndpoint } from './upstream.js';
-import { plainResponse, type RequestHead, responseHeaderLines, statusLine, upstreamHead } from './wire.js';
+import {
+  plainResponse,
+  type RequestHead,
+  responseHeaderLines,
+  statusLine,
+  UPSTREAM_FAILED,
+  upstreamHead,
+} from './wire.js';
 
 /**
  * Websocket (and any other `Upgrade`) requests: the upgrade request goes to the upstream on a
@@ -19,6 +27,7 @@ export function forwardUpgrade(
   client: Socket,
   head: Buffer,
   settings: DataPlaneSettings,
+  upstreamErrors?: EventLog,
 ): void {
   client.on('error', () => client.destroy());
   if (req.method === 'CONNECT') {
@@ -29,7 +38,9 @@ export function forwardUpgrade(
     client.end(plainResponse(route.status, route.reason, req.requestId, true), 'latin1');
     return;
   }
-  new Splice(route, req, client, head).start(settings.connectTimeoutMs + settings.responseTimeoutMs);
+  new Splice(route, req, client, head, upstreamErrors).start(
+    settings.connectTimeoutMs + settings.responseTimeoutMs,
+  );
 }
 
 class Splice implements Flight {
@@ -47,12 +58,14 @@ class Splice implements Flight {
   private status = 0;
   private upstreamError = false;
   private ended = false;
+  private readonly upstreamErrors: EventLog | undefined;
 
-  constructor(pool: PoolRuntime, req: RequestHead, client: Socket, head: Buffer) {
+  constructor(pool: PoolRuntime, req: RequestHead, client: Socket, head: Buffer, upstreamErrors?: EventLog) {
     this.pool = pool;
     this.req = req;
     this.client = client;
     this.head = head;
+    this.upstreamErrors = upstreamErrors;
   }
 
   start(timeoutMs: number): void {
@@ -76,12 +89,11 @@ class Splice implements Flight {
     });
     upstream.on('data', this.onUpstreamData);
     upstream.on('error', (err: NodeJS.ErrnoException) => {
-      if (this.status === 0)
-        this.reject(502, `${this.pool.meta.id} failed before responding (${err.code ?? err.message})`);
+      if (this.status === 0) this.reject(502, err.code ?? err.message, 'failed before responding');
     });
     upstream.on('close', this.finish);
     this.timer = setTimeout(
-      () => this.reject(504, `${this.pool.meta.id} did not answer the upgrade in time`),
+      () => this.reject(504, 'UPGRADE_TIMEOUT', `did not answer the upgrade within ${timeoutMs}ms`),
       timeoutMs,
     );
     upstream.write(upstreamHead(this.req), 'latin1');
@@ -98,7 +110,7 @@ class Splice implements Flight {
     try {
       parsed = this.parser!.execute(data);
     } catch {
-      this.reject(502, `${this.pool.meta.id} sent an answer that is not HTTP`);
+      this.reject(502, 'NOT_HTTP', 'sent an answer that is not HTTP');
       return;
     }
     const answer = this.answer;
@@ -130,13 +142,35 @@ class Splice implements Flight {
     );
   };
 
-  private reject(status: 502 | 504, message: string): void {
+  /** The client gets a generic answer; the log line under its request id says what happened. */
+  private reject(status: 502 | 504, code: string, message: string): void {
     clearTimeout(this.timer);
     if (this.ended || this.status !== 0) return;
     this.status = status;
     this.upstreamError = true;
     this.upstream?.destroy();
-    this.client.end(plainResponse(status, message, this.req.requestId, true), 'latin1');
+    const meta = this.pool.meta;
+    this.upstreamErrors?.('upstream_error', {
+      requestId: this.req.requestId,
+      method: this.req.method,
+      path: this.req.url.split('?')[0],
+      service: meta.service,
+      slot: meta.slot,
+      version: meta.version,
+      pool: meta.id,
+      upstream: this.endpoint ? `${this.endpoint.host}:${this.endpoint.port}` : null,
+      status,
+      code,
+      message: `${message} (upgrade)`,
+      ms: Math.round(performance.now() - this.started),
+    });
+    const reply =
+      code === 'NOT_HTTP'
+        ? UPSTREAM_FAILED.notHttp
+        : status === 504
+          ? UPSTREAM_FAILED.response
+          : UPSTREAM_FAILED.failed;
+    this.client.end(plainResponse(status, reply, this.req.requestId, true), 'latin1');
   }
 
   /** Either side closed or failed: close the other side (after what it still has to send), once. */

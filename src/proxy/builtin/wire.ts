@@ -314,6 +314,18 @@ export function statusLine(status: number, message: string): string {
   return `HTTP/1.1 ${status} ${message || STATUS_CODES[status] || ''}\r\n`;
 }
 
+/**
+ * What the public is told when an upstream failed: the status, a sentence and the request id,
+ * never the pool, the instance's address or the socket error (they map the inside for an
+ * attacker). The detail goes to the data plane's `upstream_error` log line under the same id.
+ */
+export const UPSTREAM_FAILED = {
+  failed: 'the service failed before responding',
+  connect: 'the service did not accept the connection in time',
+  response: 'the service did not respond in time',
+  notHttp: 'the service sent an answer that is not HTTP',
+} as const;
+
 /** A short text answer from the data plane itself, naming the request id; written as latin1, like every head. */
 export function plainResponse(status: number, message: string, requestId: string, close: boolean): string {
   const body = `${status} ${STATUS_CODES[status] ?? ''}: ${message} (request ${requestId})\n`;

@@ -1,3 +1,4 @@
+import type { EnvSource } from '../child-env.js';
 import type { Probe } from '../health/probe.js';
 import type { TrafficSwitch } from '../proxy/switch.js';
 import type { Runtime } from '../runtimes/runtime.js';
@@ -23,6 +24,17 @@ export interface VerifyTarget {
    */
   previewUrl?: string;
   instances: Endpoint[];
+  /** The service's declared environment, for `run` steps and hooks (they get nothing else of teal's). */
+  exec?: CommandEnv;
+}
+
+/** What a service's own commands (`run` steps, hooks) run with, besides their TEAL_* values. */
+export interface CommandEnv {
+  /** "services.web": where errors say the values are configured. */
+  where: string;
+  env: Record<string, string>;
+  envFrom?: Record<string, EnvSource>;
+  inheritEnv?: string[];
 }
 
 export interface VerifyResult {

@@ -56,6 +56,7 @@ export const CATALOGUE = {
   TEAL_GIT_FAILED: { title: 'git failed', exit: EXIT.failed, http: 500 },
   TEAL_STAGE_FAILED: { title: 'pipeline stage failed', exit: EXIT.failed, http: 500 },
   TEAL_PIPELINE_FAILED: { title: 'pipeline run failed', exit: EXIT.failed, http: 500 },
+  TEAL_SECRET_UNAVAILABLE: { title: 'configured value unavailable', exit: EXIT.failed, http: 500 },
   TEAL_INTERNAL: { title: 'internal error', exit: EXIT.failed, http: 500 },
 } as const satisfies Record<string, Kind>;
 

@@ -1,3 +1,4 @@
+import type { EnvSource } from '../child-env.js';
 import type { ContainerSpec, InstanceImage } from '../runtimes/runtime.js';
 import type { Json, Store } from '../stores/store.js';
 import type { ErrorCode } from './errors.js';
@@ -33,6 +34,10 @@ export interface ReleaseRecord {
   /** Absolute. */
   cwd: string;
   env: Record<string, string>;
+  /** env values taken where an instance starts (`fromEnv`, `file` absolute): references, never the values. */
+  envFrom?: Record<string, EnvSource>;
+  /** Names of the control plane's environment an instance gets as they are. */
+  inheritEnv?: string[];
   /** For runtime docker: the container, placeholders filled (so a retained release restarts exactly). */
   container?: ContainerSpec;
   /** sha256 of what defines the release (runtime, command, cwd, env, container): same hash, same release. */

@@ -1,8 +1,10 @@
 import { createHash } from 'node:crypto';
 import path from 'node:path';
+import type { EnvSource } from '../child-env.js';
 import type { ContainerSpec } from '../runtimes/runtime.js';
 import { interpolate, type TemplateVars } from './config/interpolate.js';
 import type { ServiceConfig } from './config/schema.js';
+import type { CommandEnv } from './deps.js';
 import type { Slot } from './model.js';
 import type { ReleaseRecord } from './records.js';
 
@@ -25,7 +27,7 @@ export function resolveRelease(
   const command = (config.command ?? []).map(fill);
   // A pipeline's artifact replaces the configured cwd: the release runs what that commit built.
   const cwd = path.resolve(configDir, overrides.cwd ?? fill(config.cwd));
-  const env = Object.fromEntries(Object.entries(config.env).map(([k, v]) => [k, fill(String(v))]));
+  const { env, envFrom } = splitEnv(config.env, fill, configDir);
   const draft: Omit<ReleaseDraft, 'configHash'> = {
     service,
     version,
@@ -34,8 +36,30 @@ export function resolveRelease(
     cwd,
     env,
   };
+  // Only when used, so a release without them keeps the hash it had before they existed.
+  if (Object.keys(envFrom).length > 0) draft.envFrom = envFrom;
+  if (config.inheritEnv.length > 0) draft.inheritEnv = [...config.inheritEnv];
   if (config.runtime === 'docker') draft.container = containerOf(config, fill);
   return { ...draft, configHash: hashOf(draft) };
+}
+
+/**
+ * An `env:` mapping split into plain values (interpolated) and the references resolved where the
+ * code starts (`file` made absolute from teal.yml's folder), so secrets never reach the store.
+ */
+export function splitEnv(
+  config: Record<string, string | number | boolean | EnvSource>,
+  fill: (text: string) => string,
+  configDir: string,
+): { env: Record<string, string>; envFrom: Record<string, EnvSource> } {
+  const env: Record<string, string> = {};
+  const envFrom: Record<string, EnvSource> = {};
+  for (const [key, value] of Object.entries(config)) {
+    if (typeof value !== 'object') env[key] = fill(String(value));
+    else if ('fromEnv' in value) envFrom[key] = { fromEnv: value.fromEnv };
+    else envFrom[key] = { file: path.resolve(configDir, value.file) };
+  }
+  return { env, envFrom };
 }
 
 /** The container part of a docker release, with the defaults the config leaves implicit made explicit. */
@@ -68,6 +92,8 @@ function hashOf(draft: Omit<ReleaseDraft, 'configHash'>): string {
   ];
   // Only when present, so a process release keeps the hash it had before containers existed.
   if (draft.container) parts.push(canonical(draft.container));
+  if (draft.envFrom || draft.inheritEnv)
+    parts.push(canonical({ envFrom: draft.envFrom, inherit: draft.inheritEnv }));
   return createHash('sha256').update(JSON.stringify(parts)).digest('hex').slice(0, 16);
 }
 
@@ -97,4 +123,14 @@ export function forInstance(
 /** An existing release with the same version and definition, so redeploying it reuses its number. */
 export function findSameRelease(releases: ReleaseRecord[], draft: ReleaseDraft): ReleaseRecord | undefined {
   return releases.find((r) => r.version === draft.version && r.configHash === draft.configHash);
+}
+
+/** The release's declared environment for the service's `run` steps and hooks, {{slot}} filled. */
+export function commandEnvOf(release: ReleaseDraft, slot: Slot): CommandEnv {
+  return {
+    where: `services.${release.service}`,
+    env: forInstance(release, slot).env,
+    ...(release.envFrom ? { envFrom: release.envFrom } : {}),
+    ...(release.inheritEnv ? { inheritEnv: release.inheritEnv } : {}),
+  };
 }

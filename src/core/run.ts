@@ -12,7 +12,7 @@ import { endpointText } from './model.js';
 import type { DeployPlan } from './plan.js';
 import type { Recorder } from './recorder.js';
 import { createNumbered, keys, type ReleaseRecord, readServiceState, type SlotRecord } from './records.js';
-import { forInstance } from './release.js';
+import { commandEnvOf, forInstance } from './release.js';
 import { pruneImages } from './retention.js';
 import { refOf, slotInstances, stopAll, writeSlot } from './slots.js';
 import { retireOld, switchBack, switchTraffic } from './switchover.js';
@@ -79,6 +79,7 @@ function hookTarget(ctx: RunContext, progress: Progress): VerifyTarget {
     url: first ? `http://${endpointText(first)}` : (deps.proxyUrl ?? ''),
     ...(deps.proxyUrl ? { previewUrl: deps.proxyUrl } : {}),
     instances: progress.started.map((i) => ({ host: i.host, port: i.port })),
+    exec: commandEnvOf(plan.release, plan.targetSlot),
   };
 }
 
@@ -205,6 +206,8 @@ async function startTarget(ctx: RunContext, progress: Progress): Promise<void> {
           command,
           cwd: plan.release.cwd,
           env,
+          ...(plan.release.envFrom ? { envFrom: plan.release.envFrom } : {}),
+          ...(plan.release.inheritEnv ? { inheritEnv: plan.release.inheritEnv } : {}),
           host: plan.host,
           ...(i.port === undefined ? {} : { port: i.port }),
           ...(i.portSource === undefined ? {} : { portSource: i.portSource }),
@@ -247,6 +250,7 @@ async function startTarget(ctx: RunContext, progress: Progress): Promise<void> {
     url: `http://${endpointText(first)}`,
     ...(deps.proxyUrl ? { previewUrl: deps.proxyUrl } : {}),
     instances: progress.started.map((i) => ({ host: i.host, port: i.port })),
+    exec: commandEnvOf(plan.release, plan.targetSlot),
   };
   for (const [index, step] of plan.verify.entries()) {
     const label = `verify ${index + 1}/${plan.verify.length}: ${describeStep(step)}`;

@@ -1,5 +1,6 @@
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { childEnv } from '../child-env.js';
 import { audited } from '../core/audit.js';
 import type { LoadedConfig } from '../core/config/load.js';
 import type { PipelineConfig } from '../core/config/schema.js';
@@ -7,6 +8,7 @@ import type { Logger } from '../core/deps.js';
 import type { Engine } from '../core/engine.js';
 import { isTealError, TealError, toTealError } from '../core/errors.js';
 import { createNumbered, readDeployment } from '../core/records.js';
+import { splitEnv } from '../core/release.js';
 import { isTerminal } from '../core/state.js';
 import type { Store } from '../stores/store.js';
 import { RunQueue } from './queue.js';
@@ -403,18 +405,17 @@ export class PipelineRunner {
   }
 
   /**
-   * What a stage's command sees: the control plane's environment without its secrets (the API
-   * token, webhook secrets), plus the run's values. Values from a push (branch, message, author)
-   * are only ever here, never in the command line.
+   * What a stage's command sees: the pipeline's declared environment (childEnv: PATH, HOME..., its
+   * `inheritEnv` and `env:`), plus the run's values; nothing else of the control plane's, which
+   * holds the API token, webhook secrets and the store's password. Values from a push (branch,
+   * message, author) are only ever here, never in the command line.
    */
   #stageEnv(run: PipelineRun, artifactPath: string | undefined): Record<string, string> {
-    const hidden = new Set(['TEAL_TOKEN']);
-    for (const hook of Object.values(this.#deps.config().config.webhooks))
-      if (hook) hidden.add(hook.secretEnv);
-    const env: Record<string, string> = {};
-    for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !hidden.has(k)) env[k] = v;
+    const loaded = this.#deps.config();
+    const config = this.pipeline(run.pipeline);
+    const { env, envFrom } = splitEnv(config.env, (text) => text, loaded.dir);
     return {
-      ...env,
+      ...childEnv({ where: `pipelines.${run.pipeline}`, env, envFrom, inheritEnv: config.inheritEnv }),
       TEAL_PIPELINE: run.pipeline,
       TEAL_RUN: String(run.n),
       TEAL_COMMIT: run.commit,

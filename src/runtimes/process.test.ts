@@ -71,25 +71,57 @@ describe('ProcessRuntime', () => {
     }
   });
 
-  it('never passes the API token to the app, though it passes the rest of the environment', async () => {
+  it("passes the app only its declared environment: env, fromEnv, file and inheritEnv, never the rest of teal's", async () => {
     const runtime = new ProcessRuntime({ stateDir: tempDir() });
+    const secretFile = path.join(tempDir(), 'secret');
+    writeFileSync(secretFile, 'from-a-file\n');
     process.env.TEAL_TOKEN = 'secret-token';
+    process.env.TEAL_TEST_SECRET = 'shell-secret';
     process.env.TEAL_TEST_INHERITED = 'inherited';
+    process.env.TEAL_TEST_NAMED = 'named';
     try {
+      const keys = ['TEAL_TOKEN', 'TEAL_TEST_SECRET', 'TEAL_TEST_INHERITED', 'NAMED', 'FILE', 'PORT'];
       const instance = await runtime.start(
         scriptSpec(
-          "console.log('token=' + (process.env.TEAL_TOKEN ?? 'none') + ' inherited=' + process.env.TEAL_TEST_INHERITED + ' port=' + process.env.PORT)",
+          `console.log(${JSON.stringify(keys)}.map((k) => k + '=' + process.env[k]).join(' ')); console.log('count=' + Object.keys(process.env).length)`,
+          {
+            envFrom: { NAMED: { fromEnv: 'TEAL_TEST_NAMED' }, FILE: { file: secretFile } },
+            inheritEnv: ['TEAL_TEST_INHERITED', 'TEAL_TEST_ABSENT'],
+          },
         ),
         { signal: AbortSignal.timeout(10_000) },
       );
       await runtime.exited(instance, { signal: AbortSignal.timeout(10_000) });
-      expect((await runtime.logTail(instance, 5)).join('\n')).toContain(
-        `token=none inherited=inherited port=${instance.port}`,
+      const out = (await runtime.logTail(instance, 5)).join('\n');
+      expect(out).toContain(
+        `TEAL_TOKEN=undefined TEAL_TEST_SECRET=undefined TEAL_TEST_INHERITED=inherited NAMED=named FILE=from-a-file PORT=${instance.port}`,
       );
+      // PATH, HOME, USER, LOGNAME (LANG, LC_ALL, TZ when set), APP_VERSION, the three declared, PORT, HOST.
+      const count = Number(/count=(\d+)/.exec(out)?.[1]);
+      expect(count).toBeLessThanOrEqual(13);
       await runtime.stop(instance, { timeoutMs: 1_000 });
     } finally {
-      delete process.env.TEAL_TOKEN;
-      delete process.env.TEAL_TEST_INHERITED;
+      for (const k of ['TEAL_TOKEN', 'TEAL_TEST_SECRET', 'TEAL_TEST_INHERITED', 'TEAL_TEST_NAMED'])
+        delete process.env[k];
+      await runtime.close();
+    }
+  });
+
+  it('refuses to start an app whose fromEnv is not set, naming the service and key', async () => {
+    const runtime = new ProcessRuntime({ stateDir: tempDir() });
+    try {
+      await expect(
+        runtime.start(appSpec({ envFrom: { DB_URL: { fromEnv: 'TEAL_TEST_NOT_SET' } } }), {
+          signal: AbortSignal.timeout(10_000),
+        }),
+      ).rejects.toMatchObject({
+        code: 'TEAL_SECRET_UNAVAILABLE',
+        message: expect.stringContaining(
+          `services.${testLabels().service}.env.DB_URL: fromEnv TEAL_TEST_NOT_SET`,
+        ),
+      });
+      expect(await runtime.list()).toEqual([]);
+    } finally {
       await runtime.close();
     }
   });

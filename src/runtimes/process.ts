@@ -13,6 +13,7 @@
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { childEnv } from '../child-env.js';
 import { TealError } from '../core/errors.js';
 import { launch } from './launch.js';
 import { groupGone, leaderState, signalGroup } from './liveness.js';
@@ -90,7 +91,16 @@ export class ProcessRuntime implements Runtime {
       service: labels.service,
       command: spec.command,
       cwd: spec.cwd,
-      env: { ...appEnvironment(), ...spec.env, PORT: String(port), HOST: spec.host },
+      env: {
+        ...childEnv({
+          where: `services.${labels.service}`,
+          env: spec.env,
+          ...(spec.envFrom ? { envFrom: spec.envFrom } : {}),
+          ...(spec.inheritEnv ? { inheritEnv: spec.inheritEnv } : {}),
+        }),
+        PORT: String(port),
+        HOST: spec.host,
+      },
       logFile,
     });
     const child: Child = { exit: launched.exit };
@@ -289,10 +299,4 @@ function abortable<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
       },
     );
   });
-}
-
-/** The control plane's environment without its secrets: an app must never see the API token. */
-function appEnvironment(): NodeJS.ProcessEnv {
-  const { TEAL_TOKEN: _token, ...rest } = process.env;
-  return rest;
 }

@@ -1,3 +1,4 @@
+import type { EnvSource } from '../child-env.js';
 import type { Endpoint, Slot } from '../core/model.js';
 
 /**
@@ -27,6 +28,13 @@ export interface InstanceSpec {
   cwd: string;
   /** The service's env, already interpolated. The runtime adds PORT (and HOST). */
   env: Record<string, string>;
+  /**
+   * env values the runtime reads where the instance starts (teal's environment by name, a file's
+   * content): only the reference travels, through the store to a fleet host too.
+   */
+  envFrom?: Record<string, EnvSource>;
+  /** Names of the starting side's environment passed as they are; nothing else of it is. */
+  inheritEnv?: string[];
   /** Address the instance listens on and the proxy reaches it at. */
   host: string;
   /** Fixed port; when absent the runtime picks a free one. */

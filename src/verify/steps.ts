@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process';
 import http from 'node:http';
+import { childEnv } from '../child-env.js';
 import { interpolate } from '../core/config/interpolate.js';
 import type { VerifyStep } from '../core/config/schema.js';
 import type { Verifier, VerifyResult, VerifyTarget } from '../core/deps.js';
@@ -174,9 +175,16 @@ type RunStep = Extract<VerifyStep, { run: string }>;
 
 function runCommand(step: RunStep, target: VerifyTarget, signal: AbortSignal): Promise<VerifyResult> {
   return new Promise((resolve) => {
+    let env: Record<string, string>;
+    try {
+      env = childEnv(target.exec ?? { where: `services.${target.service}` });
+    } catch (err) {
+      resolve({ ok: false, detail: `${JSON.stringify(step.run)} not run: ${(err as Error).message}` });
+      return;
+    }
     const child = spawn('sh', ['-c', step.run], {
       env: {
-        ...process.env,
+        ...env,
         TEAL_URL: target.url,
         ...(target.previewUrl ? { TEAL_PREVIEW_URL: target.previewUrl } : {}),
         TEAL_SLOT: target.slot,

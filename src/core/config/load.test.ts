@@ -46,6 +46,42 @@ describe('loadConfig', () => {
     });
   });
 
+  it('takes env values as strings, { fromEnv } or { file }, with inheritEnv names; anything else is refused where it is', () => {
+    const { config } = parseConfig(
+      'services:\n  web:\n    command: [x]\n    inheritEnv: [NODE_OPTIONS]\n    env: { A: 1, DB: { fromEnv: DB_URL }, KEY: { file: /etc/hostname } }\n',
+      '/t/teal.yml',
+    );
+    expect(config.services.web!.env).toEqual({
+      A: 1,
+      DB: { fromEnv: 'DB_URL' },
+      KEY: { file: '/etc/hostname' },
+    });
+    expect(config.services.web!.inheritEnv).toEqual(['NODE_OPTIONS']);
+    const problems = problemsOf(
+      'services:\n  web:\n    command: [x]\n    inheritEnv: [no-dash]\n    env:\n      A: { fromEnv: 1x }\n      B: { secret: x }\n',
+    );
+    expect(problems.map((p) => [p.path, p.line])).toEqual([
+      ['services.web.inheritEnv.0', 4],
+      ['services.web.env.A.fromEnv', 6],
+      ['services.web.env.B', 7],
+    ]);
+    expect(problems[2]!.message).toContain('{ fromEnv: NAME } or { file: path }');
+  });
+
+  it('refuses an env file it cannot read, relative to teal.yml, at the key', () => {
+    const problems = problemsOf(
+      'services:\n  web:\n    command: [x]\n    env:\n      KEY: { file: secrets/key }\npipelines:\n  p:\n    source: { repo: /r }\n    env: { NPM: { file: /nonexistent/npm } }\n',
+    );
+    expect(problems).toEqual([
+      expect.objectContaining({
+        path: 'services.web.env.KEY.file',
+        line: 5,
+        message: 'cannot read /srv/app/secrets/key (ENOENT)',
+      }),
+      expect.objectContaining({ path: 'pipelines.p.env.NPM.file', line: 9 }),
+    ]);
+  });
+
   it('turns durations into milliseconds', () => {
     const { config } = parseConfig(
       'services:\n  web:\n    command: [x]\n    drain: 1m30s\n    keepWarm: 1h\n    health: { interval: 250ms, deadline: 1.5s }\n',

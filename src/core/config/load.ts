@@ -3,6 +3,7 @@ import path from 'node:path';
 import { type Document, isMap, isScalar, LineCounter, type Node, parseDocument } from 'yaml';
 import type { z } from 'zod';
 import { TealError } from '../errors.js';
+import { envFileProblems } from './env-files.js';
 import { unknownPlaceholders } from './interpolate.js';
 import { describeValue, TealConfig } from './schema.js';
 
@@ -83,6 +84,8 @@ export function parseConfig(text: string, file: string): LoadedConfig {
     problems.push(...routeProblems(result.data as TealConfig, doc, lineCounter, display));
     problems.push(...pipelineProblems(result.data as TealConfig, doc, lineCounter, display));
     problems.push(...fleetProblems(result.data as TealConfig, doc, lineCounter, display));
+    for (const { at, message } of envFileProblems(result.data as TealConfig, path.dirname(file)))
+      problems.push({ ...locate(doc, lineCounter, at), file: display, path: at.join('.'), message });
   }
   if (problems.length > 0) {
     problems.sort((a, b) => (a.line ?? 0) - (b.line ?? 0) || (a.column ?? 0) - (b.column ?? 0));

@@ -351,9 +351,44 @@ const Route = z.strictObject({
   path: z.string().startsWith('/', { error: 'expected a path prefix starting with "/"' }).default('/'),
 });
 
-const envValue = z.union([z.string(), z.number(), z.boolean()], {
-  error: (iss) => `expected a string, number or boolean, got ${describe(iss.input)}`,
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+const envNameOf = (what: string) =>
+  z.string().regex(ENV_NAME, {
+    error: (iss) => `expected ${what} like "DATABASE_URL", got ${describe(iss.input)}`,
+  });
+
+/**
+ * A value, or where teal takes it when the instance (stage, step) starts: so a secret is named once,
+ * reaches only what asks for it, and only the reference is ever stored.
+ */
+const envValue = z.union(
+  [
+    z.string(),
+    z.number(),
+    z.boolean(),
+    z.strictObject({ fromEnv: envNameOf('the name of a variable of teal up') }),
+    z.strictObject({ file: z.string().min(1) }),
+  ],
+  {
+    error: (iss) =>
+      `expected a string, number, boolean, { fromEnv: NAME } or { file: path }, got ${describe(iss.input)}`,
+  },
+);
+
+const envMap = z.record(envNameOf('a variable name'), envValue).default({}).meta({
+  description:
+    "Environment: a value ({{version}} is replaced), { fromEnv: NAME } (that variable of teal up, read at start) or { file: path } (the file's content without its final newline, relative to teal.yml, read at start). Nothing else of teal's environment is passed.",
 });
+
+const inheritEnv = z
+  .array(envNameOf('a variable name'), {
+    error: (iss) => `expected a list of variable names like [NODE_OPTIONS], got ${describe(iss.input)}`,
+  })
+  .default([])
+  .meta({
+    description:
+      "Names of teal up's variables passed as they are (when set); besides these only PATH, LANG, LC_ALL, TZ, HOME, USER, LOGNAME, env and teal's own TEAL_*/PORT/HOST reach it.",
+  });
 
 const DOCKER_ONLY = [
   'image',
@@ -518,10 +553,8 @@ export const ServiceConfig = z
       description:
         'docker: the images of the last N releases are kept for teal rollback --to, older ones removed.',
     }),
-    env: z
-      .record(z.string(), envValue)
-      .default({})
-      .meta({ description: 'Extra environment; values may use {{version}}.' }),
+    env: envMap,
+    inheritEnv,
     ports: z.strictObject({ blue: port, green: port }).optional().meta({
       description: 'Fixed (host) port per slot (instance i gets port + i); free ports when absent.',
     }),
@@ -738,6 +771,8 @@ export const PipelineConfig = z
       })
       .optional()
       .meta({ description: 'What the stages build: it becomes the release of process services.' }),
+    env: envMap,
+    inheritEnv,
     environments: z
       .array(
         z

@@ -15,6 +15,7 @@
 import { randomBytes } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import path from 'node:path';
+import { declaredEnv } from '../../child-env.js';
 import { TealError } from '../../core/errors.js';
 import { assertPortFree, freePort } from '../ports.js';
 import { isSafeName } from '../records.js';
@@ -92,16 +93,18 @@ export class DockerRuntime implements Runtime {
       startedAt: Date.now(),
       image,
     };
+    // Built first: a fromEnv or file that cannot be read fails the start before the engine is asked.
+    const body = createBody(spec, container, image.id, hostPort, {
+      ...container.labels,
+      ...containerLabels(this.owner, planned, container.port),
+    });
     let created: { Id: string };
     try {
       // Not abortable mid-request: the engine may create the container all the same, and then
       // only its id (which the answer carries) lets us remove it.
       created = await this.engine.json<{ Id: string }>('POST', '/containers/create', {
         query: { name },
-        body: createBody(spec, container, image.id, hostPort, {
-          ...container.labels,
-          ...containerLabels(this.owner, planned, container.port),
-        }),
+        body,
       });
     } catch (err) {
       if (!isEngineError(err)) {
@@ -320,7 +323,13 @@ function createBody(
   const portKey = `${container.port}/tcp`;
   // HOST: the app must listen on the container's own interface for the engine's port proxy to
   // reach it; where it is reachable from outside is the published host address.
-  const env = { ...spec.env, PORT: String(container.port), HOST: '0.0.0.0' };
+  const declared = declaredEnv({
+    where: `services.${spec.labels.service}`,
+    env: spec.env,
+    ...(spec.envFrom ? { envFrom: spec.envFrom } : {}),
+    ...(spec.inheritEnv ? { inheritEnv: spec.inheritEnv } : {}),
+  });
+  const env = { ...declared, PORT: String(container.port), HOST: '0.0.0.0' };
   return {
     // The image ID, not the reference: the container runs exactly the image resolved and
     // recorded, even if the tag moves in between.

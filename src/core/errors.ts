@@ -46,6 +46,8 @@ export const CATALOGUE = {
   TEAL_NOT_WAITING: { title: 'no deployment is waiting', exit: EXIT.failed, http: 409 },
   TEAL_PROXY_FAILED: { title: 'traffic switch failed', exit: EXIT.failed, http: 502 },
   TEAL_PROXY_UNREACHABLE: { title: 'data plane unreachable', exit: EXIT.failed, http: 503 },
+  TEAL_PROXY_UNTRUSTED: { title: 'not a data plane of this teal', exit: EXIT.failed, http: 502 },
+  TEAL_UNSAFE_PATH: { title: 'path open to other users', exit: EXIT.failed, http: 500 },
   TEAL_DEPLOY_FAILED: { title: 'deployment failed', exit: EXIT.failed, http: 500 },
   TEAL_ABORTED: { title: 'aborted', exit: EXIT.failed, http: 409 },
   TEAL_NOTHING_TO_ROLL_BACK: { title: 'nothing to roll back to', exit: EXIT.failed, http: 409 },

@@ -1,9 +1,8 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { chmodSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { TealError } from '../core/errors.js';
-import { writeJsonAtomic } from '../files.js';
+import { ensurePrivateDir, tightenTree, writeJsonAtomic } from '../files.js';
 import { pidAlive } from '../proc.js';
 
 /**
@@ -20,16 +19,27 @@ export interface StatePaths {
   proxyLog: string;
 }
 
-/** Unix socket paths over ~104 bytes fail to bind; deep state dirs get a short one in /tmp instead. */
+/** Unix socket paths over ~104 bytes fail to bind; deep state dirs keep theirs in a private dir instead. */
 const MAX_SOCKET_PATH = 100;
+
+/**
+ * Where a state dir too deep for a unix socket path keeps its data plane's admin socket: a folder
+ * of this user's only (tmux's /tmp/tmux-<uid> habit), made 0700 and checked before every use
+ * (`ensurePrivateDir`): a name anyone could predict in /tmp itself would let another local user
+ * answer in the data plane's place. Fixed, not $TMPDIR or $XDG_RUNTIME_DIR: `teal up`, the CLI and
+ * the data plane must find the same path whatever their environment.
+ */
+export function privateSocketDir(uid = process.getuid?.() ?? 0): string {
+  return `/tmp/teal-${uid}`;
+}
 
 export function statePaths(stateDir: string): StatePaths {
   const dir = path.resolve(stateDir);
   let proxySocket = path.join(dir, 'proxy.sock');
   if (Buffer.byteLength(proxySocket) > MAX_SOCKET_PATH) {
     proxySocket = path.join(
-      tmpdir(),
-      `teal-${createHash('sha256').update(dir).digest('hex').slice(0, 16)}.sock`,
+      privateSocketDir(),
+      `${createHash('sha256').update(dir).digest('hex').slice(0, 16)}.sock`,
     );
   }
   return {
@@ -43,8 +53,14 @@ export function statePaths(stateDir: string): StatePaths {
   };
 }
 
+/**
+ * Creates the state dir, or takes one that existed back to this user alone: every folder in it
+ * 0700 and every file 0600 (the owner's execute bit kept), since it holds the token, the store and
+ * the logs. A state dir owned by another user is refused (TEAL_UNSAFE_PATH).
+ */
 export function ensureStateDir(paths: StatePaths): void {
-  mkdirSync(paths.dir, { recursive: true, mode: 0o700 });
+  ensurePrivateDir(paths.dir, { tighten: true });
+  tightenTree(paths.dir);
 }
 
 /** The API token: TEAL_TOKEN if set, else the state dir's token file, created (0600) on first start. */

@@ -69,7 +69,10 @@ async function main(): Promise<void> {
   // The daemon's own log goes to its file, so the demo's output stays the story of the deploy.
   const paths = statePaths(loadConfig(configFile).stateDir);
   ensureStateDir(paths);
-  const log = createLogger({ pretty: false, write: (line) => appendFileSync(paths.daemonLog, line) });
+  const log = createLogger({
+    pretty: false,
+    write: (line) => appendFileSync(paths.daemonLog, line, { mode: 0o600 }),
+  });
   const daemon = await startDaemon({ configFile, log });
   say(
     `  state dir  ${path.relative(process.cwd(), daemon.paths.dir) || daemon.paths.dir} (daemon log: daemon.log)`,

@@ -27,8 +27,8 @@ export async function runStage(options: {
   timeoutMs: number;
   signal: AbortSignal;
 }): Promise<StageResult> {
-  mkdirSync(path.dirname(options.logFile), { recursive: true });
-  const out = openSync(options.logFile, 'a');
+  mkdirSync(path.dirname(options.logFile), { recursive: true, mode: 0o700 });
+  const out = openSync(options.logFile, 'a', 0o600);
   const t0 = performance.now();
   let timedOut = false;
   const child = spawn('sh', ['-c', options.run], {

@@ -42,8 +42,8 @@ export async function launch(options: LaunchOptions): Promise<Launched> {
   if (program === undefined || program === '') throw fail('the command is empty');
   await assertDirectory(cwd, fail);
 
-  await mkdir(path.dirname(logFile), { recursive: true });
-  const log = await open(logFile, 'a', 0o640);
+  await mkdir(path.dirname(logFile), { recursive: true, mode: 0o700 });
+  const log = await open(logFile, 'a', 0o600);
   let child: ChildProcess;
   try {
     child = spawn(program, command.slice(1), {

@@ -1,4 +1,4 @@
-import { mkdirSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { LocalStore, type LocalStoreOptions } from './local.js';
@@ -61,7 +61,9 @@ class SqliteTables implements Tables {
   readonly #q;
 
   constructor(file: string) {
-    mkdirSync(path.dirname(file), { recursive: true });
+    mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+    // SQLite gives the -wal and -shm files the database file's mode, so 0600 here covers all three.
+    if (file !== ':memory:') closeSync(openSync(file, 'a', 0o600));
     this.#db = new Database(file);
     this.#db.pragma('journal_mode = WAL');
     // NORMAL in WAL mode survives a process crash; only an OS crash can lose the last commits.

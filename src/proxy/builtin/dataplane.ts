@@ -1,4 +1,4 @@
-import { chmod, lstat, mkdir, unlink } from 'node:fs/promises';
+import { chmod, lstat, unlink } from 'node:fs/promises';
 import type http from 'node:http';
 import net, { type AddressInfo, type Socket } from 'node:net';
 import path from 'node:path';
@@ -6,6 +6,7 @@ import { performance } from 'node:perf_hooks';
 import { parseAddress } from '../../core/config/address.js';
 import { isTealError, TealError, toTealError } from '../../core/errors.js';
 import { endpointText } from '../../core/model.js';
+import { ensurePrivateDir } from '../../files.js';
 import { packageVersion } from '../../version.js';
 import type { DrainResult, RoutingTable, TrafficStats } from '../switch.js';
 import { type AdminTarget, createAdminServer, type DataPlaneInfo } from './admin.js';
@@ -69,7 +70,8 @@ async function claimAdminSocket(socket: string): Promise<void> {
       `admin socket path ${socket} is too long for a unix socket (over ${MAX_SOCKET_PATH} bytes); use a shorter state dir`,
     );
   }
-  await mkdir(path.dirname(socket), { recursive: true });
+  // Only our user may be able to create a socket beside ours: else another one could answer first.
+  ensurePrivateDir(path.dirname(socket));
   const stat = await lstat(socket).catch((err: NodeJS.ErrnoException) => {
     if (err.code === 'ENOENT') return null;
     throw err;

@@ -1,13 +1,15 @@
 import { spawn } from 'node:child_process';
-import { closeSync, openSync } from 'node:fs';
+import { closeSync, existsSync, openSync } from 'node:fs';
 import { mkdir, open, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { isTealError, TealError } from '../../core/errors.js';
+import { ensurePrivateDir } from '../../files.js';
 import { cliEntry } from '../../paths.js';
 import { pidAlive } from '../../proc.js';
 import type { DataPlaneInfo } from './admin.js';
 import { adminCall } from './admin-client.js';
+import { assertOurDataPlane } from './identity.js';
 import { type DataPlaneSettings, settingsArgs } from './settings.js';
 
 export interface EnsureDataPlaneOptions {
@@ -54,6 +56,7 @@ function servesListen(info: DataPlaneInfo, listen: string): boolean {
 }
 
 function reattach(info: DataPlaneInfo, opts: EnsureDataPlaneOptions): DataPlaneHandle {
+  assertOurDataPlane(info.pid, opts.adminSocket);
   if (!servesListen(info, opts.listen)) {
     throw new TealError(
       'TEAL_PROXY_FAILED',
@@ -110,16 +113,17 @@ export function dataPlaneArgs(o: {
  * log when it exits or does not answer in time.
  */
 export async function ensureDataPlane(opts: EnsureDataPlaneOptions): Promise<DataPlaneHandle> {
+  ensurePrivateDir(path.dirname(opts.adminSocket));
   const running = await dataPlaneInfo(opts.adminSocket);
   if (running) return reattach(running, opts);
 
-  for (const file of [opts.logFile, opts.stateFile, opts.adminSocket])
-    await mkdir(path.dirname(file), { recursive: true });
+  for (const file of [opts.logFile, opts.stateFile])
+    await mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
   const offset = await stat(opts.logFile).then(
     (s) => s.size,
     () => 0,
   );
-  const fd = openSync(opts.logFile, 'a');
+  const fd = openSync(opts.logFile, 'a', 0o600);
   const args = dataPlaneArgs({
     listen: opts.listen,
     admin: opts.adminSocket,
@@ -181,14 +185,18 @@ export async function ensureDataPlane(opts: EnsureDataPlaneOptions): Promise<Dat
 /**
  * Stops the data plane answering on `adminSocket`: SIGTERM, then waits for it to exit (it lets
  * requests in flight finish for up to 10s). At the timeout it is killed. Resolves with pid null
- * when no data plane answered.
+ * when no data plane answered; throws TEAL_PROXY_UNTRUSTED, signalling nothing, when what answers
+ * is not our data plane.
  */
 export async function stopDataPlane(
   adminSocket: string,
   options: { timeoutMs?: number } = {},
 ): Promise<{ pid: number | null; forced: boolean }> {
+  if (!existsSync(path.dirname(adminSocket))) return { pid: null, forced: false };
+  ensurePrivateDir(path.dirname(adminSocket));
   const info = await dataPlaneInfo(adminSocket);
   if (!info) return { pid: null, forced: false };
+  assertOurDataPlane(info.pid, adminSocket);
   const deadline = Date.now() + (options.timeoutMs ?? 15_000);
   process.kill(info.pid, 'SIGTERM');
   while (pidAlive(info.pid)) {
@@ -208,5 +216,8 @@ export async function stopDataPlane(
  * refusing or failing a request: see handoff.ts. Resolves once the successor answers the admin API.
  */
 export async function restartDataPlane(adminSocket: string): Promise<{ from: number; to: number }> {
+  ensurePrivateDir(path.dirname(adminSocket));
+  const info = await dataPlaneInfo(adminSocket);
+  if (info) assertOurDataPlane(info.pid, adminSocket);
   return adminCall<{ from: number; to: number }>(adminSocket, 'POST', '/v1/handoff', { timeoutMs: 45_000 });
 }

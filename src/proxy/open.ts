@@ -51,6 +51,8 @@ export async function openTrafficSwitch(
           responseTimeoutMs: config.timeouts.response,
           idleTimeoutMs: config.timeouts.idle,
           headersTimeoutMs: config.timeouts.headers,
+          sendTimeoutMs: config.timeouts.send,
+          maxConnections: config.limits.maxConnections,
         },
       });
       log.info(plane.started ? 'started the data plane' : 're-attached to the running data plane', {

@@ -229,6 +229,18 @@ export const ProxyConfig = z
             ),
             idle: duration('75s', 'Idle client connections are closed after this.').prefault('75s'),
             headers: duration('60s', 'A request head must arrive within this (408).').prefault('60s'),
+            send: duration(
+              '60s',
+              'A client not reading its answer (or an upstream not reading a request body) for this long is disconnected; only a stall counts, not a long stream.',
+            ).prefault('60s'),
+          })
+          .prefault({}),
+        limits: z
+          .strictObject({
+            maxConnections: z.number().int().min(1).default(10_000).meta({
+              description:
+                'Client connections open at once. At the cap the longest-idle ones are closed for a newcomer; with none idle it gets 503. Lowered at start to what ulimit -n allows (half of it, less 128).',
+            }),
           })
           .prefault({}),
       }),

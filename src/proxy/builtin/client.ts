@@ -4,6 +4,7 @@ import { Http1Parser, ParseError, STOP } from './http1.js';
 import type { EventLog } from './log.js';
 import type { PoolRuntime } from './pool.js';
 import type { Refusal } from './select.js';
+import { SendWatch } from './send-watch.js';
 import type { DataPlaneSettings } from './settings.js';
 import { plainResponse, type RequestHead, readRequestHead } from './wire.js';
 
@@ -41,6 +42,7 @@ export class ClientConnection implements ClientSide {
   private pendingUpgrade: { req: RequestHead; head: Buffer } | null = null;
   private upgradeReq: RequestHead | null = null;
   private lastActivity = Date.now();
+  private readonly sendWatch = new SendWatch();
   /** When bytes of a head not yet complete started arriving (0 when none). */
   private headStarted = 0;
   private closeRequested = false;
@@ -252,8 +254,23 @@ export class ClientConnection implements ClientSide {
     else this.closeRequested = true;
   }
 
-  /** Idle and head deadlines, checked once a second. */
+  /**
+   * Since when the connection has been idle (no request in progress, nothing to answer; a head
+   * still arriving counts from its first byte), for the connection cap; 0 when it is busy.
+   */
+  idleSince(): number {
+    if (this.ended || this.queue.length > 0 || this.pendingUpgrade || this.refusal !== null) return 0;
+    return this.headStarted || this.lastActivity;
+  }
+
+  /** Idle, head and send deadlines, checked by the data plane's sweep. */
   sweep(now: number): void {
+    if (this.sendWatch.stalled(this.socket, now, this.plane.settings.sendTimeoutMs)) {
+      // The client stopped reading: its exchanges are abandoned (their upstream connections closed,
+      // never returned to the pool with an answer half read) when the socket closes.
+      this.destroy();
+      return;
+    }
     if (this.ended || this.queue.length > 0) return;
     if (this.headStarted > 0 && now - this.headStarted > this.plane.settings.headersTimeoutMs) {
       this.ended = true;

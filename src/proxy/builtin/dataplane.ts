@@ -17,10 +17,10 @@ import { type EventLog, limited, UPSTREAM_ERRORS_PER_SECOND } from './log.js';
 import type { PoolRuntime } from './pool.js';
 import { PoolSet } from './pool-set.js';
 import { type CompiledTable, compileTable, type Refusal, selectPool } from './select.js';
-import { type DataPlaneSettings, DEFAULT_SETTINGS, sweepInterval } from './settings.js';
+import { connectionCap, type DataPlaneSettings, DEFAULT_SETTINGS, sweepInterval } from './settings.js';
 import { loadTable, saveTable } from './state-file.js';
 import { forwardUpgrade } from './upgrade.js';
-import type { RequestHead } from './wire.js';
+import { plainResponse, type RequestHead } from './wire.js';
 
 export interface DataPlaneOptions {
   /** "host:port" users connect to; port 0 picks a free one (see `info().listen`). */
@@ -39,6 +39,12 @@ export interface HandoffResult {
   from: number;
   to: number;
 }
+
+/** Idle connections closed in one go when a newcomer finds the cap reached (nginx drains 32). */
+const ROOM_BATCH = 16;
+
+/** How long a newcomer refused at the cap may take to read its 503 before it is cut. */
+const REFUSED_LINGER_MS = 1_000;
 
 /** Unix socket paths are limited to ~104-108 bytes depending on the OS. */
 const MAX_SOCKET_PATH = 100;
@@ -115,13 +121,25 @@ export class DataPlane implements AdminTarget, PlaneContext {
   private readonly sweeper: NodeJS.Timeout;
   private saving: Promise<void> = Promise.resolve();
   private bound = '';
+  /** Upgraded (websocket) connections: they left `connections` but still hold a socket each. */
+  private spliced = 0;
+  /** When the cap last refused a newcomer, so the log says so once a second at most. */
+  private refusedLogged = 0;
 
   private constructor(opts: DataPlaneOptions, inherited?: net.Server) {
     this.opts = opts;
-    this.settings = { ...DEFAULT_SETTINGS, ...opts.settings };
+    const settings = { ...DEFAULT_SETTINGS, ...opts.settings };
+    const cap = connectionCap(settings.maxConnections);
+    if (cap < settings.maxConnections) {
+      opts.log('limits', {
+        message: `maxConnections lowered from ${settings.maxConnections} to ${cap}: the open-file limit (ulimit -n) allows no more`,
+      });
+      settings.maxConnections = cap;
+    }
+    this.settings = settings;
     this.upstreamErrors = limited(opts.log, UPSTREAM_ERRORS_PER_SECOND);
     this.server = inherited ?? net.createServer({ noDelay: true });
-    this.server.on('connection', (socket: Socket) => new ClientConnection(this, socket));
+    this.server.on('connection', this.accept);
     this.admin = createAdminServer(this, opts.log);
     // One timer for every deadline (idle clients, slow heads, connect and response timeouts, idle
     // upstream connections), instead of timers per request.
@@ -135,6 +153,68 @@ export class DataPlane implements AdminTarget, PlaneContext {
         this.pools.sweep(now);
       }
     }, sweepInterval(this.settings)).unref();
+  }
+
+  private readonly accept = (socket: Socket): void => {
+    if (this.connections.size + this.spliced >= this.settings.maxConnections && !this.makeRoom()) {
+      this.refuse(socket);
+      return;
+    }
+    new ClientConnection(this, socket);
+  };
+
+  /**
+   * At the cap: closes the connections idle the longest (up to ROOM_BATCH, so a flood does not
+   * scan every connection for each newcomer), as nginx reuses its idle keep-alive connections when
+   * worker_connections run out. Returns false when none is idle: every connection is serving.
+   */
+  private makeRoom(): boolean {
+    const oldest: ClientConnection[] = [];
+    const since: number[] = [];
+    for (const c of this.connections) {
+      const t = c.idleSince();
+      if (t === 0 || (oldest.length === ROOM_BATCH && t >= since[ROOM_BATCH - 1]!)) continue;
+      let i = oldest.length === ROOM_BATCH ? ROOM_BATCH - 1 : oldest.length;
+      while (i > 0 && since[i - 1]! > t) {
+        oldest[i] = oldest[i - 1]!;
+        since[i] = since[i - 1]!;
+        i--;
+      }
+      oldest[i] = c;
+      since[i] = t;
+    }
+    // Closed now, not after a linger: the newcomer takes the place at once.
+    for (const c of oldest) c.destroy();
+    for (const c of oldest) this.connections.delete(c);
+    return oldest.length > 0;
+  }
+
+  /**
+   * Every connection is serving a request: the newcomer gets 503 and a close, rather than a reset,
+   * so it knows to come back (Retry-After) and a load balancer in front tries another instance.
+   */
+  private refuse(socket: Socket): void {
+    socket.on('error', () => socket.destroy());
+    socket.end(
+      plainResponse(
+        503,
+        'the data plane is at its connection limit; try again shortly',
+        'none',
+        true,
+      ).replace('\r\n', '\r\nretry-after: 1\r\n'),
+      'latin1',
+    );
+    // Read and drop what it sends so the close does not reset the answer; cut it soon regardless.
+    socket.resume();
+    setTimeout(() => socket.destroy(), REFUSED_LINGER_MS).unref();
+    const now = Date.now();
+    if (now - this.refusedLogged >= 1_000) {
+      this.refusedLogged = now;
+      this.opts.log('limits', {
+        message: `refused a connection: all ${this.settings.maxConnections} connections are busy (proxy.limits.maxConnections)`,
+        client: socket.remoteAddress ?? null,
+      });
+    }
   }
 
   /** Starts serving: the saved table at once if there is one, then the public port, then the admin socket. */
@@ -264,6 +344,8 @@ export class DataPlane implements AdminTarget, PlaneContext {
   }
 
   upgrade(req: RequestHead, socket: Socket, head: Buffer): void {
+    this.spliced++;
+    socket.once('close', () => this.spliced--);
     forwardUpgrade(selectPool(this.table, req), req, socket, head, this.settings, this.upstreamErrors);
   }
 

@@ -314,9 +314,17 @@ export class Exchange implements Flight, UpstreamUser {
     this.client.uncork();
   }
 
-  /** Connect and response-head deadlines, checked once a second for every exchange in flight. */
+  /** Connect, response-head and send deadlines, checked by the sweep for every exchange in flight. */
   checkTimeouts(now: number): void {
-    if (this.state !== 'waiting' || !this.conn) return;
+    if (!this.conn) return;
+    const { sendTimeoutMs } = this.client.settings;
+    if (!this.requestDone && this.conn.sendStalled(now, sendTimeoutMs)) {
+      // The upstream stopped reading the request body (nginx's proxy_send_timeout): the connection
+      // cannot be reused, and the client, paused behind it, would wait for ever.
+      this.sendTimedOut(sendTimeoutMs);
+      return;
+    }
+    if (this.state !== 'waiting') return;
     const waited = now - this.sentAt;
     const connecting = this.conn.connecting;
     const { connectTimeoutMs, responseTimeoutMs } = this.client.settings;
@@ -343,6 +351,25 @@ export class Exchange implements Flight, UpstreamUser {
       );
       this.answer(504, connecting ? UPSTREAM_FAILED.connect : UPSTREAM_FAILED.response);
     }
+  }
+
+  private sendTimedOut(sendTimeoutMs: number): void {
+    const failed = this.ep;
+    this.conn?.destroy();
+    this.conn = null;
+    this.releaseEndpoint();
+    this.upstreamError = true;
+    const message = `read none of the request body for ${sendTimeoutMs}ms`;
+    if (this.state === 'waiting') {
+      this.logUpstreamError(failed, 504, 'SEND_TIMEOUT', message);
+      this.answer(504, UPSTREAM_FAILED.send);
+      return;
+    }
+    // Already answering: the response cannot be completed.
+    this.logUpstreamError(failed, this.status, 'SEND_TIMEOUT', message);
+    this.state = 'done';
+    this.finish(false);
+    this.client.destroy();
   }
 
   /**

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { parseDuration } from '../../core/config/duration.js';
 import { parseSize } from '../../core/config/size.js';
 
@@ -13,6 +14,17 @@ export interface DataPlaneSettings {
   idleTimeoutMs: number;
   /** A request head must arrive within this (slow-loris defence): 408. */
   headersTimeoutMs: number;
+  /**
+   * Output to a client (or a request body to an upstream) that makes no progress for this long
+   * closes that connection (nginx's send_timeout and proxy_send_timeout): only a stall counts.
+   */
+  sendTimeoutMs: number;
+  /**
+   * Client connections open at once (websockets included). At the cap the oldest idle ones are
+   * closed to admit a newcomer; with none idle, the newcomer gets 503. Clamped at start to what
+   * the process's file-descriptor limit allows (see `connectionCap`).
+   */
+  maxConnections: number;
 }
 
 export const DEFAULT_SETTINGS: DataPlaneSettings = {
@@ -21,6 +33,8 @@ export const DEFAULT_SETTINGS: DataPlaneSettings = {
   responseTimeoutMs: 60_000,
   idleTimeoutMs: 75_000,
   headersTimeoutMs: 60_000,
+  sendTimeoutMs: 60_000,
+  maxConnections: 10_000,
 };
 
 const FLAGS = {
@@ -29,6 +43,8 @@ const FLAGS = {
   responseTimeoutMs: 'response-timeout',
   idleTimeoutMs: 'idle-timeout',
   headersTimeoutMs: 'headers-timeout',
+  sendTimeoutMs: 'send-timeout',
+  maxConnections: 'max-connections',
 } as const satisfies Record<keyof DataPlaneSettings, string>;
 
 /** `teal proxy` flags for settings that differ from the defaults: `--connect-timeout 2000ms`. */
@@ -37,7 +53,10 @@ export function settingsArgs(settings: Partial<DataPlaneSettings>): string[] {
   for (const [key, flag] of Object.entries(FLAGS) as [keyof DataPlaneSettings, string][]) {
     const value = settings[key];
     if (value === undefined || value === DEFAULT_SETTINGS[key]) continue;
-    args.push(`--${flag}`, key === 'maxBodyBytes' ? `${value}B` : `${value}ms`);
+    args.push(
+      `--${flag}`,
+      key === 'maxBodyBytes' ? `${value}B` : key === 'maxConnections' ? `${value}` : `${value}ms`,
+    );
   }
   return args;
 }
@@ -54,7 +73,8 @@ export function settingsFromFlags(values: Record<string, string | boolean | unde
     const raw = values[flag];
     if (typeof raw !== 'string') continue;
     try {
-      out[key] = key === 'maxBodyBytes' ? parseSize(raw) : parseDuration(raw);
+      out[key] =
+        key === 'maxBodyBytes' ? parseSize(raw) : key === 'maxConnections' ? count(raw) : parseDuration(raw);
     } catch (err) {
       throw new Error(`--${flag}: ${(err as Error).message}`);
     }
@@ -62,8 +82,40 @@ export function settingsFromFlags(values: Record<string, string | boolean | unde
   return out;
 }
 
+function count(raw: string): number {
+  const n = Number(raw);
+  if (!/^\d+$/.test(raw) || n < 1)
+    throw new Error(`expected a positive whole number, got ${JSON.stringify(raw)}`);
+  return n;
+}
+
+/**
+ * The connection cap this process can honour: each client connection may hold an upstream one
+ * too, so half the soft RLIMIT_NOFILE, less room for the pools' idle connections, the admin
+ * socket and logs. Past that, accept() itself would fail and new clients be reset (EMFILE).
+ */
+export function connectionCap(wanted: number, limits = readLimits()): number {
+  const soft = /^Max open files\s+(\d+)/m.exec(limits)?.[1];
+  if (soft === undefined) return wanted;
+  return Math.min(wanted, Math.max(64, Math.floor(Number(soft) / 2) - 128));
+}
+
+function readLimits(): string {
+  try {
+    return readFileSync('/proc/self/limits', 'utf8');
+  } catch {
+    return '';
+  }
+}
+
 /** Deadlines are checked by one timer; it ticks often enough for the shortest of them. */
 export function sweepInterval(s: DataPlaneSettings): number {
-  const shortest = Math.min(s.connectTimeoutMs, s.responseTimeoutMs, s.idleTimeoutMs, s.headersTimeoutMs);
+  const shortest = Math.min(
+    s.connectTimeoutMs,
+    s.responseTimeoutMs,
+    s.idleTimeoutMs,
+    s.headersTimeoutMs,
+    s.sendTimeoutMs,
+  );
   return Math.max(20, Math.min(1_000, Math.floor(shortest / 4)));
 }

@@ -4,6 +4,7 @@ import { Http1Parser, type ParsedHead } from './http1.js';
 import type { EventLog } from './log.js';
 import type { Flight, PoolRuntime } from './pool.js';
 import type { Refusal } from './select.js';
+import { SendWatch } from './send-watch.js';
 import type { DataPlaneSettings } from './settings.js';
 import type { UpstreamEndpoint } from './upstream.js';
 import {
@@ -38,7 +39,7 @@ export function forwardUpgrade(
     client.end(plainResponse(route.status, route.reason, req.requestId, true), 'latin1');
     return;
   }
-  new Splice(route, req, client, head, upstreamErrors).start(
+  new Splice(route, req, client, head, settings.sendTimeoutMs, upstreamErrors).start(
     settings.connectTimeoutMs + settings.responseTimeoutMs,
   );
 }
@@ -59,13 +60,38 @@ class Splice implements Flight {
   private upstreamError = false;
   private ended = false;
   private readonly upstreamErrors: EventLog | undefined;
+  private readonly sendTimeoutMs: number;
+  private readonly clientSend = new SendWatch();
+  private readonly upstreamSend = new SendWatch();
 
-  constructor(pool: PoolRuntime, req: RequestHead, client: Socket, head: Buffer, upstreamErrors?: EventLog) {
+  constructor(
+    pool: PoolRuntime,
+    req: RequestHead,
+    client: Socket,
+    head: Buffer,
+    sendTimeoutMs: number,
+    upstreamErrors?: EventLog,
+  ) {
     this.pool = pool;
     this.req = req;
     this.client = client;
     this.head = head;
     this.upstreamErrors = upstreamErrors;
+    this.sendTimeoutMs = sendTimeoutMs;
+  }
+
+  /**
+   * A side that stopped reading what the other sends (pipe() then pauses the sender, for ever):
+   * both are closed once that output has not moved for the send timeout. A quiet websocket, with
+   * nothing pending either way, is not a stall.
+   */
+  checkTimeouts(now: number): void {
+    if (this.ended) return;
+    if (
+      this.clientSend.stalled(this.client, now, this.sendTimeoutMs) ||
+      (this.upstream !== undefined && this.upstreamSend.stalled(this.upstream, now, this.sendTimeoutMs))
+    )
+      this.destroy();
   }
 
   start(timeoutMs: number): void {

@@ -1,5 +1,6 @@
 import net from 'node:net';
 import { Http1Parser, type ParsedHead } from './http1.js';
+import { SendWatch } from './send-watch.js';
 
 /**
  * Kept-alive connections to one upstream address, with their own response parser each: a request
@@ -36,6 +37,7 @@ export class UpstreamConn {
   private idleMs = DEFAULT_IDLE_MS;
   private errorCode = '';
   private readonly parser: Http1Parser;
+  private readonly sendWatch = new SendWatch();
 
   constructor(endpoint: UpstreamEndpoint) {
     this.endpoint = endpoint;
@@ -72,6 +74,11 @@ export class UpstreamConn {
   write(data: string | Buffer): boolean {
     // latin1: the bytes the client sent, unchanged (see ClientConnection.write).
     return typeof data === 'string' ? this.socket.write(data, 'latin1') : this.socket.write(data);
+  }
+
+  /** Whether the upstream has taken none of the request (body) written to it for `limitMs`. */
+  sendStalled(now: number, limitMs: number): boolean {
+    return this.sendWatch.stalled(this.socket, now, limitMs);
   }
 
   /** The response ended: back to the pool if the upstream keeps it alive, else closed. */

@@ -323,6 +323,7 @@ export const UPSTREAM_FAILED = {
   failed: 'the service failed before responding',
   connect: 'the service did not accept the connection in time',
   response: 'the service did not respond in time',
+  send: 'the service did not read the request in time',
   notHttp: 'the service sent an answer that is not HTTP',
 } as const;
 

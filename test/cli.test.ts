@@ -55,6 +55,20 @@ describe('teal validate', () => {
     expect(r.stderr).toMatch(/broken\.yml:\d+:\d+ YAML syntax/);
   });
 
+  it('refuses a YAML alias bomb with exit 2, the file and line, and no stack trace', async () => {
+    const levels = 'abcdefghi'.split('');
+    const lines = levels.map((name, i) =>
+      i === 0
+        ? `a: &a [${Array(9).fill('"lol"')}]`
+        : `${name}: &${name} [${Array(9).fill(`*${levels[i - 1]}`)}]`,
+    );
+    const file = write('bomb.yml', `${lines.join('\n')}\nservices:\n  web:\n    command: [node]\n`);
+    const r = await runCli(['validate', '-c', file]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain(`${file}:6:8 YAML syntax: aliases expand to more than 100000 values`);
+    expect(r.stderr).not.toMatch(/\bat .*\.js:\d+/);
+  });
+
   it('says how to create the file when there is none', async () => {
     const r = await runCli(['validate'], { cwd: dir });
     expect(r.code).toBe(2);

@@ -1,11 +1,12 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, openSync, readSync } from 'node:fs';
 import path from 'node:path';
-import { type Document, isMap, isScalar, LineCounter, type Node, parseDocument } from 'yaml';
+import { type Document, isCollection, isPair, isScalar, LineCounter, type Node } from 'yaml';
 import type { z } from 'zod';
 import { TealError } from '../errors.js';
 import { envFileProblems } from './env-files.js';
 import { unknownPlaceholders } from './interpolate.js';
 import { describeValue, TealConfig } from './schema.js';
+import { documentProblems, LIMITS, nestedTooDeep, parseBounded } from './yaml-bounds.js';
 
 /** One thing wrong with a config file, located as precisely as the file allows. */
 export interface Problem {
@@ -50,30 +51,79 @@ export function loadConfig(file: string): LoadedConfig {
       { file: abs },
     );
   }
-  return parseConfig(readFileSync(abs, 'utf8'), abs);
+  return parseConfig(readBounded(abs), abs);
+}
+
+/** The file's text, refusing what is not a regular file or is over the size bound before reading it. */
+function readBounded(file: string): string {
+  const fd = openSync(file, 'r');
+  try {
+    const stat = fstatSync(fd);
+    if (!stat.isFile())
+      throw invalid(file, [{ file, path: '', message: 'is not a regular file (teal reads teal.yml whole)' }]);
+    if (stat.size > LIMITS.bytes) throw invalid(file, [tooLarge(file, stat.size)]);
+    const buffer = Buffer.alloc(stat.size);
+    let read = 0;
+    while (read < buffer.length) {
+      const n = readSync(fd, buffer, read, buffer.length - read, read);
+      if (n === 0) break;
+      read += n;
+    }
+    return buffer.subarray(0, read).toString('utf8');
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function tooLarge(file: string, bytes: number): Problem {
+  const mb = (n: number) => `${(n / 1024 / 1024).toFixed(1)} MB`;
+  return { file, path: '', message: `is ${mb(bytes)}, over the ${mb(LIMITS.bytes)} a teal.yml may be` };
 }
 
 /** Validates config text as if it were the file `file` (which need not exist). */
 export function parseConfig(text: string, file: string): LoadedConfig {
   const relative = path.relative(process.cwd(), file);
   const display = relative && !relative.startsWith('..') ? relative : file;
+  const bytes = Buffer.byteLength(text, 'utf8');
+  if (bytes > LIMITS.bytes) throw invalid(display, [tooLarge(display, bytes)]);
   const lineCounter = new LineCounter();
-  const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
+  const at = (offset: number, message: string): Problem => {
+    const pos = lineCounter.linePos(offset);
+    return { file: display, line: pos.line, column: pos.col, path: '', message };
+  };
+  // Duplicate keys are checked by documentProblems, in linear time (yaml's uniqueKeys is quadratic).
+  const parsed = parseBounded(text, { lineCounter, prettyErrors: false, uniqueKeys: false });
+  if ('tooDeep' in parsed) {
+    // Refused mid-parse, so the line is counted here rather than by the LineCounter.
+    const before = text.slice(0, parsed.tooDeep);
+    const line = before.split('\n').length;
+    const column = parsed.tooDeep - before.lastIndexOf('\n');
+    throw invalid(display, [
+      { file: display, line, column, path: '', message: `YAML syntax: ${nestedTooDeep}` },
+    ]);
+  }
+  const doc = parsed.doc;
 
   if (doc.errors.length > 0) {
     throw invalid(
       display,
-      doc.errors.map((e) => ({
-        file: display,
-        line: lineCounter.linePos(e.pos[0]).line,
-        column: lineCounter.linePos(e.pos[0]).col,
-        path: '',
-        message: `YAML syntax: ${e.message.split('\n')[0]}`,
-      })),
+      doc.errors.map((e) => {
+        // yaml turns its own recursion limit into an error; say what it means for the file.
+        const message = /call stack/i.test(e.message) ? nestedTooDeep : e.message.split('\n')[0];
+        return at(e.pos[0], `YAML syntax: ${message}`);
+      }),
+    );
+  }
+  const bounds = documentProblems(doc);
+  if (bounds.length > 0) {
+    throw invalid(
+      display,
+      bounds.map((p) => at(p.offset, `YAML syntax: ${p.message}`)),
     );
   }
 
-  const data: unknown = doc.toJS() ?? {};
+  // documentProblems bounded what aliases expand to; yaml's own count would refuse 101 uses of one anchor.
+  const data: unknown = doc.toJS({ maxAliasCount: -1 }) ?? {};
   const result = TealConfig.safeParse(data, { reportInput: true });
   const problems: Problem[] = [];
   if (!result.success) {
@@ -271,14 +321,10 @@ function locate(
   at: string[],
   wantKey = false,
 ): { line?: number; column?: number } {
-  const keys = at.map((k) => (/^\d+$/.test(k) ? Number(k) : k));
-  for (let depth = keys.length; depth >= 0; depth--) {
-    const node =
-      wantKey && depth === keys.length && depth > 0
-        ? keyNode(doc, keys)
-        : depth === 0
-          ? doc.contents
-          : (doc.getIn(keys.slice(0, depth), true) as Node | undefined);
+  const index = indexOf(doc);
+  for (let depth = at.length; depth >= 0; depth--) {
+    const entry = index.get(at.slice(0, depth).join('\0'));
+    const node = wantKey && depth === at.length && depth > 0 ? entry?.key : entry?.value;
     if (node?.range) {
       const pos = lc.linePos(node.range[0]);
       return { line: pos.line, column: pos.col };
@@ -287,12 +333,39 @@ function locate(
   return {};
 }
 
-function keyNode(doc: Document, keys: (string | number)[]): Node | undefined {
-  const parent = doc.getIn(keys.slice(0, -1), true);
-  if (!isMap(parent)) return undefined;
-  const last = String(keys[keys.length - 1]);
-  const pair = parent.items.find((p) => isScalar(p.key) && String(p.key.value) === last);
-  return pair?.key as Node | undefined;
+interface Located {
+  key?: Node;
+  value?: Node;
+}
+
+const indexes = new WeakMap<Document, Map<string, Located>>();
+
+/**
+ * Every node of the document by its path, built once per document on the first problem: looking each
+ * problem up with `doc.getIn` scans its mappings and made a file with many problems quadratic.
+ */
+function indexOf(doc: Document): Map<string, Located> {
+  const cached = indexes.get(doc);
+  if (cached) return cached;
+  const index = new Map<string, Located>();
+  const stack: { path: string[]; located: Located }[] = [
+    { path: [], located: { value: doc.contents as Node } },
+  ];
+  while (stack.length > 0) {
+    const { path: at, located } = stack.pop()!;
+    index.set(at.join('\0'), located);
+    const node = located.value;
+    if (!isCollection(node)) continue;
+    (node.items as unknown[]).forEach((item, i) => {
+      if (isPair(item)) {
+        if (!isScalar(item.key)) return;
+        const key = String(item.key.value);
+        stack.push({ path: [...at, key], located: { key: item.key as Node, value: item.value as Node } });
+      } else stack.push({ path: [...at, String(i)], located: { value: item as Node } });
+    });
+  }
+  indexes.set(doc, index);
+  return index;
 }
 
 /** The keys a strict object accepts, to suggest them next to an unknown one. */

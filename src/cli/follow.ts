@@ -55,7 +55,7 @@ export async function followDeployment(
     if (json) printJson(final);
     else
       process.stderr.write(
-        `${c.cyan('⏸')} ${final.service} ${final.version} is verified on ${final.targetSlot} (preview: X-Teal-Slot: ${final.targetSlot}); \`teal promote ${final.service}\` switches to it, \`teal abort ${final.service}\` drops it\n`,
+        `${c.cyan('⏸')} ${final.service} ${final.version} is verified on ${final.targetSlot} (preview: X-Teal-Slot: ${final.targetSlot} on the preview listener, or \`teal preview ${final.service}\` for a link); \`teal promote ${final.service}\` switches to it, \`teal abort ${final.service}\` drops it\n`,
       );
     return EXIT.ok;
   }

@@ -24,11 +24,14 @@ export function gateCommands(program: Command): void {
       'after',
       `
 With promote: manual in teal.yml, a deployment stops after verification with the new release on the
-preview route (requests with X-Teal-Slot: <slot> reach it). Look at it, then promote or abort.
+preview route: on this host, requests to the preview listener (proxy.preview.listen, 127.0.0.1 on
+the public port + 1 by default) with X-Teal-Slot: <slot> reach it; for testers elsewhere,
+\`teal preview <service>\` prints a link to the public port that does. Look at it, then promote or abort.
 
 Examples:
   teal deploy web --version v2     stops at the gate
-  curl -H 'X-Teal-Slot: green' http://localhost:8080/
+  curl -H 'X-Teal-Slot: green' http://127.0.0.1:8081/
+  teal preview web --ttl 1h        a link for a tester
   teal promote web                 switches, drains, keeps the old slot warm`,
     )
     .action((service: string, opts: GateOptions) => decide('promote', service, opts));

@@ -4,7 +4,7 @@ import { type DataPlaneSettings, SETTINGS_OPTIONS, settingsFromFlags } from '../
 
 /** `teal proxy --listen --admin --state`, parsed without commander (see main.ts). */
 export async function proxyFastPath(args: string[]): Promise<void> {
-  let values: { listen?: string; admin?: string; state?: string } & Record<
+  let values: { listen?: string; 'preview-listen'?: string; admin?: string; state?: string } & Record<
     string,
     string | boolean | undefined
   >;
@@ -13,6 +13,7 @@ export async function proxyFastPath(args: string[]): Promise<void> {
       args,
       options: {
         listen: { type: 'string' },
+        'preview-listen': { type: 'string' },
         admin: { type: 'string' },
         state: { type: 'string' },
         handoff: { type: 'boolean' },
@@ -45,6 +46,7 @@ export async function proxyFastPath(args: string[]): Promise<void> {
     const { runDataPlaneProcess } = await import('../proxy/builtin/process-main.js');
     await runDataPlaneProcess({
       listen: values.listen!,
+      ...(values['preview-listen'] ? { previewListen: values['preview-listen'] } : {}),
       admin: values.admin!,
       state: values.state!,
       handoff: values.handoff === true,

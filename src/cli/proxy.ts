@@ -8,7 +8,11 @@ export function proxyCommand(program: Command): void {
   program
     .command('proxy')
     .description('run the builtin data plane (started by `teal up`; rarely run by hand)')
-    .requiredOption('--listen <host:port>', 'address users connect to')
+    .requiredOption('--listen <host:port>', 'address users connect to (X-Teal-Slot is ignored there)')
+    .option(
+      '--preview-listen <host:port>',
+      'preview listener, where X-Teal-Slot: blue|green chooses the slot',
+    )
     .requiredOption('--admin <socket>', 'unix socket of the admin API the control plane drives')
     .requiredOption('--state <file>', 'where the applied routing table is saved and read back on start')
     .option('--max-body <size>', 'request bodies over this get 413', '100MB')
@@ -24,7 +28,7 @@ restarts. \`teal up\` starts it (or re-attaches to it) with the state dir's path
 from teal.yml's proxy section.
 
 Example:
-  teal proxy --listen 0.0.0.0:8080 --admin .teal/proxy.sock --state .teal/proxy-table.json`,
+  teal proxy --listen 0.0.0.0:8080 --preview-listen 127.0.0.1:8081 --admin .teal/proxy.sock --state .teal/proxy-table.json`,
     )
     .action(async () => {
       const { proxyFastPath } = await import('./proxy-fast.js');

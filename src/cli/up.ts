@@ -35,7 +35,7 @@ Examples:
       const daemon = await startDaemon({ configFile: path.resolve(opts.config), log });
       if (pretty) {
         process.stdout.write(
-          `\n  proxy      ${daemon.proxyUrl}\n  API        ${daemon.apiUrl}  (token in ${daemon.paths.token} or TEAL_TOKEN)\n  state dir  ${daemon.paths.dir}\n\n`,
+          `\n  proxy      ${daemon.proxyUrl}\n  preview    ${daemon.previewUrl}  (X-Teal-Slot chooses the slot here)\n  API        ${daemon.apiUrl}  (token in ${daemon.paths.token} or TEAL_TOKEN)\n  state dir  ${daemon.paths.dir}\n\n`,
         );
       }
       await new Promise<void>((resolve) => {

@@ -19,8 +19,8 @@ export interface VerifyTarget {
   /** The new slot's first instance, directly: http://127.0.0.1:9002 */
   url: string;
   /**
-   * The data plane's URL: requests with `X-Teal-Slot: <slot>` reach the new slot through the same
-   * routes users take (the preview route). Absent when the engine does not know it.
+   * The data plane's preview listener: requests with `X-Teal-Slot: <slot>` reach the new slot
+   * through the same routes users take (the preview route). Absent when the engine does not know it.
    */
   previewUrl?: string;
   instances: Endpoint[];
@@ -61,8 +61,13 @@ export interface EngineDeps {
   store: Store;
   runtime: Runtime;
   traffic: TrafficSwitch;
-  /** Where users reach the data plane (verify steps with `through: preview` and TEAL_PREVIEW_URL). */
+  /** Where users reach the data plane (hooks' TEAL_URL before a slot runs, the analysis). */
   proxyUrl?: string;
+  /**
+   * The data plane's preview listener, loopback by default: the only place X-Teal-Slot chooses a
+   * slot (verify steps with `through: preview`, TEAL_PREVIEW_URL, the gate's message).
+   */
+  previewUrl?: string;
   probe: (health: HealthConfig) => Probe;
   verifier: Verifier;
   /** The configuration as last loaded (the daemon may reload it). */

@@ -8,7 +8,7 @@ import { failpoint } from './failpoints.js';
 import type { Gates } from './gate.js';
 import { waitHealthy } from './healthy.js';
 import { runHook } from './hooks.js';
-import { endpointText } from './model.js';
+import { endpointText, type Slot } from './model.js';
 import type { DeployPlan } from './plan.js';
 import type { Recorder } from './recorder.js';
 import { createNumbered, keys, type ReleaseRecord, readServiceState, type SlotRecord } from './records.js';
@@ -77,7 +77,7 @@ function hookTarget(ctx: RunContext, progress: Progress): VerifyTarget {
     slot: plan.targetSlot,
     version: plan.release.version,
     url: first ? `http://${endpointText(first)}` : (deps.proxyUrl ?? ''),
-    ...(deps.proxyUrl ? { previewUrl: deps.proxyUrl } : {}),
+    ...(deps.previewUrl ? { previewUrl: deps.previewUrl } : {}),
     instances: progress.started.map((i) => ({ host: i.host, port: i.port })),
     exec: commandEnvOf(plan.release, plan.targetSlot),
   };
@@ -239,7 +239,7 @@ async function startTarget(ctx: RunContext, progress: Progress): Promise<void> {
 
   slot = await writeSlot(store, svc, slot, { state: 'verifying' });
   await rec.moveTo('verifying');
-  // The preview route (X-Teal-Slot) reaches the new slot from here on.
+  // The preview route (X-Teal-Slot on the preview listener) reaches the new slot from here on.
   await ctx.tables.sync();
 
   const first = progress.started[0]!;
@@ -248,7 +248,7 @@ async function startTarget(ctx: RunContext, progress: Progress): Promise<void> {
     slot: target,
     version: plan.release.version,
     url: `http://${endpointText(first)}`,
-    ...(deps.proxyUrl ? { previewUrl: deps.proxyUrl } : {}),
+    ...(deps.previewUrl ? { previewUrl: deps.previewUrl } : {}),
     instances: progress.started.map((i) => ({ host: i.host, port: i.port })),
     exec: commandEnvOf(plan.release, plan.targetSlot),
   };
@@ -279,6 +279,13 @@ async function startTarget(ctx: RunContext, progress: Progress): Promise<void> {
   if (plan.promote === 'manual') await awaitPromotion(ctx);
 }
 
+/** How to reach a slot on the preview listener, for the gate's message. */
+function previewHint(previewUrl: string | undefined, slot: Slot): string {
+  return previewUrl === undefined
+    ? `X-Teal-Slot: ${slot} on the preview listener`
+    : `curl -H 'X-Teal-Slot: ${slot}' ${previewUrl}/`;
+}
+
 /** The manual gate: the new slot stays on the preview route until promote, abort or the timeout. */
 async function awaitPromotion(ctx: RunContext): Promise<void> {
   const { plan, rec, signal } = ctx;
@@ -288,7 +295,7 @@ async function awaitPromotion(ctx: RunContext): Promise<void> {
   await rec.event(
     'gate',
     'started',
-    `${plan.release.version} is verified and on the preview route (X-Teal-Slot: ${plan.targetSlot}): waiting for \`teal promote ${plan.service}\` or \`teal abort ${plan.service}\`${timeout}`,
+    `${plan.release.version} is verified and on the preview route (${previewHint(ctx.deps.previewUrl, plan.targetSlot)}): waiting for \`teal promote ${plan.service}\` or \`teal abort ${plan.service}\`${timeout}`,
   );
   const decision = await ctx.gates.wait(plan.service, rec.n, {
     ...(plan.promoteTimeoutMs === undefined ? {} : { timeoutMs: plan.promoteTimeoutMs }),

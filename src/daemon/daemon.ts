@@ -35,6 +35,8 @@ export interface Daemon {
   apiUrl: string;
   /** http://127.0.0.1:8080 (as bound: 0.0.0.0 shows as 127.0.0.1) */
   proxyUrl: string;
+  /** http://127.0.0.1:8081: the preview listener, where X-Teal-Slot chooses the slot */
+  previewUrl: string;
   token: string;
   paths: StatePaths;
   engine: Engine;
@@ -64,11 +66,11 @@ export async function startDaemon(options: { configFile: string; log: Logger }):
   };
 
   try {
-    const { traffic, url: proxyUrl } = await openTrafficSwitch(
-      config.proxy,
-      { ...paths, configDir: loaded.dir },
-      log,
-    );
+    const {
+      traffic,
+      url: proxyUrl,
+      previewUrl,
+    } = await openTrafficSwitch(config.proxy, { ...paths, configDir: loaded.dir }, log);
     closers.push(() => traffic.close());
 
     const deps = {
@@ -76,6 +78,7 @@ export async function startDaemon(options: { configFile: string; log: Logger }):
       runtime,
       traffic,
       proxyUrl,
+      previewUrl,
       probe: (h: { path: string; timeout: number }) => new HttpProbe({ path: h.path, timeoutMs: h.timeout }),
       verifier: new StepVerifier(),
       config: () => loaded,
@@ -143,6 +146,7 @@ export async function startDaemon(options: { configFile: string; log: Logger }):
       pid: process.pid,
       api: apiUrl,
       proxy: proxyUrl,
+      preview: previewUrl,
       startedAt: new Date().toISOString(),
       config: loaded.file,
     });
@@ -150,6 +154,7 @@ export async function startDaemon(options: { configFile: string; log: Logger }):
     log.info('teal is up', {
       api: apiUrl,
       proxy: proxyUrl,
+      preview: previewUrl,
       services: Object.keys(config.services).join(', '),
     });
 
@@ -157,6 +162,7 @@ export async function startDaemon(options: { configFile: string; log: Logger }):
     return {
       apiUrl,
       proxyUrl,
+      previewUrl,
       token,
       paths,
       engine,

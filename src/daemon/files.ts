@@ -88,6 +88,8 @@ export interface DaemonInfo {
   pid: number;
   api: string;
   proxy: string;
+  /** The preview listener (X-Teal-Slot honoured), loopback by default; absent from older daemons. */
+  preview?: string;
   startedAt: string;
   config: string;
 }

@@ -165,7 +165,7 @@ async function main(): Promise<void> {
       `  dashboard ${daemon.apiUrl}/       log in with the token: cat ${path.relative(process.cwd(), daemon.paths.token)}`,
     );
     say(`  proxy     ${daemon.proxyUrl}/            curl ${daemon.proxyUrl}/  -> hello v2`);
-    say(`  warm v1   curl -H 'X-Teal-Slot: ${record.fromSlot}' ${daemon.proxyUrl}/`);
+    say(`  warm v1   curl -H 'X-Teal-Slot: ${record.fromSlot}' ${daemon.previewUrl}/`);
     say(
       `  API       ${daemon.apiUrl}/v1/services/${service}  (Bearer token in ${path.relative(process.cwd(), daemon.paths.token)})`,
     );

@@ -11,6 +11,17 @@ function localUrl(listen: string): string {
 
 import type { TrafficSwitch } from './switch.js';
 
+/**
+ * The preview listener's address: as configured, else loopback on the public port + 1 (port 0, any
+ * free port, when the public port is 0). Loopback so that only this host reaches idle slots with
+ * X-Teal-Slot; on by default because verify steps `through: preview` and the gate need it.
+ */
+export function previewAddress(config: TealConfig['proxy']): string {
+  if (config.preview.listen !== undefined) return endpointText(config.preview.listen);
+  const port = config.listen.port;
+  return endpointText({ host: '127.0.0.1', port: port === 0 ? 0 : port === 65535 ? 65534 : port + 1 });
+}
+
 export interface SwitchPaths {
   /** The state dir: the data plane's admin socket, saved table and log live here. */
   dir: string;
@@ -25,6 +36,8 @@ export interface OpenedSwitch {
   traffic: TrafficSwitch;
   /** Where users reach it: http://host:port */
   url: string;
+  /** The preview listener, where X-Teal-Slot chooses the slot: http://127.0.0.1:8081 */
+  previewUrl: string;
 }
 
 /**
@@ -42,6 +55,7 @@ export async function openTrafficSwitch(
       const { BuiltinSwitch } = await import('./builtin/switch.js');
       const plane = await ensureDataPlane({
         listen: endpointText(config.listen),
+        previewListen: previewAddress(config),
         adminSocket: paths.proxySocket,
         stateFile: paths.proxyState,
         logFile: paths.proxyLog,
@@ -58,6 +72,7 @@ export async function openTrafficSwitch(
       log.info(plane.started ? 'started the data plane' : 're-attached to the running data plane', {
         pid: plane.pid,
         listen: plane.listen,
+        preview: plane.preview,
       });
       if (!plane.started) {
         const running = await dataPlaneInfo(paths.proxySocket);
@@ -74,6 +89,7 @@ export async function openTrafficSwitch(
       return {
         traffic: new BuiltinSwitch({ adminSocket: paths.proxySocket }),
         url: localUrl(plane.listen),
+        previewUrl: localUrl(plane.preview ?? previewAddress(config)),
       };
     }
     case 'nginx': {
@@ -87,12 +103,18 @@ export async function openTrafficSwitch(
         reload: config.reload,
         pidFile: from(config.pidFile),
         listen,
+        previewListen: previewAddress(config),
         stateDir: paths.dir,
         accessLog:
           config.accessLog === undefined ? path.join(paths.dir, 'nginx-access.log') : from(config.accessLog),
       });
-      log.info('driving nginx', { config: traffic.configFile, pidFile: config.pidFile, listen });
-      return { traffic, url: localUrl(listen) };
+      log.info('driving nginx', {
+        config: traffic.configFile,
+        pidFile: config.pidFile,
+        listen,
+        preview: previewAddress(config),
+      });
+      return { traffic, url: localUrl(listen), previewUrl: localUrl(previewAddress(config)) };
     }
     case 'haproxy': {
       const { HaproxySwitch } = await import('./haproxy/switch.js');
@@ -101,6 +123,7 @@ export async function openTrafficSwitch(
       return {
         traffic: new HaproxySwitch({ socket: o.socket, stateDir: o.stateDir, prefix: o.prefix }),
         url: localUrl(o.listen),
+        previewUrl: localUrl(o.previewListen),
       };
     }
   }
@@ -115,6 +138,7 @@ export function haproxyOptions(config: HaproxyConfig, paths: Pick<SwitchPaths, '
     socket: from(config.socket),
     stateDir: config.stateDir === undefined ? path.join(paths.dir, 'haproxy') : from(config.stateDir),
     listen: endpointText(config.listen),
+    previewListen: previewAddress(config),
     prefix: config.prefix,
     lanes: config.lanes,
     serversPerLane: config.serversPerLane,

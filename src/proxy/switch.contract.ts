@@ -6,12 +6,15 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { WebSocket, WebSocketServer } from 'ws';
 import type { Slot } from '../core/model.js';
 import { type LoadSample, runLoad, summarizeLoad } from '../verify/load.js';
+import { RawClient, type RawUpstream, startRawUpstream } from './builtin/raw-http.js';
 import { type Pool, poolId, type RoutingTable, type ServiceRoutes, type TrafficSwitch } from './switch.js';
 
 /** A data plane under test, fresh for each case, with the base URL users reach it on. */
 export interface SwitchUnderTest {
   sw: TrafficSwitch;
   url: string;
+  /** The preview listener (loopback), the only place X-Teal-Slot chooses the slot. */
+  previewUrl: string;
   close(): Promise<void>;
 }
 
@@ -177,6 +180,7 @@ export function switchContract(
   describe(`TrafficSwitch contract: ${name}`, () => {
     let t: SwitchUnderTest;
     const upstreams: Upstream[] = [];
+    const raws: RawUpstream[] = [];
     const sockets: WebSocket[] = [];
     const app = async (n: string) => {
       const u = await startUpstream(n);
@@ -192,6 +196,7 @@ export function switchContract(
       for (const ws of sockets.splice(0)) ws.terminate();
       await t.close();
       await Promise.all(upstreams.splice(0).map((u) => u.close()));
+      await Promise.all(raws.splice(0).map((u) => u.close()));
     });
 
     it('serves no table before the first apply, and the applied table after', async () => {
@@ -246,16 +251,77 @@ export function switchContract(
       expect((await request(`${t.url}/elsewhere`)).status).toBe(404);
     });
 
-    it('sends a request with the preview header to the idle slot', async () => {
+    it('sends a request with the preview header to the idle slot on the preview listener only', async () => {
       const [a, b] = [await app('A'), await app('B')];
       await t.sw.apply(webTable(1, poolFor('web', 'blue', 1, [a]), poolFor('web', 'green', 2, [b])));
-      const slot = async (s?: string) =>
-        (await request(`${t.url}/`, s ? { headers: { 'x-teal-slot': s } } : {})).body;
-      expect(await slot('green')).toBe('B');
-      expect(await slot('blue')).toBe('A');
-      expect(await slot()).toBe('A');
+      const slot = async (base: string, s?: string) =>
+        (await request(`${base}/`, s ? { headers: { 'x-teal-slot': s } } : {})).body;
+      expect(await slot(t.previewUrl, 'green')).toBe('B');
+      expect(await slot(t.previewUrl, 'blue')).toBe('A');
+      expect(await slot(t.previewUrl)).toBe('A');
+      expect(await slot(t.url, 'green')).toBe('A');
+      expect(b.received).toBe(1);
       await t.sw.apply(webTable(2, poolFor('web', 'blue', 1, [a])));
-      expect((await request(`${t.url}/`, { headers: { 'x-teal-slot': 'green' } })).status).toBe(404);
+      expect((await request(`${t.previewUrl}/`, { headers: { 'x-teal-slot': 'green' } })).status).toBe(404);
+    });
+
+    it('on the public listener a bare X-Teal-Slot never reaches the idle slot, and never reaches an app', async () => {
+      const named = (name: string) => () => `HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\n${name}`;
+      const live = await startRawUpstream({ respond: named('A') });
+      const idle = await startRawUpstream({ respond: named('B') });
+      raws.push(live, idle);
+      const pool = (slot: Slot, release: number, up: RawUpstream) => ({
+        ...poolFor('web', slot, release, []),
+        endpoints: [{ host: '127.0.0.1', port: up.port }],
+      });
+      await t.sw.apply(webTable(1, pool('blue', 1, live), pool('green', 2, idle)));
+      // Every spelling an attacker might try: any case, padded, repeated, listed, naming the live slot.
+      const variants = [
+        'X-Teal-Slot: green',
+        'x-teal-slot: GREEN',
+        'X-TEAL-SLOT:   Green  ',
+        'X-Teal-Slot: green\r\nX-Teal-Slot: green',
+        'X-Teal-Slot: blue\r\nx-teal-slot: green',
+        'X-Teal-Slot: green, blue',
+        'X-Teal-Slot: blue',
+      ];
+      const client = await RawClient.connect(t.url);
+      try {
+        // One keep-alive connection, the requests one after another, and then on fresh connections.
+        for (const [i, v] of variants.entries()) {
+          client.send(`GET /k${i} HTTP/1.1\r\nHost: example.test\r\n${v}\r\n\r\n`);
+          const answers = await client.finalResponses(i + 1, { timeoutMs: 10_000 });
+          expect(answers[i]!.status).toBe(200);
+          expect(answers[i]!.body.toString()).toBe('A');
+        }
+      } finally {
+        client.destroy();
+      }
+      for (const v of variants) {
+        const c = await RawClient.connect(t.url);
+        try {
+          c.send(`GET /fresh HTTP/1.1\r\nHost: example.test\r\n${v}\r\nConnection: close\r\n\r\n`);
+          const [answer] = await c.finalResponses(1, { timeoutMs: 10_000 });
+          expect(answer!.body.toString()).toBe('A');
+        } finally {
+          c.destroy();
+        }
+      }
+      expect(idle.heads).toEqual([]);
+      expect(live.heads.length).toBe(variants.length * 2);
+      for (const head of live.heads) expect(head).not.toMatch(/x-teal-slot/i);
+
+      // The preview listener honours it, and still does not pass it on.
+      const preview = await RawClient.connect(t.previewUrl);
+      try {
+        preview.send('GET /p HTTP/1.1\r\nHost: example.test\r\nx-teal-slot: Green\r\n\r\n');
+        const [answer] = await preview.finalResponses(1, { timeoutMs: 10_000 });
+        expect(answer!.body.toString()).toBe('B');
+      } finally {
+        preview.destroy();
+      }
+      expect(idle.heads.length).toBe(1);
+      expect(idle.heads[0]).not.toMatch(/x-teal-slot/i);
     });
 
     it('switches back and forth under keep-alive load without dropping a request', async () => {
@@ -346,7 +412,7 @@ export function switchContract(
       await t.sw.apply(webTable(3, live, preview));
       for (const path of ['/', '/', '/', '/status/404', '/status/500', '/status/503'])
         await request(`${t.url}${path}`);
-      for (let i = 0; i < 2; i++) await request(`${t.url}/`, { headers: { 'x-teal-slot': 'green' } });
+      for (let i = 0; i < 2; i++) await request(`${t.previewUrl}/`, { headers: { 'x-teal-slot': 'green' } });
       const stats = await t.sw.stats();
       expect(stats.revision).toBe(3);
       const of = (id: string) => stats.pools.find((p) => p.pool === id);

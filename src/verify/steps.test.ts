@@ -60,7 +60,7 @@ describe('verify steps', () => {
     expect(notJson.detail).toContain('the body is not JSON');
   });
 
-  it('through: preview goes to the data plane URL with X-Teal-Slot; without that URL it fails clearly', async () => {
+  it('through: preview goes to the preview listener with X-Teal-Slot; without that URL it fails clearly', async () => {
     seen.length = 0;
     expect(
       await verify(
@@ -72,7 +72,7 @@ describe('verify steps', () => {
     const missing = await verify({ http: { path: '/', through: 'preview' } });
     expect(missing).toMatchObject({
       ok: false,
-      detail: 'GET /: through: preview, but the data plane URL is not known',
+      detail: 'GET /: through: preview, but the preview listener URL is not known',
     });
   });
 

@@ -22,15 +22,16 @@ export class StepVerifier implements Verifier {
 }
 
 /**
- * Where a step's requests go: the new slot's first instance, or the data plane with the preview
- * header, so the check passes through the same routes, limits and headers users' requests will.
+ * Where a step's requests go: the new slot's first instance, or the data plane's preview listener
+ * with the slot header, so the check passes through the same routes, limits and headers users'
+ * requests will (the public listener ignores the header).
  */
 function destination(
   through: 'direct' | 'preview',
   target: VerifyTarget,
 ): { base: string; headers: Record<string, string> } | { error: string } {
   if (through === 'direct') return { base: target.url, headers: {} };
-  if (!target.previewUrl) return { error: 'through: preview, but the data plane URL is not known' };
+  if (!target.previewUrl) return { error: 'through: preview, but the preview listener URL is not known' };
   return { base: target.previewUrl, headers: { 'x-teal-slot': target.slot } };
 }
 

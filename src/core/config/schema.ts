@@ -145,6 +145,22 @@ const command = (example: string, description: string) =>
     .min(1, { error: `expected a shell command like "${example}"` })
     .meta({ description });
 
+/**
+ * The preview listener: the only place `X-Teal-Slot` chooses a slot (the public one ignores it).
+ * Loopback by default, so only this host (verify steps, `teal`, an SSH tunnel) reaches idle slots.
+ */
+const PreviewListener = z
+  .strictObject({
+    listen: address(
+      '127.0.0.1:8081',
+      'Where requests may choose a slot with X-Teal-Slot; default 127.0.0.1 on the public port + 1 (port 0 when the public port is 0).',
+    ).optional(),
+  })
+  .prefault({})
+  .meta({
+    description: 'The preview listener (docs/previews.md): idle slots reachable from this host only.',
+  });
+
 /** nginx run by the user; teal renders one included file and reloads (docs/nginx.md). */
 const NginxProxy = z.strictObject({
   kind: z.literal('nginx'),
@@ -156,6 +172,7 @@ const NginxProxy = z.strictObject({
     '0.0.0.0:80',
     'Where the rendered servers listen (the `listen` the template prints).',
   ).prefault('0.0.0.0:80'),
+  preview: PreviewListener,
   template: filePathString('nginx/teal.conf.mustache')
     .optional()
     .meta({ description: "A Mustache template of your own (docs/nginx.md); teal's default when absent." }),
@@ -180,6 +197,7 @@ const HaproxyProxy = z.strictObject({
       "haproxy's admin socket (runtime API), as the base config declares it; relative to teal.yml.",
   }),
   listen: address('0.0.0.0:80', 'Where users connect (the base config binds it).').prefault('0.0.0.0:80'),
+  preview: PreviewListener,
   stateDir: filePathString('/var/lib/teal/haproxy').optional().meta({
     description:
       "The switch's state (routes map, server state) haproxy loads at start; <stateDir>/haproxy by default.",
@@ -210,6 +228,7 @@ export const ProxyConfig = z
         listen: address('0.0.0.0:8080', 'Where the data plane accepts user traffic.').prefault(
           '0.0.0.0:8080',
         ),
+        preview: PreviewListener,
         maxBodySize: z
           .string({ error: (iss) => `expected a size like "100MB", got ${describe(iss.input)}` })
           .regex(new RegExp(SIZE_PATTERN), {
@@ -283,7 +302,7 @@ const through = z
   .default('direct')
   .meta({
     description:
-      "direct: the new slot's first instance; preview: through the data plane's preview route (X-Teal-Slot).",
+      "direct: the new slot's first instance; preview: through the data plane's preview listener with X-Teal-Slot.",
   });
 
 const HttpVerify = z.strictObject({

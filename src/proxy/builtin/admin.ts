@@ -12,6 +12,9 @@ export interface DataPlaneInfo {
   listen: string;
   /** The address it was asked to listen on, as given. */
   requestedListen: string;
+  /** The preview listener's address as bound; null when it has none (older data planes: absent). */
+  preview?: string | null;
+  requestedPreview?: string | null;
   /** Revision of the table it serves; null before any table. */
   revision: number | null;
   startedAt: string;

@@ -3,7 +3,7 @@ import { type ClientSide, Exchange } from './exchange.js';
 import { Http1Parser, ParseError, STOP } from './http1.js';
 import type { EventLog } from './log.js';
 import type { PoolRuntime } from './pool.js';
-import type { Refusal } from './select.js';
+import type { Listener, Refusal } from './select.js';
 import { SendWatch } from './send-watch.js';
 import type { DataPlaneSettings } from './settings.js';
 import { plainResponse, type RequestHead, readRequestHead } from './wire.js';
@@ -15,8 +15,8 @@ export interface PlaneContext {
   readonly connections: Set<ClientConnection>;
   /** Requests that could not be forwarded (rate-limited); absent in tests without a log. */
   readonly upstreamErrors?: EventLog;
-  route(req: RequestHead): PoolRuntime | Refusal;
-  upgrade(req: RequestHead, socket: Socket, head: Buffer): void;
+  route(req: RequestHead, listener: Listener): PoolRuntime | Refusal;
+  upgrade(req: RequestHead, socket: Socket, head: Buffer, listener: Listener): void;
 }
 
 /** Pipelined requests beyond this wait in the socket, not in memory. */
@@ -35,6 +35,8 @@ const LINGER_MS = 5_000;
 export class ClientConnection implements ClientSide {
   private readonly plane: PlaneContext;
   readonly socket: Socket;
+  /** The listening socket it was accepted on: only the preview one honours the slot header. */
+  private readonly listener: Listener;
   private readonly parser: Http1Parser;
   private readonly queue: Exchange[] = [];
   /** The exchange whose body the parser is reading. */
@@ -55,9 +57,10 @@ export class ClientConnection implements ClientSide {
   /** The answer to a malformed request, sent once the requests before it are answered. */
   private refusal: string | null = null;
 
-  constructor(plane: PlaneContext, socket: Socket) {
+  constructor(plane: PlaneContext, socket: Socket, listener: Listener = 'public') {
     this.plane = plane;
     this.socket = socket;
+    this.listener = listener;
     socket.setNoDelay(true);
     this.parser = new Http1Parser('request', {
       head: (head) => {
@@ -71,7 +74,7 @@ export class ClientConnection implements ClientSide {
           this.upgradeReq = req;
           return false;
         }
-        const exchange = new Exchange(this, req, plane.route(req));
+        const exchange = new Exchange(this, req, plane.route(req, listener));
         this.queue.push(exchange);
         this.reading = exchange;
         // Started by onData once the packet has parsed.
@@ -175,7 +178,7 @@ export class ClientConnection implements ClientSide {
     this.plane.connections.delete(this);
     this.parser.free();
     this.socket.off('close', this.onClose);
-    this.plane.upgrade(pending.req, this.socket, pending.head);
+    this.plane.upgrade(pending.req, this.socket, pending.head, this.listener);
   }
 
   closingAfterCurrent(): boolean {

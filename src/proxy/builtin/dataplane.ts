@@ -16,7 +16,7 @@ import { selfCheck } from './http1.js';
 import { type EventLog, limited, UPSTREAM_ERRORS_PER_SECOND } from './log.js';
 import type { PoolRuntime } from './pool.js';
 import { PoolSet } from './pool-set.js';
-import { type CompiledTable, compileTable, type Refusal, selectPool } from './select.js';
+import { type CompiledTable, compileTable, type Listener, type Refusal, selectPool } from './select.js';
 import { connectionCap, type DataPlaneSettings, DEFAULT_SETTINGS, sweepInterval } from './settings.js';
 import { loadTable, saveTable } from './state-file.js';
 import { forwardUpgrade } from './upgrade.js';
@@ -25,6 +25,8 @@ import { plainResponse, type RequestHead } from './wire.js';
 export interface DataPlaneOptions {
   /** "host:port" users connect to; port 0 picks a free one (see `info().listen`). */
   listen: string;
+  /** "host:port" of the preview listener, where `X-Teal-Slot` chooses the slot; none when absent. */
+  previewListen?: string;
   /** Unix socket path of the admin API. */
   admin: string;
   /** Where the applied table is saved, and read back on start. */
@@ -63,6 +65,36 @@ function listenOn(
     if (typeof target === 'string') server.listen(target, done);
     else server.listen(target.port, target.host, done);
   });
+}
+
+/** Binds a listener, turning the errors users meet into ones that name the address. */
+async function bindListener(server: net.Server, listen: string, flag: string): Promise<string> {
+  let address: { host: string; port: number };
+  try {
+    address = parseAddress(listen);
+  } catch (err) {
+    throw new TealError('TEAL_USAGE', `${flag}: ${(err as Error).message}`);
+  }
+  await listenOn(server, address).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'EADDRINUSE') {
+      throw new TealError(
+        'TEAL_PORT_IN_USE',
+        `cannot listen on ${listen}: the address is in use (EADDRINUSE)`,
+        {
+          listen,
+        },
+      );
+    }
+    throw new TealError('TEAL_PROXY_FAILED', `cannot listen on ${listen}: ${err.code ?? err.message}`, {
+      listen,
+    });
+  });
+  return boundAddress(server);
+}
+
+function boundAddress(server: net.Server): string {
+  const a = server.address() as AddressInfo;
+  return endpointText({ host: a.address, port: a.port });
 }
 
 /**
@@ -114,6 +146,8 @@ export class DataPlane implements AdminTarget, PlaneContext {
   readonly settings: DataPlaneSettings;
   readonly upstreamErrors: EventLog;
   private readonly server: net.Server;
+  /** The preview listener: the same table, but the slot header is honoured (select.ts). */
+  private readonly previewServer: net.Server | null;
   private readonly admin: http.Server;
   private readonly opts: DataPlaneOptions;
   private readonly startedAt = new Date().toISOString();
@@ -125,8 +159,9 @@ export class DataPlane implements AdminTarget, PlaneContext {
   private spliced = 0;
   /** When the cap last refused a newcomer, so the log says so once a second at most. */
   private refusedLogged = 0;
+  private previewBound: string | null = null;
 
-  private constructor(opts: DataPlaneOptions, inherited?: net.Server) {
+  private constructor(opts: DataPlaneOptions, inherited?: net.Server, inheritedPreview?: net.Server | null) {
     this.opts = opts;
     const settings = { ...DEFAULT_SETTINGS, ...opts.settings };
     const cap = connectionCap(settings.maxConnections);
@@ -139,7 +174,10 @@ export class DataPlane implements AdminTarget, PlaneContext {
     this.settings = settings;
     this.upstreamErrors = limited(opts.log, UPSTREAM_ERRORS_PER_SECOND);
     this.server = inherited ?? net.createServer({ noDelay: true });
-    this.server.on('connection', this.accept);
+    this.server.on('connection', (socket: Socket) => this.accept(socket, 'public'));
+    this.previewServer =
+      inheritedPreview ?? (opts.previewListen ? net.createServer({ noDelay: true }) : null);
+    this.previewServer?.on('connection', (socket: Socket) => this.accept(socket, 'preview'));
     this.admin = createAdminServer(this, opts.log);
     // One timer for every deadline (idle clients, slow heads, connect and response timeouts, idle
     // upstream connections), instead of timers per request.
@@ -155,12 +193,12 @@ export class DataPlane implements AdminTarget, PlaneContext {
     }, sweepInterval(this.settings)).unref();
   }
 
-  private readonly accept = (socket: Socket): void => {
+  private readonly accept = (socket: Socket, listener: Listener): void => {
     if (this.connections.size + this.spliced >= this.settings.maxConnections && !this.makeRoom()) {
       this.refuse(socket);
       return;
     }
-    new ClientConnection(this, socket);
+    new ClientConnection(this, socket, listener);
   };
 
   /**
@@ -217,35 +255,29 @@ export class DataPlane implements AdminTarget, PlaneContext {
     }
   }
 
-  /** Starts serving: the saved table at once if there is one, then the public port, then the admin socket. */
+  /**
+   * Starts serving: the saved table at once if there is one, then the public port and the preview
+   * listener, then the admin socket.
+   */
   static async start(opts: DataPlaneOptions): Promise<DataPlane> {
     selfCheck();
-    let address: { host: string; port: number };
-    try {
-      address = parseAddress(opts.listen);
-    } catch (err) {
-      throw new TealError('TEAL_USAGE', `--listen: ${(err as Error).message}`);
+    for (const [flag, listen] of [
+      ['--listen', opts.listen],
+      ['--preview-listen', opts.previewListen],
+    ] as const) {
+      try {
+        if (listen !== undefined) parseAddress(listen);
+      } catch (err) {
+        throw new TealError('TEAL_USAGE', `${flag}: ${(err as Error).message}`);
+      }
     }
     await claimAdminSocket(opts.admin);
     const plane = new DataPlane(opts);
     try {
       await plane.restore();
-      await listenOn(plane.server, address).catch((err: NodeJS.ErrnoException) => {
-        if (err.code === 'EADDRINUSE') {
-          throw new TealError(
-            'TEAL_PORT_IN_USE',
-            `cannot listen on ${opts.listen}: the address is in use (EADDRINUSE)`,
-            { listen: opts.listen },
-          );
-        }
-        throw new TealError(
-          'TEAL_PROXY_FAILED',
-          `cannot listen on ${opts.listen}: ${err.code ?? err.message}`,
-          { listen: opts.listen },
-        );
-      });
-      const a = plane.server.address() as AddressInfo;
-      plane.bound = endpointText({ host: a.address, port: a.port });
+      plane.bound = await bindListener(plane.server, opts.listen, '--listen');
+      if (plane.previewServer && opts.previewListen !== undefined)
+        plane.previewBound = await bindListener(plane.previewServer, opts.previewListen, '--preview-listen');
       await listenOn(plane.admin, opts.admin);
       await chmod(opts.admin, 0o600);
     } catch (err) {
@@ -262,15 +294,19 @@ export class DataPlane implements AdminTarget, PlaneContext {
    */
   static async adopt(
     opts: DataPlaneOptions,
-    listener: net.Server,
+    listeners: { public: net.Server; preview: net.Server | null },
     table: RoutingTable | null,
   ): Promise<DataPlane> {
     selfCheck();
-    const plane = new DataPlane(opts, listener);
+    const plane = new DataPlane(opts, listeners.public, listeners.preview);
     if (table) plane.install(table);
     else await plane.restore();
-    const a = listener.address() as AddressInfo;
-    plane.bound = endpointText({ host: a.address, port: a.port });
+    plane.bound = boundAddress(listeners.public);
+    if (listeners.preview) plane.previewBound = boundAddress(listeners.preview);
+    else if (plane.previewServer && opts.previewListen !== undefined) {
+      // A predecessor without a preview listener: this one binds it.
+      plane.previewBound = await bindListener(plane.previewServer, opts.previewListen, '--preview-listen');
+    }
     return plane;
   }
 
@@ -280,14 +316,15 @@ export class DataPlane implements AdminTarget, PlaneContext {
     await chmod(this.opts.admin, 0o600);
   }
 
-  /** The listening socket, for a successor to adopt. */
-  get listener(): net.Server {
-    return this.server;
+  /** The listening sockets, for a successor to adopt. */
+  get listeners(): { public: net.Server; preview: net.Server | null } {
+    return { public: this.server, preview: this.previewServer };
   }
 
   /** Stops accepting user connections; those already open carry on. */
   stopAccepting(): void {
     this.server.close();
+    this.previewServer?.close();
   }
 
   /** Lets go of the admin socket path (a successor binds it); admin requests in progress finish. */
@@ -339,14 +376,21 @@ export class DataPlane implements AdminTarget, PlaneContext {
     this.applied = table;
   }
 
-  route(req: RequestHead): PoolRuntime | Refusal {
-    return selectPool(this.table, req);
+  route(req: RequestHead, listener: Listener): PoolRuntime | Refusal {
+    return selectPool(this.table, req, listener);
   }
 
-  upgrade(req: RequestHead, socket: Socket, head: Buffer): void {
+  upgrade(req: RequestHead, socket: Socket, head: Buffer, listener: Listener): void {
     this.spliced++;
     socket.once('close', () => this.spliced--);
-    forwardUpgrade(selectPool(this.table, req), req, socket, head, this.settings, this.upstreamErrors);
+    forwardUpgrade(
+      selectPool(this.table, req, listener),
+      req,
+      socket,
+      head,
+      this.settings,
+      this.upstreamErrors,
+    );
   }
 
   info(): DataPlaneInfo {
@@ -354,6 +398,8 @@ export class DataPlane implements AdminTarget, PlaneContext {
       pid: process.pid,
       listen: this.bound,
       requestedListen: this.opts.listen,
+      preview: this.previewBound,
+      requestedPreview: this.opts.previewListen ?? null,
       revision: this.applied?.revision ?? null,
       startedAt: this.startedAt,
       version: this.version,
@@ -425,10 +471,15 @@ export class DataPlane implements AdminTarget, PlaneContext {
   async close(graceMs: number): Promise<void> {
     this.closing = true;
     clearInterval(this.sweeper);
-    const stopped = new Promise<void>((resolve) => {
-      if (this.server.listening) this.server.close(() => resolve());
-      else resolve();
-    });
+    const stopped = Promise.all(
+      [this.server, this.previewServer].map(
+        (server) =>
+          new Promise<void>((resolve) => {
+            if (server?.listening) server.close(() => resolve());
+            else resolve();
+          }),
+      ),
+    );
     const deadline = performance.now() + graceMs;
     const inFlight = () => this.pools.all().reduce((n, p) => n + p.inFlight, 0);
     while (inFlight() > 0 && performance.now() < deadline) {

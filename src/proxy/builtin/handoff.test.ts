@@ -33,9 +33,19 @@ describe('restarting the data plane without a gap', () => {
     expect(to).not.toBe(oldPid);
     // The successor answers the admin API with the table it took over, and takes a new one.
     const info = await dataPlaneInfo(plane.adminSocket);
-    expect(info).toMatchObject({ pid: to, revision: 3, listen: plane.listen });
-    await sw.apply(webTable(4, poolFor('web', 'green', 2, [b])));
+    expect(info).toMatchObject({
+      pid: to,
+      revision: 3,
+      listen: plane.listen,
+      preview: plane.previewUrl.slice(7),
+    });
+    await sw.apply(webTable(4, poolFor('web', 'green', 2, [b]), poolFor('web', 'blue', 1, [a])));
     expect(await request(`${plane.url}/`)).toMatchObject({ status: 200, body: 'B' });
+    // The preview listener moved with it, still honouring the slot header (the public one does not).
+    expect(await request(`${plane.previewUrl}/`, { headers: { 'x-teal-slot': 'blue' } })).toMatchObject({
+      body: 'A',
+    });
+    expect((await request(`${plane.url}/`, { headers: { 'x-teal-slot': 'blue' } })).body).toBe('B');
     // The old process finishes what it had and exits.
     await waitFor('the old data plane to exit', () => !pidAlive(oldPid), 15_000);
     await new Promise((r) => setTimeout(r, 300));

@@ -12,7 +12,8 @@ import type { DataPlaneSettings } from './settings.js';
  * The running data plane starts its successor (the `teal` installed now, so this is also how a new
  * version takes over) and, over an IPC channel:
  *
- *   old -> new   the listening socket and the routing table ("listener")
+ *   old -> new   the listening socket and the routing table ("listener"), then the preview
+ *                listener's socket when it has one ("preview-listener": one handle per message)
  *   new -> old   "serving": both now accept connections on the same socket
  *   old          stops accepting, lets go of the admin socket path
  *   old -> new   "admin-free"
@@ -28,6 +29,7 @@ const STEP_TIMEOUT_MS = 10_000;
 
 export interface HandoffOptions {
   listen: string;
+  previewListen?: string;
   admin: string;
   state: string;
   settings: DataPlaneSettings;
@@ -77,6 +79,7 @@ export async function handOff(plane: DataPlane, opts: HandoffOptions): Promise<H
     process.execPath,
     dataPlaneArgs({
       listen: opts.listen,
+      ...(opts.previewListen === undefined ? {} : { previewListen: opts.previewListen }),
       admin: opts.admin,
       state: opts.state,
       settings: opts.settings,
@@ -89,7 +92,9 @@ export async function handOff(plane: DataPlane, opts: HandoffOptions): Promise<H
   let released = false;
   try {
     await next(child, 'started');
-    child.send({ type: 'listener', table: plane.currentTable() }, plane.listener);
+    const { public: listener, preview } = plane.listeners;
+    child.send({ type: 'listener', table: plane.currentTable(), preview: preview !== null }, listener);
+    if (preview) child.send({ type: 'preview-listener' }, preview);
     await next(child, 'serving');
     plane.stopAccepting();
     plane.releaseAdmin();
@@ -111,7 +116,10 @@ export async function handOff(plane: DataPlane, opts: HandoffOptions): Promise<H
 
 /** Runs in the new data plane (`teal proxy --handoff`): adopts the sockets its predecessor sends. */
 export async function takeOver(
-  start: (listener: net.Server, table: RoutingTable | null) => Promise<DataPlane>,
+  start: (
+    listeners: { public: net.Server; preview: net.Server | null },
+    table: RoutingTable | null,
+  ) => Promise<DataPlane>,
 ): Promise<DataPlane> {
   if (!process.send)
     throw new TealError(
@@ -119,16 +127,30 @@ export async function takeOver(
       '--handoff is for a data plane started by another one (it needs an IPC channel)',
     );
   const send = (m: Message) => process.send!(m);
-  const received = new Promise<{ listener: net.Server; table: RoutingTable | null }>((resolve) => {
-    process.once('message', (m: { type: string; table: RoutingTable | null }, handle: net.Server) => {
-      if (m.type === 'listener') resolve({ listener: handle, table: m.table });
-    });
+  const received = new Promise<{
+    listeners: { public: net.Server; preview: net.Server | null };
+    table: RoutingTable | null;
+  }>((resolve) => {
+    let first: { listener: net.Server; table: RoutingTable | null } | undefined;
+    const onMessage = (
+      m: { type: string; table: RoutingTable | null; preview?: boolean },
+      handle: net.Server,
+    ) => {
+      if (m.type === 'listener') {
+        first = { listener: handle, table: m.table };
+        if (m.preview) return;
+      } else if (m.type !== 'preview-listener' || !first) return;
+      process.off('message', onMessage);
+      const preview = m.type === 'preview-listener' ? handle : null;
+      resolve({ listeners: { public: first!.listener, preview }, table: first!.table });
+    };
+    process.on('message', onMessage);
   });
   send({ type: 'started' });
-  const { listener, table } = await received;
+  const { listeners, table } = await received;
   let plane: DataPlane;
   try {
-    plane = await start(listener, table);
+    plane = await start(listeners, table);
   } catch (err) {
     send({ type: 'failed', message: (err as Error).message });
     throw err;

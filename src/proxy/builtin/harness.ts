@@ -23,6 +23,8 @@ export interface TestDataPlane {
   /** "127.0.0.1:<port>" it listens on. */
   listen: string;
   url: string;
+  /** The preview listener (X-Teal-Slot honoured): http://127.0.0.1:<port> */
+  previewUrl: string;
   /** Stops the process (if still running) and removes the temp dir. */
   stop(): Promise<void>;
 }
@@ -49,12 +51,13 @@ export async function startTestDataPlane(
 ): Promise<TestDataPlane> {
   const paths = await tempDataPlaneDir();
   try {
-    const handle = await ensureDataPlane({ listen, ...paths, settings });
+    const handle = await ensureDataPlane({ listen, previewListen: '127.0.0.1:0', ...paths, settings });
     return {
       ...paths,
       pid: handle.pid,
       listen: handle.listen,
       url: `http://${handle.listen}`,
+      previewUrl: `http://${handle.preview}`,
       stop: async () => {
         await stopDataPlane(paths.adminSocket, { timeoutMs: 15_000 });
         await rm(paths.dir, { recursive: true, force: true });

@@ -14,6 +14,8 @@ import { type DataPlaneSettings, settingsArgs } from './settings.js';
 
 export interface EnsureDataPlaneOptions {
   listen: string;
+  /** The preview listener (X-Teal-Slot honoured); none when absent. */
+  previewListen?: string;
   adminSocket: string;
   stateFile: string;
   /** The data plane's stdout and stderr are appended here. */
@@ -28,6 +30,8 @@ export interface DataPlaneHandle {
   pid: number;
   /** The address it actually listens on. */
   listen: string;
+  /** Where its preview listener is bound; null when it has none. */
+  preview: string | null;
   /** False when a running data plane was re-attached to. */
   started: boolean;
 }
@@ -49,23 +53,37 @@ function portOf(address: string): string {
 }
 
 /** A running data plane serves the requested address when asked for exactly it (port 0: any port). */
-function servesListen(info: DataPlaneInfo, listen: string): boolean {
-  if (info.requestedListen === listen || info.listen === listen) return true;
+function serves(bound: string | null, requested: string | null, wanted: string | undefined): boolean {
+  if (wanted === undefined) return bound === null;
+  if (bound === null || requested === null) return false;
+  if (requested === wanted || bound === wanted) return true;
   const host = (a: string) => a.slice(0, a.lastIndexOf(':'));
-  return portOf(listen) === '0' && host(listen) === host(info.requestedListen);
+  return portOf(wanted) === '0' && host(wanted) === host(requested);
 }
 
 function reattach(info: DataPlaneInfo, opts: EnsureDataPlaneOptions): DataPlaneHandle {
   assertOurDataPlane(info.pid, opts.adminSocket);
-  if (!servesListen(info, opts.listen)) {
+  const preview = info.preview ?? null;
+  const mismatch = !serves(info.listen, info.requestedListen, opts.listen)
+    ? `listens on ${info.listen}, not ${opts.listen}`
+    : !serves(preview, info.requestedPreview ?? null, opts.previewListen)
+      ? `has its preview listener on ${preview ?? 'no address'}, not ${opts.previewListen ?? 'none'}`
+      : undefined;
+  if (mismatch !== undefined) {
     throw new TealError(
       'TEAL_PROXY_FAILED',
-      `the data plane on ${opts.adminSocket} (pid ${info.pid}) listens on ${info.listen}, not ${opts.listen}; ` +
-        `stop it (kill ${info.pid}) so a new one starts on ${opts.listen}`,
-      { pid: info.pid, listen: info.listen, wanted: opts.listen },
+      `the data plane on ${opts.adminSocket} (pid ${info.pid}) ${mismatch}; ` +
+        `stop it (kill ${info.pid}) so a new one starts as teal.yml says`,
+      {
+        pid: info.pid,
+        listen: info.listen,
+        wanted: opts.listen,
+        preview,
+        wantedPreview: opts.previewListen ?? null,
+      },
     );
   }
-  return { pid: info.pid, listen: info.listen, started: false };
+  return { pid: info.pid, listen: info.listen, preview, started: false };
 }
 
 async function logSince(file: string, offset: number, lines = 20): Promise<string> {
@@ -84,6 +102,7 @@ async function logSince(file: string, offset: number, lines = 20): Promise<strin
 /** `node <args>` runs `teal proxy` as teal starts it: for a first start and for a successor alike. */
 export function dataPlaneArgs(o: {
   listen: string;
+  previewListen?: string;
   admin: string;
   state: string;
   settings: Partial<DataPlaneSettings>;
@@ -97,6 +116,7 @@ export function dataPlaneArgs(o: {
     'proxy',
     '--listen',
     o.listen,
+    ...(o.previewListen === undefined ? [] : ['--preview-listen', o.previewListen]),
     '--admin',
     o.admin,
     '--state',
@@ -126,6 +146,7 @@ export async function ensureDataPlane(opts: EnsureDataPlaneOptions): Promise<Dat
   const fd = openSync(opts.logFile, 'a', 0o600);
   const args = dataPlaneArgs({
     listen: opts.listen,
+    ...(opts.previewListen === undefined ? {} : { previewListen: opts.previewListen }),
     admin: opts.adminSocket,
     state: opts.stateFile,
     settings: opts.settings ?? {},
@@ -152,7 +173,7 @@ export async function ensureDataPlane(opts: EnsureDataPlaneOptions): Promise<Dat
       // Another launcher may have won a race to start one: re-attach to that one instead.
       if (info)
         return info.pid === child.pid
-          ? { pid: info.pid, listen: info.listen, started: true }
+          ? { pid: info.pid, listen: info.listen, preview: info.preview ?? null, started: true }
           : reattach(info, opts);
     }
     if (exited !== undefined || Date.now() > deadline) {
@@ -167,7 +188,7 @@ export async function ensureDataPlane(opts: EnsureDataPlaneOptions): Promise<Dat
       if (tail.includes('EADDRINUSE')) {
         throw new TealError(
           'TEAL_PORT_IN_USE',
-          `the data plane cannot listen on ${opts.listen}: the address is already in use`,
+          `the data plane cannot listen on ${opts.listen}${opts.previewListen ? ` or ${opts.previewListen} (preview)` : ''}: the address is already in use`,
           details,
         );
       }

@@ -8,6 +8,8 @@ const STOP_GRACE_MS = 10_000;
 export interface DataPlaneProcessOptions {
   /** "host:port" users connect to. */
   listen: string;
+  /** "host:port" of the preview listener (the slot header is honoured there); none when absent. */
+  previewListen?: string;
   /** Unix socket path of the admin API. */
   admin: string;
   /** File where the applied table is saved, and read back on start. */
@@ -34,6 +36,7 @@ export async function runDataPlaneProcess(options: DataPlaneProcessOptions): Pro
   const handoff = async () => {
     const result = await handOff(plane, {
       listen: options.listen,
+      ...(options.previewListen === undefined ? {} : { previewListen: options.previewListen }),
       admin: options.admin,
       state: options.state,
       settings: plane.settings,
@@ -51,7 +54,7 @@ export async function runDataPlaneProcess(options: DataPlaneProcessOptions): Pro
   const opts = { ...options, log, handoff };
   try {
     plane = options.handoff
-      ? await takeOver((listener, table) => DataPlane.adopt(opts, listener, table))
+      ? await takeOver((listeners, table) => DataPlane.adopt(opts, listeners, table))
       : await DataPlane.start(opts);
   } catch (err) {
     const e = toTealError(err);
@@ -62,6 +65,7 @@ export async function runDataPlaneProcess(options: DataPlaneProcessOptions): Pro
   log('start', {
     pid: info.pid,
     listen: info.listen,
+    preview: info.preview ?? null,
     admin: options.admin,
     state: options.state,
     revision: info.revision,

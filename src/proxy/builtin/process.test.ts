@@ -98,18 +98,27 @@ describe('teal proxy as its own process', () => {
   it('re-attaches to a running data plane and refuses one listening elsewhere', async () => {
     const dp = await dataPlane();
     const opts = { adminSocket: dp.adminSocket, stateFile: dp.stateFile, logFile: dp.logFile };
-    expect(await ensureDataPlane({ listen: dp.listen, ...opts })).toEqual({
+    const preview = dp.previewUrl.slice('http://'.length);
+    expect(await ensureDataPlane({ listen: dp.listen, previewListen: preview, ...opts })).toEqual({
       pid: dp.pid,
       listen: dp.listen,
+      preview,
       started: false,
     });
-    expect(await ensureDataPlane({ listen: '127.0.0.1:0', ...opts })).toMatchObject({
+    expect(
+      await ensureDataPlane({ listen: '127.0.0.1:0', previewListen: '127.0.0.1:0', ...opts }),
+    ).toMatchObject({
       pid: dp.pid,
       started: false,
     });
-    const err = await errorOf(ensureDataPlane({ listen: '127.0.0.1:1', ...opts }));
+    const err = await errorOf(ensureDataPlane({ listen: '127.0.0.1:1', previewListen: preview, ...opts }));
     expect(isTealError(err, 'TEAL_PROXY_FAILED')).toBe(true);
     expect(err.message).toContain(`listens on ${dp.listen}, not 127.0.0.1:1`);
+    // A data plane whose preview listener is elsewhere (or missing) is not what teal.yml asks for either.
+    const other = await errorOf(
+      ensureDataPlane({ listen: dp.listen, previewListen: '127.0.0.1:1', ...opts }),
+    );
+    expect(other.message).toContain(`has its preview listener on ${preview}, not 127.0.0.1:1`);
   });
 
   it('fails with TEAL_PORT_IN_USE when the listen port is taken', async () => {

@@ -41,16 +41,28 @@ export class Refusal {
 }
 
 /**
- * The pool a request goes to: the live pool of the service its route names, or, with the header
- * `X-Teal-Slot: blue|green`, that slot's pool (the preview pool, or the live one if it is that slot).
+ * Which listening socket a request came in on. On the public one the slot header means nothing (it
+ * would hand any internet client the release waiting at a gate, or the one a fix just replaced);
+ * on the preview one (loopback by default) it chooses the slot.
  */
-export function selectPool(table: CompiledTable | null, req: RequestHead): PoolRuntime | Refusal {
+export type Listener = 'public' | 'preview';
+
+/**
+ * The pool a request goes to: the live pool of the service its route names, or, on the preview
+ * listener with the header `X-Teal-Slot: blue|green`, that slot's pool (the preview pool, or the
+ * live one if it is that slot).
+ */
+export function selectPool(
+  table: CompiledTable | null,
+  req: RequestHead,
+  listener: Listener = 'public',
+): PoolRuntime | Refusal {
   if (table === null) return new Refusal(503, 'no routing table has been applied yet');
   const target = table.router.match(req.host, req.url);
   if (target === undefined) {
     return new Refusal(404, `no route for ${req.host ?? '(no host)'}${req.url}`);
   }
-  const slot = req.slot;
+  const slot = listener === 'preview' ? req.slot : undefined;
   if (slot !== undefined) {
     const wanted = String(slot).trim().toLowerCase();
     if (target.preview?.meta.slot === wanted) return target.preview;

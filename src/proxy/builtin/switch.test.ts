@@ -8,7 +8,12 @@ import { BuiltinSwitch } from './switch.js';
 switchContract('builtin', {
   create: async () => {
     const dp = await startTestDataPlane();
-    return { sw: new BuiltinSwitch({ adminSocket: dp.adminSocket }), url: dp.url, close: dp.stop };
+    return {
+      sw: new BuiltinSwitch({ adminSocket: dp.adminSocket }),
+      url: dp.url,
+      previewUrl: dp.previewUrl,
+      close: dp.stop,
+    };
   },
 });
 

@@ -25,6 +25,15 @@ describe('renderBaseConfig', () => {
     expect(text).toContain('map_beg(/var/lib/teal/haproxy/routes.map)');
     expect(text).toContain('bind 127.0.0.1:8080');
     expect(text).toContain('http-request del-header x-teal-slot');
+    // Without a preview listener, nothing reads the slot header.
+    expect(text).not.toContain('req.hdr(x-teal-slot)');
+    const both = renderBaseConfig({ ...base, previewListen: '127.0.0.1:8081' });
+    const [publicFrontend, previewFrontend] = both.split(/^frontend /m).slice(1);
+    expect(publicFrontend).toMatch(/^teal\n {2}bind /);
+    expect(publicFrontend).not.toContain('req.hdr(x-teal-slot)');
+    expect(publicFrontend).toContain('http-request del-header x-teal-slot');
+    expect(previewFrontend).toMatch(/^teal_preview\n {2}bind 127\.0\.0\.1:8081\n/);
+    expect(previewFrontend).toContain('req.hdr(x-teal-slot)');
   });
 
   it('uses its defaults and the prefix for every name', () => {

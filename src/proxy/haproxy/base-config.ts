@@ -8,17 +8,21 @@ import { TealError } from '../../core/errors.js';
  * runtime over the admin socket (switch.ts). So the same file serves any teal.yml, and a new
  * service, route or release never needs a reload; only outgrowing the lanes or server slots does.
  *
- * A request is routed in the frontend, in order:
+ * A request is routed in a frontend, in order:
  *   1. no table applied yet (the map has no `T` entry)           -> 503
  *   2. host + longest path prefix -> service (`R<host><path>/`)   -> 404 when none
- *   3. `X-Teal-Slot: blue|green` -> that slot's lane (`P<svc>/<slot>`) -> 404 when none;
- *      otherwise the live lane (`L<svc>`)                          -> 503 when none
+ *   3. on the preview frontend (`<prefix>_preview`, loopback by default) only:
+ *      `X-Teal-Slot: blue|green` -> that slot's lane (`P<svc>/<slot>`) -> 404 when none;
+ *      otherwise, and always on the public frontend, the live lane (`L<svc>`) -> 503 when none
  *   4. the lane backend (`<prefix>_lane_<n>`), whose servers teal set to the pool's endpoints.
+ * Both frontends delete X-Teal-Slot before the request goes on.
  */
 
 export interface BaseConfigOptions {
-  /** Where users connect: `0.0.0.0:8080`, `127.0.0.1:8080`, `[::]:8080`. */
+  /** Where users connect: `0.0.0.0:8080`, `127.0.0.1:8080`, `[::]:8080`. X-Teal-Slot is ignored there. */
   listen: string;
+  /** The preview frontend's address, where X-Teal-Slot chooses the slot; none rendered when absent. */
+  previewListen?: string;
   /** The admin socket (runtime API) the switch drives; rendered `level admin`, mode 600. */
   socket: string;
   /** The switch's state dir: haproxy loads the routes map and the server state from it at start. */
@@ -144,6 +148,53 @@ export function renderBaseConfig(options: BaseConfigOptions): string {
   server-template s 1-${servers} unset.teal.invalid:1 disabled init-addr last,0.0.0.0
 `);
 
+  // The public frontend never reads X-Teal-Slot: any internet client could send it and reach the
+  // release waiting at a gate, or the one a fix just replaced. The preview one (loopback) does.
+  const frontend = (name: string, bind: string, preview: boolean) => {
+    const slotRules = preview
+      ? `  http-request set-var(${v('slot')}) req.hdr(x-teal-slot),lower if { req.hdr(x-teal-slot) -m found }
+  http-request del-header x-teal-slot
+  http-request set-var-fmt(${v('key')}) "P%[var(${v('svc')})]/%[var(${v('slot')})]" if ${found('slot')}
+  http-request set-var-fmt(${v('key')}) "L%[var(${v('svc')})]" if ${missing('slot')}
+  http-request set-var(${v('lane')}) var(${v('key')}),map_str(${map})
+  http-request return status 404 content-type text/plain string "nothing running in that slot to preview" if ${found('slot')} ${missing('lane')}
+`
+      : `  # X-Teal-Slot means nothing here (the preview frontend honours it); it never reaches an app.
+  http-request del-header x-teal-slot
+  http-request set-var-fmt(${v('key')}) "L%[var(${v('svc')})]"
+  http-request set-var(${v('lane')}) var(${v('key')}),map_str(${map})
+`;
+    return `frontend ${name}
+  bind ${bindAddress(bind)}
+  log ring@${ringName(prefix)} format raw local0 info
+  # One line per request for teal's latency numbers: counter, lane, status, and the time from its
+  # head being read to its end in microseconds (%Ta has whole milliseconds only).
+  log-format "%rt %b %ST %Ta %[var(${v('t0')})] %[date(0,us)]"
+  http-request set-var(${v('t0')}) date(0,us)
+  option forwardfor
+  http-request set-header X-Forwarded-Proto http
+  http-request set-header X-Forwarded-Host %[req.hdr(host)] if { req.hdr(host) -m found }
+  http-request set-header X-Request-Id %[uuid] unless { req.hdr(x-request-id) -m found }
+  http-request set-var(${v('rev')}) str(T),map_str(${map})
+  http-request return status 503 content-type text/plain string "no routing table has been applied yet" if ${missing('rev')}
+  # Host without port or trailing dot, lower-cased; then the longest "<host><path>/" prefix wins.
+  http-request set-var(${v('host')}) req.hdr(host),lower,regsub(:[0-9]*$,),regsub([.]$,)
+  http-request set-var-fmt(${v('key')}) "R%[var(${v('host')})]%[path]/"
+  http-request set-var(${v('svc')}) var(${v('key')}),map_beg(${map})
+  http-request set-var-fmt(${v('key')}) "R*%[path]/" if ${missing('svc')}
+  http-request set-var(${v('svc')}) var(${v('key')}),map_beg(${map}) if ${missing('svc')}
+  http-request return status 404 content-type text/plain string "no route" if ${missing('svc')}
+${slotRules}  http-request return status 503 content-type text/plain string "the service has no live release" if ${missing('lane')}
+  use_backend %[var(${v('lane')})]
+`;
+  };
+  const frontends = [frontend(prefix, options.listen, false)];
+  if (options.previewListen !== undefined) {
+    if (options.previewListen === options.listen)
+      refuse('previewListen', options.previewListen, 'an address other than listen');
+    frontends.push(frontend(`${prefix}_preview`, options.previewListen, true));
+  }
+
   return `# haproxy base config rendered by teal. Routing (${map}) and server addresses are set at
 # runtime over the admin socket; edit nothing below by hand, re-render it instead.
 global
@@ -175,35 +226,7 @@ defaults
   retries 1
   option redispatch 1
 
-frontend ${prefix}
-  bind ${bindAddress(options.listen)}
-  log ring@${ringName(prefix)} format raw local0 info
-  # One line per request for teal's latency numbers: counter, lane, status, and the time from its
-  # head being read to its end in microseconds (%Ta has whole milliseconds only).
-  log-format "%rt %b %ST %Ta %[var(${v('t0')})] %[date(0,us)]"
-  http-request set-var(${v('t0')}) date(0,us)
-  option forwardfor
-  http-request set-header X-Forwarded-Proto http
-  http-request set-header X-Forwarded-Host %[req.hdr(host)] if { req.hdr(host) -m found }
-  http-request set-header X-Request-Id %[uuid] unless { req.hdr(x-request-id) -m found }
-  http-request set-var(${v('rev')}) str(T),map_str(${map})
-  http-request return status 503 content-type text/plain string "no routing table has been applied yet" if ${missing('rev')}
-  # Host without port or trailing dot, lower-cased; then the longest "<host><path>/" prefix wins.
-  http-request set-var(${v('host')}) req.hdr(host),lower,regsub(:[0-9]*$,),regsub([.]$,)
-  http-request set-var-fmt(${v('key')}) "R%[var(${v('host')})]%[path]/"
-  http-request set-var(${v('svc')}) var(${v('key')}),map_beg(${map})
-  http-request set-var-fmt(${v('key')}) "R*%[path]/" if ${missing('svc')}
-  http-request set-var(${v('svc')}) var(${v('key')}),map_beg(${map}) if ${missing('svc')}
-  http-request return status 404 content-type text/plain string "no route" if ${missing('svc')}
-  http-request set-var(${v('slot')}) req.hdr(x-teal-slot),lower if { req.hdr(x-teal-slot) -m found }
-  http-request del-header x-teal-slot
-  http-request set-var-fmt(${v('key')}) "P%[var(${v('svc')})]/%[var(${v('slot')})]" if ${found('slot')}
-  http-request set-var-fmt(${v('key')}) "L%[var(${v('svc')})]" if ${missing('slot')}
-  http-request set-var(${v('lane')}) var(${v('key')}),map_str(${map})
-  http-request return status 404 content-type text/plain string "nothing running in that slot to preview" if ${found('slot')} ${missing('lane')}
-  http-request return status 503 content-type text/plain string "the service has no live release" if ${missing('lane')}
-  use_backend %[var(${v('lane')})]
-
+${frontends.join('\n')}
 ${backends.join('\n')}`;
 }
 

@@ -26,6 +26,7 @@ interface Setup {
   stateDir: string;
   listen: string;
   url: string;
+  previewUrl: string;
   /** Starts haproxy again on the same config and state dir (a restart, as after a reboot). */
   restart(): Promise<void>;
   close(): Promise<void>;
@@ -38,9 +39,10 @@ async function setUp(capacity: Partial<BaseConfigOptions> = {}): Promise<Setup> 
   await prepareStateDir(stateDir);
   const port = await freePort('127.0.0.1');
   const listen = `127.0.0.1:${port}`;
+  const previewListen = `127.0.0.1:${await freePort('127.0.0.1')}`;
   const start = () =>
     startHaproxyConfig(path.join(dir, 'haproxy'), (socket) =>
-      renderBaseConfig({ listen, socket, stateDir, lanes: 4, serversPerLane: 4, ...capacity }),
+      renderBaseConfig({ listen, previewListen, socket, stateDir, lanes: 4, serversPerLane: 4, ...capacity }),
     );
   const s: Setup = {
     haproxy: await start(),
@@ -48,6 +50,7 @@ async function setUp(capacity: Partial<BaseConfigOptions> = {}): Promise<Setup> 
     stateDir,
     listen,
     url: `http://${listen}`,
+    previewUrl: `http://${previewListen}`,
     async restart() {
       await s.haproxy.stop();
       s.haproxy = await start();
@@ -78,7 +81,7 @@ describe.skipIf(!available)('haproxy', () => {
     {
       create: async () => {
         const s = await setUp();
-        return { sw: switchOf(s), url: s.url, close: () => s.close() };
+        return { sw: switchOf(s), url: s.url, previewUrl: s.previewUrl, close: () => s.close() };
       },
     },
     {
@@ -200,7 +203,7 @@ describe.skipIf(!available)('haproxy', () => {
 
       expect(await sw.current()).toEqual(table);
       expect(await request(`${s.url}/`)).toMatchObject({ status: 200, body: 'A' });
-      expect(await request(`${s.url}/`, { headers: { 'x-teal-slot': 'green' } })).toMatchObject({
+      expect(await request(`${s.previewUrl}/`, { headers: { 'x-teal-slot': 'green' } })).toMatchObject({
         body: 'B',
       });
       expect((await request(`${s.url}/api`)).body).toBe('A');
@@ -214,7 +217,7 @@ describe.skipIf(!available)('haproxy', () => {
       await sw.apply(webTable(2, poolFor('web', 'green', 2, [b])));
       await sw.drain('web/blue/r1', { timeoutMs: 1000 });
       await sw.apply(webTable(3, poolFor('web', 'green', 2, [b]), poolFor('web', 'blue', 3, [c])));
-      expect((await request(`${s.url}/`, { headers: { 'x-teal-slot': 'blue' } })).body).toBe('C');
+      expect((await request(`${s.previewUrl}/`, { headers: { 'x-teal-slot': 'blue' } })).body).toBe('C');
       const stats = await sw.stats();
       expect(stats.pools.map((p) => p.pool).sort()).toEqual(['web/blue/r3', 'web/green/r2']);
       expect(stats.pools.find((p) => p.pool === 'web/blue/r3')).toMatchObject({ requests: 1 });
@@ -233,7 +236,7 @@ describe.skipIf(!available)('haproxy', () => {
         const port = (server.address() as { port: number }).port;
         const pool = { ...poolFor('web', 'green', 2, []), endpoints: [{ host: '127.0.0.1', port }] };
         await switchOf(s).apply(webTable(1, null, pool));
-        expect(await request(`${s.url}/`, { headers: { 'x-teal-slot': 'Green' } })).toMatchObject({
+        expect(await request(`${s.previewUrl}/`, { headers: { 'x-teal-slot': 'Green' } })).toMatchObject({
           status: 200,
         });
         expect(seen).toEqual([undefined]);
@@ -253,7 +256,7 @@ describe.skipIf(!available)('haproxy', () => {
       expect(readFileSync(path.join(s.stateDir, 'routes.map'), 'utf8')).toContain('Lweb teal_lane_');
       await s.restart();
       expect(await request(`${s.url}/`)).toMatchObject({ status: 200, body: 'B' });
-      expect((await request(`${s.url}/`, { headers: { 'x-teal-slot': 'blue' } })).body).toBe('A');
+      expect((await request(`${s.previewUrl}/`, { headers: { 'x-teal-slot': 'blue' } })).body).toBe('A');
       expect(await sw.current()).toEqual(table);
       // Counters restarted with haproxy: the pools count from zero again.
       expect((await sw.stats()).pools.find((p) => p.pool === 'web/green/r2')).toMatchObject({ requests: 1 });

@@ -54,9 +54,15 @@ upstream {{name}} {
 {{/upstreams}}
 {{#services}}
 
-# {{service}}: the upstream a request goes to. Without X-Teal-Slot, the live pool (-503: nothing
-# is live); with X-Teal-Slot: blue|green, that slot's pool (-404: nothing in that slot).
-map $http_x_teal_slot {{variable}} {
+# {{service}} on the public listener: the live pool (-503: nothing is live). X-Teal-Slot means
+# nothing there: any client could send it.
+map $host {{variable}} {
+    default {{liveTarget}};
+}
+
+# {{service}} on the preview listener (loopback by default): without X-Teal-Slot, the live pool;
+# with X-Teal-Slot: blue|green, that slot's pool (-404: nothing in that slot).
+map $http_x_teal_slot {{previewVariable}} {
     default -404;
     "" {{liveTarget}};
 {{#slots}}

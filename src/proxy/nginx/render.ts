@@ -11,15 +11,20 @@ import * as safe from './validate.js';
  */
 export interface TemplateView {
   revision: number;
-  /** `host:port` of the servers (the switch's `listen` option). */
+  /** `host:port` of the public servers (the switch's `listen` option). */
   listen: string;
+  /** `host:port` of the preview servers, where X-Teal-Slot chooses the slot; null: none rendered. */
+  previewListen: string | null;
   /** The access log teal reads its stats from, in the `teal_access` format. */
   accessLog: string;
   stateDir: string;
   /** One per distinct pool in the table, live and preview. */
   upstreams: PoolView[];
   services: ServiceView[];
-  /** The server for any host first, then one per host some route names. */
+  /**
+   * The public servers (for any host first, then one per host some route names), then the same for
+   * the preview listener when there is one.
+   */
   servers: ServerView[];
 }
 
@@ -37,18 +42,25 @@ export interface PoolView {
 
 export interface ServiceView {
   service: string;
-  /** The nginx variable (`$teal_web`) naming the upstream a request of this service goes to. */
+  /**
+   * The nginx variable (`$teal_web`) naming the upstream a public request of this service goes to:
+   * the live pool, whatever X-Teal-Slot says.
+   */
   variable: string;
+  /** The same on the preview listener (`$teal_web_preview`), mapped from X-Teal-Slot. */
+  previewVariable: string;
   live: PoolView | null;
   preview: PoolView | null;
-  /** What a request without `X-Teal-Slot` gets: the live upstream's name, or `-503`. */
+  /** What a public request (or one without `X-Teal-Slot`) gets: the live upstream's name, or `-503`. */
   liveTarget: string;
-  /** What `X-Teal-Slot: <slot>` gets: that slot's upstream name, or `-404` when nothing is in it. */
+  /** What `X-Teal-Slot: <slot>` gets on the preview listener: that slot's upstream name, or `-404`. */
   slots: { slot: Slot; target: string }[];
 }
 
 export interface ServerView {
   listen: string;
+  /** A server of the preview listener: its locations use the services' `previewVariable`. */
+  preview: boolean;
   /** The server for any host (`server_name _`, `default_server`). */
   default: boolean;
   serverName: string;
@@ -65,11 +77,14 @@ export interface LocationView {
   /** The route's prefix (`/api`). */
   path: string;
   service: string;
+  /** The service's variable for this server: `variable` on a public one, `previewVariable` on a preview one. */
   variable: string;
 }
 
 export interface RenderOptions {
   listen: string;
+  /** The preview listener; no preview servers are rendered without it. */
+  previewListen?: string;
   accessLog: string;
   stateDir: string;
 }
@@ -105,6 +120,9 @@ export function buildView(table: RoutingTable, options: RenderOptions): Template
   const revision = safe.integer(table?.revision, 'revision', 0);
   if (!Array.isArray(table.services)) refuse('the table has no services list');
   const listen = safe.listenAddress(options.listen);
+  const previewListen =
+    options.previewListen === undefined ? null : safe.listenAddress(options.previewListen);
+  if (previewListen === listen) refuse(`the preview listener cannot be the public one (${listen})`);
   const upstreams = new Map<string, PoolView>();
   const upstreamNames = new Map<string, string>();
   const pool = (p: Pool | null, at: string): PoolView | null => {
@@ -139,6 +157,7 @@ export function buildView(table: RoutingTable, options: RenderOptions): Template
     const view: ServiceView = {
       service: name,
       variable,
+      previewVariable: `${variable}_preview`,
       live,
       preview,
       liveTarget: live ? live.name : UNAVAILABLE,
@@ -159,17 +178,18 @@ export function buildView(table: RoutingTable, options: RenderOptions): Template
   });
 
   const anyHost = claims.get('') ?? new Map<string, ServiceView>();
-  const server = (host: string | null): ServerView => {
+  const server = (host: string | null, preview: boolean): ServerView => {
     const routes = new Map(anyHost);
     if (host !== null) for (const [path, s] of claims.get(host)!) routes.set(path, s);
     const locations: LocationView[] = [];
     for (const [path, s] of [...routes].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
-      const at = { path, service: s.service, variable: s.variable };
+      const at = { path, service: s.service, variable: preview ? s.previewVariable : s.variable };
       if (path === '/') locations.push({ match: '/', ...at });
       else locations.push({ match: `= ${path}`, ...at }, { match: `${path}/`, ...at });
     }
     return {
-      listen,
+      listen: preview ? previewListen! : listen,
+      preview,
       default: host === null,
       serverName: host ?? '_',
       host,
@@ -178,14 +198,16 @@ export function buildView(table: RoutingTable, options: RenderOptions): Template
     };
   };
   const hosts = [...claims.keys()].filter((h) => h !== '').sort();
+  const servers = (preview: boolean) => [server(null, preview), ...hosts.map((h) => server(h, preview))];
   return {
     revision,
     listen,
+    previewListen,
     accessLog: options.accessLog,
     stateDir: options.stateDir,
     upstreams: [...upstreams.values()],
     services,
-    servers: [server(null), ...hosts.map(server)],
+    servers: previewListen === null ? servers(false) : [...servers(false), ...servers(true)],
   };
 }
 

@@ -25,6 +25,7 @@ interface Setup {
   dir: string;
   options: NginxSwitchOptions;
   url: string;
+  previewUrl: string;
 }
 
 /**
@@ -35,17 +36,25 @@ async function setUp(overrides: Partial<NginxSwitchOptions> = {}): Promise<Setup
   const dir = mkdtempSync(path.join(os.tmpdir(), 'teal-nginx-'));
   const nginx = await startNginx(path.join(dir, 'nginx'), `include ${dir}/nginx/teal*.conf;`);
   const port = await freePort('127.0.0.1');
+  const previewPort = await freePort('127.0.0.1');
   const options: NginxSwitchOptions = {
     configFile: path.join(dir, 'nginx', 'teal.conf'),
     check: nginx.commands.check,
     reload: nginx.commands.reload,
     pidFile: nginx.pidFile,
     listen: `127.0.0.1:${port}`,
+    previewListen: `127.0.0.1:${previewPort}`,
     stateDir: path.join(dir, 'state'),
     accessLog: path.join(dir, 'access.log'),
     ...overrides,
   };
-  return { nginx, dir, options, url: `http://127.0.0.1:${port}` };
+  return {
+    nginx,
+    dir,
+    options,
+    url: `http://127.0.0.1:${port}`,
+    previewUrl: `http://127.0.0.1:${previewPort}`,
+  };
 }
 
 const measured: { switches: number; failed: number; sent: number }[] = [];
@@ -59,6 +68,7 @@ describe.skipIf(!available)('nginx', () => {
         return {
           sw: await NginxSwitch.open(s.options),
           url: s.url,
+          previewUrl: s.previewUrl,
           close: async () => {
             await s.nginx.stop();
             rmSync(s.dir, { recursive: true, force: true });

@@ -27,6 +27,8 @@ export interface NginxSwitchOptions {
   pidFile: string;
   /** Where the rendered servers listen: `host:port`. */
   listen: string;
+  /** Where the preview servers listen (X-Teal-Slot chooses the slot there); none when absent. */
+  previewListen?: string;
   /** Where the applied table is kept, so `current()` survives a control-plane restart. */
   stateDir: string;
   /** The access log the template writes in the `teal_access` format; stats are read from it. */
@@ -67,7 +69,8 @@ export class NginxSwitch implements TrafficSwitch {
   private readonly file: ConfigFile;
   private readonly stateFile: string;
   private readonly stats_: AccessLogStats;
-  private readonly listenPort: number;
+  /** The public and preview ports: a drain counts the client connections old workers hold on them. */
+  private readonly listenPorts: number[];
   private template = DEFAULT_TEMPLATE;
   private table: RoutingTable | null = null;
   private queued: Job | null = null;
@@ -80,8 +83,10 @@ export class NginxSwitch implements TrafficSwitch {
     this.file = new ConfigFile(options.configFile);
     this.stateFile = path.join(options.stateDir, 'nginx-table.json');
     this.stats_ = new AccessLogStats(filePath(options.accessLog, 'proxy.accessLog'));
-    const listen = listenAddress(options.listen);
-    this.listenPort = Number(listen.slice(listen.lastIndexOf(':') + 1));
+    const portOf = (a: string) => Number(a.slice(a.lastIndexOf(':') + 1));
+    this.listenPorts = [options.listen, options.previewListen]
+      .filter((a): a is string => a !== undefined)
+      .map((a) => portOf(listenAddress(a)));
   }
 
   /** Reads the template (rendering it once, so a broken one fails here), the applied table and the log's end. */
@@ -108,6 +113,7 @@ export class NginxSwitch implements TrafficSwitch {
   render(table: RoutingTable): string {
     const view = buildView(table, {
       listen: this.options.listen,
+      ...(this.options.previewListen === undefined ? {} : { previewListen: this.options.previewListen }),
       accessLog: this.options.accessLog,
       stateDir: this.options.stateDir,
     });
@@ -245,7 +251,7 @@ export class NginxSwitch implements TrafficSwitch {
         return { drained: true, remaining: 0, waitedMs: Date.now() - started };
       }
       if (Date.now() - started >= options.timeoutMs || options.signal?.aborted) {
-        const remaining = clientConnections(left, this.listenPort);
+        const remaining = this.listenPorts.reduce((n, port) => n + clientConnections(left, port), 0);
         for (const pid of left) {
           try {
             process.kill(pid, 'SIGTERM');

@@ -45,9 +45,14 @@ describe('the manual gate', () => {
     expect(waiting.code, waiting.stderr).toBe(0);
     const v2 = JSON.parse(waiting.stdout) as DeploymentRecord;
     expect(v2.state).toBe('verified');
-    // Users still get v1; the preview route reaches v2.
+    // Users still get v1, whatever slot header they send; the preview listener (loopback) reaches v2.
     expect((await request(`${daemon.info.proxy}/`)).body).toBe('hello v1\n');
-    expect((await request(`${daemon.info.proxy}/`, { headers: { 'x-teal-slot': 'green' } })).body).toBe(
+    for (const slot of ['green', 'GREEN', ' Green '])
+      expect((await request(`${daemon.info.proxy}/`, { headers: { 'x-teal-slot': slot } })).body).toBe(
+        'hello v1\n',
+      );
+    expect(daemon.info.preview).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+    expect((await request(`${daemon.info.preview}/`, { headers: { 'x-teal-slot': 'green' } })).body).toBe(
       'hello v2\n',
     );
     await sleep(300);
@@ -111,7 +116,7 @@ describe('the manual gate', () => {
 });
 
 describe('verification before the switch', () => {
-  it('a load step through the preview route catches a release that fails under traffic; the live slot never notices', async () => {
+  it('a load step through the preview listener catches a release that fails under traffic and passes a sound one; the live slot never notices', async () => {
     daemon = await startTestDaemon({
       services: `  hello:\n${helloService({
         env: '{ APP_VERSION: "{{version}}", ERROR_VERSIONS: "v2-broken" }',
@@ -123,8 +128,12 @@ describe('verification before the switch', () => {
     const load = backgroundLoad(`${daemon.info.proxy}/`, 16);
     const bad = await deployAndWait(daemon.client, 'hello', 'v2-broken');
     await sleep(200);
+    // A sound release passes the same steps through the preview listener, under the same load.
+    const good = await deployAndWait(daemon.client, 'hello', 'v3');
+    await sleep(200);
     const { report, samples } = await load.stop();
 
+    expect(good.state, good.error?.message).toBe('done');
     expect(bad.state).toBe('failed');
     expect(bad.error?.code).toBe('TEAL_VERIFY_FAILED');
     expect(bad.error?.message).toMatch(
@@ -132,12 +141,9 @@ describe('verification before the switch', () => {
     );
     expect(bad.switchedAt).toBeUndefined();
     expect(report.failed, JSON.stringify(report.failures.slice(0, 3))).toBe(0);
-    expect(new Set(samples.map((x) => x.version))).toEqual(new Set(['v1']));
+    expect(new Set(samples.map((x) => x.version))).toEqual(new Set(['v1', 'v3']));
     const status = JSON.parse((await daemon.cli(['status', 'hello', '--json'])).stdout);
-    expect(status).toMatchObject({
-      live: 'blue',
-      slots: { blue: { version: 'v1' }, green: { state: 'empty' } },
-    });
+    expect(status).toMatchObject({ live: 'green', slots: { green: { version: 'v3' } } });
   }, 60_000);
 });
 

@@ -53,9 +53,56 @@ describe('locks and the audit trail', () => {
       ['deploy', 'accepted', running.n],
     ]);
     expect(audit[2]!.detail).toMatch(/hello is locked by deployment #1/);
-    expect(audit[0]!.actor).toMatch(/\(cli\)$/);
-    expect(audit[3]!.actor).toBe('test');
+    expect(audit[0]!.actor).toMatch(/\(cli\) \[claimed; auth: token\]$/);
+    expect(audit[3]).toMatchObject({
+      actor: 'test [claimed; auth: token]',
+      claimed: 'test',
+      principal: 'token',
+    });
     const text = await daemon.cli(['history', 'hello', '--audit']);
     expect(text.stdout).toMatch(/lock\.release .*refused/);
   }, 60_000);
+});
+
+describe('the actor a request names for itself', () => {
+  it('is recorded as claimed, beside how the request authenticated, in the API, the audit and history', async () => {
+    daemon = await startTestDaemon({ services: `  hello:\n${helloService()}` });
+    // Any token holder can send any name: here one that is not theirs.
+    const forged = await fetch(`${daemon.info.api}/v1/services/hello/deployments`, {
+      method: 'POST',
+      headers: {
+        authorization: `Bearer ${daemon.token}`,
+        'content-type': 'application/json',
+        'x-teal-actor': 'alice@prod (cli)',
+      },
+      body: JSON.stringify({ version: 'v1' }),
+    });
+    expect(forged.status).toBe(202);
+    const record = (await forged.json()) as DeploymentRecord;
+    expect(record.actor).toBe('alice@prod (cli) [claimed; auth: token]');
+    expect((await waitEnded(daemon.client, record)).state).toBe('done');
+    // No name given: the audit says only what teal checked.
+    const bare = await fetch(`${daemon.info.api}/v1/services/hello/lock`, {
+      method: 'DELETE',
+      headers: { authorization: `Bearer ${daemon.token}` },
+    });
+    expect(bare.status).toBeLessThan(500);
+
+    const audit = JSON.parse(
+      (await daemon.cli(['history', 'hello', '--audit', '--json'])).stdout,
+    ) as AuditEntry[];
+    expect(audit.at(-1)).toMatchObject({
+      action: 'deploy',
+      actor: 'alice@prod (cli) [claimed; auth: token]',
+      claimed: 'alice@prod (cli)',
+      principal: 'token',
+    });
+    expect(audit[0]).toMatchObject({ action: 'lock.release', actor: 'token', principal: 'token' });
+    expect(audit[0]!.claimed).toBeUndefined();
+    const text = (await daemon.cli(['history', 'hello', '--audit'])).stdout;
+    expect(text).toContain('alice@prod (cli) [claimed; auth: token]');
+    expect(text).toContain('[claimed] names come from the X-Teal-Actor header');
+    const deployments = (await daemon.cli(['history', 'hello'])).stdout;
+    expect(deployments).toContain('alice@prod (cli) [claimed; auth: token]');
+  });
 });

@@ -1,5 +1,6 @@
 import type { IncomingMessage } from 'node:http';
 import { TealError } from '../core/errors.js';
+import { authenticated } from './actor.js';
 import { CSRF_HEADER, csrfMatches, type Sessions, sameSecret } from './sessions.js';
 
 /** Methods that never change state, so a session cookie alone may call them. */
@@ -16,7 +17,10 @@ export function authorize(req: IncomingMessage, token: string, sessions?: Sessio
   if (header === undefined && sessions) {
     const session = sessions.fromRequest(req);
     if (session) {
-      if (SAFE_METHODS.has(req.method ?? 'GET') || csrfMatches(req, session)) return;
+      if (SAFE_METHODS.has(req.method ?? 'GET') || csrfMatches(req, session)) {
+        authenticated(req, session);
+        return;
+      }
       throw new TealError(
         'TEAL_UNAUTHORIZED',
         `a dashboard session changes state only with its CSRF token in the ${CSRF_HEADER} header`,
@@ -31,4 +35,5 @@ export function authorize(req: IncomingMessage, token: string, sessions?: Sessio
     );
   }
   if (!sameSecret(match[1]!, token)) throw new TealError('TEAL_UNAUTHORIZED', 'wrong API token');
+  authenticated(req);
 }

@@ -4,6 +4,7 @@ import { isTerminalRun, type PipelineRun, pipelineKeys } from '../pipeline/recor
 import type { PipelineRunner } from '../pipeline/runner.js';
 import { authenticate, PROVIDERS, type Provider, parseDelivery, skipReason } from '../pipeline/webhooks.js';
 import type { Store } from '../stores/store.js';
+import { actorOf } from './actor.js';
 import { type Router, readJson, sendJson } from './http.js';
 import { followRecord } from './sse.js';
 
@@ -15,11 +16,6 @@ export interface PipelineApiContext {
 
 /** GitHub's push deliveries can be large (many commits); anything past this is refused unread. */
 const MAX_DELIVERY = 5 * 1024 * 1024;
-
-function actorOf(req: IncomingMessage): string {
-  const claimed = req.headers['x-teal-actor'];
-  return typeof claimed === 'string' && claimed.length > 0 && claimed.length < 200 ? claimed : 'api';
-}
 
 function runNumber(value: string): number {
   const n = Number(value);
@@ -67,7 +63,7 @@ export function pipelineRoutes(router: Router, ctx: PipelineApiContext): Router 
       }
     }
     const run = await runner.runNow(name!, {
-      actor: actorOf(req),
+      actor: actorOf(req).actor,
       ...(body.commit === undefined ? {} : { commit: body.commit as string }),
       ...(body.branch === undefined ? {} : { branch: body.branch as string }),
     });
@@ -83,7 +79,7 @@ export function pipelineRoutes(router: Router, ctx: PipelineApiContext): Router 
     if (body.run !== undefined && (typeof body.run !== 'number' || !Number.isInteger(body.run))) {
       throw new TealError('TEAL_BAD_REQUEST', 'run: expected a run number');
     }
-    sendJson(res, 202, await runner.cancel(name!, body.run as number | undefined, actorOf(req)));
+    sendJson(res, 202, await runner.cancel(name!, body.run as number | undefined, actorOf(req).actor));
   });
 
   router.add('GET', '/v1/pipelines/:name/runs/:n/events', async (req, res, { name, n }) => {

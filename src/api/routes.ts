@@ -14,6 +14,7 @@ import { renderPrometheus, slotTraffic } from '../proxy/metrics.js';
 import type { TrafficSwitch } from '../proxy/switch.js';
 import type { Runtime } from '../runtimes/runtime.js';
 import type { Store } from '../stores/store.js';
+import { actorOf } from './actor.js';
 import { Router, readJson, sendJson } from './http.js';
 import { followRecord } from './sse.js';
 
@@ -25,11 +26,6 @@ export interface ApiContext {
   version: string;
   /** Aborts every open stream when the daemon stops. */
   closing: AbortSignal;
-}
-
-function actorOf(req: IncomingMessage): string {
-  const claimed = req.headers['x-teal-actor'];
-  return typeof claimed === 'string' && claimed.length > 0 && claimed.length < 200 ? claimed : 'api';
 }
 
 function waitOf(value: unknown): number | undefined {
@@ -114,9 +110,13 @@ export function apiRoutes(ctx: ApiContext): Router {
     const version = body.version;
     const record = await audited(
       store,
-      { service: svc!, action: 'deploy', actor: actorOf(req), detail: `version ${version}` },
+      { service: svc!, action: 'deploy', ...actorOf(req), detail: `version ${version}` },
       () =>
-        engine.deploy(svc!, { version, actor: actorOf(req), ...(waitMs === undefined ? {} : { waitMs }) }),
+        engine.deploy(svc!, {
+          version,
+          actor: actorOf(req).actor,
+          ...(waitMs === undefined ? {} : { waitMs }),
+        }),
       (r) => r.n,
     );
     sendJson(res, 202, record);
@@ -134,12 +134,12 @@ export function apiRoutes(ctx: ApiContext): Router {
       {
         service: svc!,
         action: 'rollback',
-        actor: actorOf(req),
+        ...actorOf(req),
         ...(body.to === undefined ? {} : { detail: `to release ${body.to}` }),
       },
       () =>
         engine.rollback(svc!, {
-          actor: actorOf(req),
+          actor: actorOf(req).actor,
           ...(body.to === undefined ? {} : { to: body.to as number }),
           ...(waitMs === undefined ? {} : { waitMs }),
         }),
@@ -156,9 +156,11 @@ export function apiRoutes(ctx: ApiContext): Router {
       engine.serviceConfig(svc!);
       const n = await audited(
         store,
-        { service: svc!, action, actor: actorOf(req) },
+        { service: svc!, action, ...actorOf(req) },
         async () =>
-          action === 'promote' ? engine.promote(svc!, actorOf(req)) : engine.abort(svc!, actorOf(req)),
+          action === 'promote'
+            ? engine.promote(svc!, actorOf(req).actor)
+            : engine.abort(svc!, actorOf(req).actor),
         (deployment) => deployment,
       );
       sendJson(res, 202, await deploymentOrThrow(store, svc!, n));
@@ -173,7 +175,7 @@ export function apiRoutes(ctx: ApiContext): Router {
     engine.serviceConfig(svc!);
     const result = await audited(
       store,
-      { service: svc!, action: 'lock.release', actor: actorOf(req) },
+      { service: svc!, action: 'lock.release', ...actorOf(req) },
       () => engine.releaseLock(svc!),
       () => undefined,
     );

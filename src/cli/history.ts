@@ -103,4 +103,10 @@ function printAudit(service: string, entries: AuditEntry[]): void {
     ]);
   }
   process.stdout.write(`${table(rows)}\n`);
+  if (entries.some((e) => e.claimed !== undefined))
+    process.stdout.write(
+      c.dim(
+        '[claimed] names come from the X-Teal-Actor header, which any holder of the API token can set; auth: says how the request authenticated\n',
+      ),
+    );
 }

@@ -13,8 +13,15 @@ export interface AuditEntry {
   at: string;
   service: string;
   action: 'deploy' | 'rollback' | 'promote' | 'abort' | 'lock.release';
-  /** "alice@laptop (cli)", "api", "webhook github". */
+  /**
+   * What people read: "token", "dashboard session 1a2b3c4d", "pipeline web run #12", or a name the
+   * request gave for itself, marked: "alice@laptop (cli) [claimed; auth: token]".
+   */
   actor: string;
+  /** How the request authenticated ("token", "dashboard session <8 hex>"); absent for teal's own actions. */
+  principal?: string;
+  /** The X-Teal-Actor name the request gave, which nothing verified (any token holder can send any). */
+  claimed?: string;
   outcome: 'accepted' | 'refused';
   /** The deployment the action created or decided on. */
   deployment?: number;

@@ -15,7 +15,7 @@ afterEach(async () => {
 describe('locks and the audit trail', () => {
   it('shows who holds the lock, refuses to free a running holder’s, and records every action with who asked', async () => {
     daemon = await startTestDaemon({
-      services: `  hello:\n${helloService({ env: '{ APP_VERSION: "{{version}}", START_DELAY_MS: "1500" }' })}`,
+      services: `  hello:\n${helloService({ env: '{ APP_VERSION: "{{version}}", START_DELAY_MS: "4000" }' })}`,
     });
     expect((await daemon.cli(['lock', 'status', 'hello'])).stdout).toBe('hello is not locked\n');
 

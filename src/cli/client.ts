@@ -1,4 +1,5 @@
 import { fromJSON, TealError } from '../core/errors.js';
+import { visibleDeep } from '../core/visible.js';
 
 export interface SseEvent {
   event: string;
@@ -14,12 +15,25 @@ export class ApiClient {
   readonly #token: string | undefined;
   readonly #actor: string;
   readonly #startHint: string;
+  readonly #shown: <T>(value: T) => T;
 
-  constructor(options: { base: string; token: string | undefined; actor: string; startHint: string }) {
+  /**
+   * `forTerminal`: every string the daemon sends (records, events, log text, error messages) is
+   * passed through `visibleDeep` on the way in, so a verb printing for people cannot print a raw
+   * control sequence it got from outside. Off for --json, whose output must be the data exactly.
+   */
+  constructor(options: {
+    base: string;
+    token: string | undefined;
+    actor: string;
+    startHint: string;
+    forTerminal?: boolean;
+  }) {
     this.base = options.base;
     this.#token = options.token;
     this.#actor = options.actor;
     this.#startHint = options.startHint;
+    this.#shown = options.forTerminal ? visibleDeep : (value) => value;
   }
 
   async request<T>(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<T> {
@@ -31,23 +45,21 @@ export class ApiClient {
     } catch {
       parsed = { error: { message: text.slice(0, 500) } };
     }
+    parsed = this.#shown(parsed);
     if (!res.ok) throw fromJSON(parsed, res.status);
     return parsed as T;
   }
 
   /** A streaming response body as text chunks (logs). */
   async *text(path: string, signal?: AbortSignal): AsyncIterable<string> {
-    const res = await this.#fetch('GET', path, undefined, signal);
-    if (!res.ok) throw fromJSON(await res.json().catch(() => undefined), res.status);
-    const decoder = new TextDecoder();
-    for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>)
-      yield decoder.decode(chunk, { stream: true });
+    for await (const chunk of this.#chunks(path, signal)) yield this.#shown(chunk);
   }
 
   /** Server-sent events, parsed. */
   async *events(path: string, signal?: AbortSignal): AsyncIterable<SseEvent> {
     let buffer = '';
-    for await (const chunk of this.text(path, signal)) {
+    // Raw chunks: JSON escapes control characters as \u001b, so they reappear only once parsed.
+    for await (const chunk of this.#chunks(path, signal)) {
       buffer += chunk;
       for (let end = buffer.indexOf('\n\n'); end !== -1; end = buffer.indexOf('\n\n')) {
         const block = buffer.slice(0, end);
@@ -58,9 +70,17 @@ export class ApiClient {
           if (line.startsWith('event:')) event = line.slice(6).trim();
           else if (line.startsWith('data:')) data.push(line.slice(5).trimStart());
         }
-        if (data.length > 0) yield { event, data: JSON.parse(data.join('\n')) };
+        if (data.length > 0) yield { event, data: this.#shown(JSON.parse(data.join('\n')) as unknown) };
       }
     }
+  }
+
+  async *#chunks(path: string, signal?: AbortSignal): AsyncIterable<string> {
+    const res = await this.#fetch('GET', path, undefined, signal);
+    if (!res.ok) throw fromJSON(this.#shown(await res.json().catch(() => undefined)), res.status);
+    const decoder = new TextDecoder();
+    for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>)
+      yield decoder.decode(chunk, { stream: true });
   }
 
   async #fetch(method: string, path: string, body: unknown, signal?: AbortSignal): Promise<Response> {

@@ -27,7 +27,10 @@ export function actor(): string {
  * may have picked its port at start) or else from api.listen; its token from TEAL_TOKEN or the
  * state dir.
  */
-export function clientFor(opts: ConfigOption): { client: ApiClient; loaded: LoadedConfig } {
+export function clientFor(opts: ConfigOption & { json?: boolean }): {
+  client: ApiClient;
+  loaded: LoadedConfig;
+} {
   const loaded = loadFor(opts);
   const paths = statePaths(loaded.stateDir);
   const info = readDaemonInfo(paths);
@@ -36,7 +39,14 @@ export function clientFor(opts: ConfigOption): { client: ApiClient; loaded: Load
   const base = info && pidAlive(info.pid) ? info.api : configured;
   const hint = `teal up -c ${path.relative(process.cwd(), loaded.file) || loaded.file}`;
   return {
-    client: new ApiClient({ base, token: readToken(paths), actor: actor(), startHint: hint }),
+    // Human output shows what came from outside with its control characters escaped; --json is exact.
+    client: new ApiClient({
+      base,
+      token: readToken(paths),
+      actor: actor(),
+      startHint: hint,
+      forTerminal: !opts.json,
+    }),
     loaded,
   };
 }

@@ -1,5 +1,7 @@
 /** Output helpers shared by the verbs: colour only on a terminal (and never with NO_COLOR). */
 
+import { jsonText } from '../core/visible.js';
+
 const useColor = (stream: NodeJS.WriteStream) =>
   Boolean(stream.isTTY) && !process.env.NO_COLOR && process.env.TERM !== 'dumb';
 
@@ -19,7 +21,7 @@ export function paint(stream: NodeJS.WriteStream) {
 
 /** `--json` prints one document and nothing else on stdout. */
 export function printJson(value: unknown): void {
-  process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+  process.stdout.write(`${jsonText(value, 2)}\n`);
 }
 
 /** Left-aligned columns, two spaces apart. */

@@ -196,7 +196,7 @@ Examples:
     });
 }
 
-async function clientOf(opts: ConfigOption): Promise<ApiClient> {
+async function clientOf(opts: ConfigOption & { json?: boolean }): Promise<ApiClient> {
   const { clientFor } = await import('./context.js');
   return clientFor(opts).client;
 }

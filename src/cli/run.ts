@@ -1,5 +1,6 @@
 import { type Command, CommanderError } from 'commander';
 import { EXIT, toTealError } from '../core/errors.js';
+import { jsonText, visible } from '../core/visible.js';
 
 /**
  * The one place errors become exit codes: every verb throws TealErrors (or anything else, which is
@@ -16,11 +17,12 @@ export async function run(program: Command, argv: string[]): Promise<void> {
     }
     const e = toTealError(err);
     if (argv.includes('--json')) {
-      process.stdout.write(`${JSON.stringify({ error: e.toJSON() })}\n`);
+      process.stdout.write(`${jsonText({ error: e.toJSON() })}\n`);
     } else {
-      process.stderr.write(`teal: ${e.message}\n`);
+      // A message may quote what came from outside (a config value, a path, a process's output).
+      process.stderr.write(`teal: ${visible(e.message)}\n`);
       if (e.code === 'TEAL_INTERNAL' && err instanceof Error && err.stack)
-        process.stderr.write(`${err.stack}\n`);
+        process.stderr.write(`${visible(err.stack)}\n`);
     }
     process.exitCode = e.exitCode;
   }

@@ -1,4 +1,5 @@
 import type { Logger } from '../core/deps.js';
+import { visible } from '../core/visible.js';
 import type { Json } from '../stores/store.js';
 
 type Level = 'info' | 'warn' | 'error';
@@ -21,7 +22,8 @@ export function createLogger(options: {
         .map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`)
         .join(' ');
       const tag = level === 'info' ? '' : `${level.toUpperCase()} `;
-      write(`${time.slice(11, 23)} ${tag}${msg}${extra ? `  ${extra}` : ''}\n`);
+      // The readable line goes to a terminal; fields carry commit messages, errors, app output.
+      write(visible(`${time.slice(11, 23)} ${tag}${msg}${extra ? `  ${extra}` : ''}`) + '\n');
     } else {
       write(`${JSON.stringify({ time, level, msg, ...options.base, ...fields })}\n`);
     }

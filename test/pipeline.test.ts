@@ -205,10 +205,14 @@ describe('pipelines: a git push deploys', () => {
 
   it('three pushes in quick succession: only the newest is deployed', async () => {
     const repo = makeRepo();
-    const shas = [repo.commit('a'), repo.commit('b'), repo.commit('c')];
     const d = await start(repo.bare);
+    // Each push is delivered as it happens: a push delivered after a newer one is skipped (below).
+    const shas: string[] = [];
     const runs: number[] = [];
-    for (const sha of shas) runs.push((await push(d, sha)).body.run as number);
+    for (const name of ['a', 'b', 'c']) {
+      shas.push(repo.commit(name));
+      runs.push((await push(d, shas.at(-1)!)).body.run as number);
+    }
     const last = await waitRun(d, runs[2]!, ended);
     expect(last.state, JSON.stringify(last.error)).toBe('done');
     const all = await d.client.request<PipelineRun[]>('GET', '/v1/pipelines/web/runs');
@@ -235,6 +239,90 @@ describe('pipelines: a git push deploys', () => {
     expect((await waitRun(d, res.body.run as number, ended)).state).toBe('done');
     expect((await request(`${d.info.proxy}/`)).body).toBe(`hello ${sha.slice(0, 7)}\n`);
   }, 120_000);
+});
+
+describe('pipelines: a signed push runs once, and only while it is news', () => {
+  const git = (repo: TestRepo, args: string[]) =>
+    execFileSync('git', ['-C', repo.work, ...args], { encoding: 'utf8' }).trim();
+
+  it('a captured delivery sent again with a new delivery id starts nothing and supersedes nothing', async () => {
+    const repo = makeRepo();
+    const first = repo.commit('first');
+    const d = await start(repo.bare);
+    const run1 = (await push(d, first)).body.run as number;
+    expect((await waitRun(d, run1, ended)).state).toBe('done');
+    const load = backgroundLoad(`${d.info.proxy}/`, 8);
+
+    // The second commit's stages take a while, so the replays land while it is in its stages,
+    // the phase in which a newer run would supersede it.
+    const second = repo.commit('second', 0, 'sleep 3\nexit 0\n');
+    const run2 = (await push(d, second)).body.run as number;
+    await waitRun(d, run2, (r) => r.steps.some((x) => x.name === 'test' && x.state === 'running'));
+    // The same signed body (so the same signature) under new delivery ids, as an attacker replays it.
+    const replays = await Promise.all([
+      push(d, first, { delivery: 'replay-1' }),
+      push(d, first, { delivery: 'replay-2' }),
+      push(d, second, { delivery: 'replay-3' }),
+    ]);
+    expect(replays.map((r) => r.status)).toEqual([202, 202, 202]);
+    expect(replays[0]!.body).toEqual({
+      skipped: `commit ${first.slice(0, 7)} already ran for pipeline web as run #${run1}: a push runs once; to run it again, teal pipeline run web --commit ${first}`,
+      previousRun: run1,
+    });
+    expect(replays[1]!.body).toMatchObject({ previousRun: run1 });
+    expect(replays[2]!.body).toMatchObject({
+      skipped: expect.stringContaining('already ran'),
+      previousRun: run2,
+    });
+
+    const done = await waitRun(d, run2, ended);
+    expect(done.state, JSON.stringify(done.error)).toBe('done');
+    const runs = await d.client.request<PipelineRun[]>('GET', '/v1/pipelines/web/runs');
+    expect(runs.map((r) => `${r.n}:${r.state}`)).toEqual([`${run2}:done`, `${run1}:done`]);
+    const deployed = await d.client.request<DeploymentRecord[]>('GET', '/v1/services/web/deployments');
+    expect(deployed.map((x) => x.version)).toEqual([second.slice(0, 7), first.slice(0, 7)]);
+    const { report } = await load.stop();
+    expect(report.failed, JSON.stringify(report.failures.slice(0, 3))).toBe(0);
+    expect((await request(`${d.info.proxy}/`)).body).toBe(`hello ${second.slice(0, 7)}\n`);
+  }, 180_000);
+
+  it('a push of a commit that is not the head, or is already in production, is skipped with a reason; teal pipeline run --commit still deploys it', async () => {
+    const repo = makeRepo();
+    const old = repo.commit('old');
+    const newer = repo.commit('newer');
+    const d = await start(repo.bare);
+    const run1 = (await push(d, newer)).body.run as number;
+    expect((await waitRun(d, run1, ended)).state).toBe('done');
+    const load = backgroundLoad(`${d.info.proxy}/`, 8);
+
+    // The push of `old`, delivered late (or replayed): main's head is `newer` now.
+    const late = await push(d, old);
+    expect(late).toEqual({
+      status: 202,
+      body: {
+        skipped: `commit ${old.slice(0, 7)} is not the head of main (${newer.slice(0, 7)} is): an older push, delivered late or sent again; the head's own push runs it`,
+      },
+    });
+    // main force-pushed back to `old`: it is the head, but production already contains it.
+    git(repo, ['push', '--quiet', '--force', 'origin', `${old}:main`]);
+    const back = await push(d, old);
+    expect(back).toEqual({
+      status: 202,
+      body: {
+        skipped: `commit ${old.slice(0, 7)} is already in production (it runs ${newer.slice(0, 7)}, which contains it): an old commit pushed again; to deploy it on purpose, teal pipeline run web --commit ${old}`,
+      },
+    });
+    expect(await d.client.request<PipelineRun[]>('GET', '/v1/pipelines/web/runs')).toHaveLength(1);
+
+    // On purpose, with the API token: the old commit runs and goes live.
+    const cli = await d.cli(['pipeline', 'run', 'web', '--commit', old, '--detach', '--json']);
+    expect(cli.code, cli.stderr).toBe(0);
+    const run2 = await waitRun(d, (JSON.parse(cli.stdout) as PipelineRun).n, ended);
+    expect(run2, JSON.stringify(run2.error)).toMatchObject({ state: 'done', commit: old });
+    const { report } = await load.stop();
+    expect(report.failed, JSON.stringify(report.failures.slice(0, 3))).toBe(0);
+    expect((await request(`${d.info.proxy}/`)).body).toBe(`hello ${old.slice(0, 7)}\n`);
+  }, 180_000);
 });
 
 describe('teal pipeline', () => {

@@ -156,7 +156,7 @@ async function hook(
   if (!/^[0-9a-f]{40}$/.test(push.commit)) {
     throw new TealError('TEAL_BAD_REQUEST', 'the push names no commit (expected 40 hex digits)');
   }
-  const { run, duplicate } = await runner.trigger({
+  const outcome = await runner.fromWebhook({
     pipeline: name,
     commit: push.commit,
     branch: push.branch,
@@ -168,7 +168,12 @@ async function hook(
       ...(delivery.delivery === undefined ? {} : { delivery: delivery.delivery }),
     },
   });
-  sendJson(res, 202, { run: run.n, state: run.state, duplicate });
+  // A replayed or stale push is acknowledged (a provider would retry an error) and starts nothing.
+  if ('skipped' in outcome) {
+    sendJson(res, 202, outcome);
+    return;
+  }
+  sendJson(res, 202, { run: outcome.run.n, state: outcome.run.state, duplicate: outcome.duplicate });
 }
 
 async function readRaw(req: IncomingMessage): Promise<Buffer> {

@@ -7,13 +7,14 @@ import type { PipelineConfig } from '../core/config/schema.js';
 import type { Logger } from '../core/deps.js';
 import type { Engine } from '../core/engine.js';
 import { isTealError, TealError, toTealError } from '../core/errors.js';
-import { createNumbered, readDeployment } from '../core/records.js';
+import { createNumbered, readDeployment, readServiceState } from '../core/records.js';
 import { splitEnv } from '../core/release.js';
 import { isTerminal } from '../core/state.js';
 import type { Store } from '../stores/store.js';
 import { RunQueue } from './queue.js';
 import { RunRecorder } from './recorder.js';
 import { isTerminalRun, type PipelineRun, pipelineKeys, type RunTrigger } from './records.js';
+import { PushCheck } from './replay.js';
 import { runStage } from './stage.js';
 import type { Provider } from './webhooks.js';
 import {
@@ -43,6 +44,11 @@ export interface RunnerDeps {
   log: Logger;
 }
 
+/** What a webhook's push led to: a run (or the one its delivery id started), or nothing, and why. */
+export type PushOutcome =
+  | { run: PipelineRun; duplicate: boolean }
+  | { skipped: string; previousRun?: number };
+
 /** How long an environment's deploy may wait for its service's lock (another deploy running). */
 const LOCK_WAIT_MS = 30 * 60_000;
 
@@ -59,16 +65,24 @@ export class PipelineRunner {
   readonly #closing = new AbortController();
   /** Deliveries being recorded right now, so two copies arriving together start one run. */
   readonly #arriving = new Map<string, Promise<PipelineRun>>();
+  /** `pipeline@sha` -> the run of that commit (the newest): a webhook never runs a commit twice. */
+  readonly #commits = new Map<string, number>();
+  /** Pushes of one commit being checked right now, so copies arriving together start one run. */
+  readonly #checking = new Map<string, Promise<PushOutcome>>();
+  readonly #pushes: PushCheck;
 
   constructor(deps: RunnerDeps) {
     this.#deps = deps;
+    this.#pushes = new PushCheck(path.join(deps.stateDir, 'mirrors'));
   }
 
   /** Records runs a stopped control plane left unfinished as interrupted; remembers recent deliveries. */
   async start(): Promise<void> {
     for (const name of this.names()) {
-      for (const run of await this.list(name, 200)) {
+      // Oldest first, so the newest run of a commit is the one remembered.
+      for (const run of (await this.list(name, Number.POSITIVE_INFINITY)).reverse()) {
         if (run.trigger.delivery) this.#queue.remember(`${name}/${run.trigger.delivery}`, run.n);
+        this.#commits.set(`${name}@${run.commit}`, run.n);
         if (!isTerminalRun(run.state)) {
           await new RunRecorder(this.#deps.store, run).update({
             state: 'interrupted',
@@ -154,6 +168,69 @@ export class PipelineRunner {
     }
   }
 
+  /**
+   * A signed push from a webhook: runs only a commit that is new to the pipeline, is its branch's
+   * head, and is not already in production (replay.ts says why); anything else is acknowledged with
+   * the reason and starts nothing, so a captured delivery sent again can neither rerun an old commit
+   * nor supersede newer work. A delivery id seen before still answers with the run it started.
+   */
+  async fromWebhook(request: RunRequest): Promise<PushOutcome> {
+    const { pipeline, commit } = request;
+    this.pipeline(pipeline);
+    const delivery = request.trigger.delivery ? `${pipeline}/${request.trigger.delivery}` : undefined;
+    if (delivery && (this.#queue.delivered(delivery) !== undefined || this.#arriving.has(delivery)))
+      return this.trigger(request);
+    const key = `${pipeline}@${commit}`;
+    const checking = this.#checking.get(key);
+    if (checking) {
+      const first = await checking;
+      return 'run' in first ? this.#alreadyRan(pipeline, commit, first.run.n) : first;
+    }
+    const outcome = this.#checkPush(request, key);
+    this.#checking.set(key, outcome);
+    try {
+      return await outcome;
+    } finally {
+      this.#checking.delete(key);
+    }
+  }
+
+  async #checkPush(request: RunRequest, key: string): Promise<PushOutcome> {
+    const { pipeline, commit, branch } = request;
+    const ran = this.#commits.get(key);
+    if (ran !== undefined) return this.#alreadyRan(pipeline, commit, ran);
+    const config = this.pipeline(pipeline);
+    const last = config.environments.at(-1)?.service;
+    const skipped = await this.#pushes.skipReason({
+      pipeline,
+      repo: resolveRepo(config.source.repo, this.#deps.config().dir),
+      branch,
+      commit,
+      ...(last ? { production: await this.#liveVersion(last) } : {}),
+      signal: this.#closing.signal,
+    });
+    if (skipped !== undefined) {
+      this.#deps.log.info('a signed push starts no run', { pipeline, commit, reason: skipped });
+      return { skipped };
+    }
+    // `teal pipeline run` may have queued the same commit while the mirror was fetched.
+    const meanwhile = this.#commits.get(key);
+    if (meanwhile !== undefined) return this.#alreadyRan(pipeline, commit, meanwhile);
+    return this.trigger(request);
+  }
+
+  #alreadyRan(pipeline: string, commit: string, n: number): PushOutcome {
+    const skipped = `commit ${commit.slice(0, 7)} already ran for pipeline ${pipeline} as run #${n}: a push runs once; to run it again, teal pipeline run ${pipeline} --commit ${commit}`;
+    this.#deps.log.info('a signed push starts no run', { pipeline, commit, reason: skipped });
+    return { skipped, previousRun: n };
+  }
+
+  /** The version the service's live slot runs, if it has one. */
+  async #liveVersion(service: string): Promise<string | undefined> {
+    const state = await readServiceState(this.#deps.store, service);
+    return (state.live ? state.slots[state.live].version : null) ?? undefined;
+  }
+
   async #create(request: RunRequest): Promise<PipelineRun> {
     const { store } = this.#deps;
     const record = await createNumbered<PipelineRun>(store, pipelineKeys.runs(request.pipeline), (n) => ({
@@ -169,6 +246,7 @@ export class PipelineRunner {
       steps: [],
       createdAt: new Date().toISOString(),
     }));
+    this.#commits.set(`${request.pipeline}@${request.commit}`, record.n);
     const offer = this.#queue.offer(request.pipeline, record.n, request);
     for (const n of offer.superseded) await this.#supersede(request.pipeline, n, record.n);
     if (offer.cancel !== undefined) {
@@ -284,6 +362,7 @@ export class PipelineRunner {
           checkout(resolveRepo(config.source.repo, loaded.dir), rec.record.commit, workspace, signal),
         );
         await rec.update({ commit, version: commit.slice(0, 7) });
+        this.#commits.set(`${pipeline}@${commit}`, n);
         // A run not started by a push (CLI, dashboard) learns its message and author from git.
         if (rec.record.message === undefined || rec.record.author === undefined) {
           const info = await commitInfo(workspace, signal).catch(() => undefined);

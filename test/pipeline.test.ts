@@ -206,11 +206,12 @@ describe('pipelines: a git push deploys', () => {
   it('three pushes in quick succession: only the newest is deployed', async () => {
     const repo = makeRepo();
     const d = await start(repo.bare);
-    // Each push is delivered as it happens: a push delivered after a newer one is skipped (below).
+    // Each push is delivered as it happens (a push delivered after a newer one is skipped, below);
+    // a slow test stage keeps each run in its stages when the next push arrives.
     const shas: string[] = [];
     const runs: number[] = [];
     for (const name of ['a', 'b', 'c']) {
-      shas.push(repo.commit(name));
+      shas.push(repo.commit(name, 0, 'sleep 3\nexit 0\n'));
       runs.push((await push(d, shas.at(-1)!)).body.run as number);
     }
     const last = await waitRun(d, runs[2]!, ended);

@@ -30,9 +30,14 @@ describe('loadConfig', () => {
       kind: 'builtin',
       listen: { host: '0.0.0.0', port: 8080 },
       maxBodySize: 100 * 1024 * 1024,
-      timeouts: { connect: 5_000, response: 60_000, idle: 75_000, headers: 60_000 },
+      timeouts: { connect: 5_000, response: 60_000, idle: 75_000, headers: 60_000, send: 60_000 },
+      limits: { maxConnections: 10_000 },
     });
-    expect(config.api.listen).toEqual({ host: '127.0.0.1', port: 7070 });
+    expect(config.api).toEqual({
+      listen: { host: '127.0.0.1', port: 7070 },
+      timeouts: { headers: 10_000, request: 30_000, idle: 5_000 },
+      limits: { maxConnections: 512, authFailures: 10, webhookBody: 1024 * 1024 },
+    });
     expect(config.services.web).toMatchObject({
       runtime: 'process',
       cwd: '.',

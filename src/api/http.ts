@@ -10,6 +10,11 @@ export function sendError(res: ServerResponse, err: unknown): void {
   }
   const headers: Record<string, string> = { 'content-type': 'application/json' };
   if (e.code === 'TEAL_UNAUTHORIZED') headers['www-authenticate'] = 'Bearer realm="teal"';
+  const retry = e.details?.retryAfterSeconds;
+  if (typeof retry === 'number') headers['retry-after'] = String(retry);
+  // Refused before its body was read (a webhook without a signature, a body over the limit): the
+  // rest is not read either, so the connection closes after the answer instead of draining it.
+  if (!res.req.complete) headers.connection = 'close';
   res.writeHead(e.httpStatus, headers);
   res.end(`${JSON.stringify({ error: e.toJSON() })}\n`);
 }
@@ -96,9 +101,21 @@ export class Router {
         allowed.push(route.method);
         continue;
       }
-      const params = Object.fromEntries(route.names.map((n, i) => [n, decodeURIComponent(m[i + 1]!)]));
+      const params = Object.fromEntries(route.names.map((n, i) => [n, decodeSegment(m[i + 1]!)]));
       return { route, params };
     }
     return { allowed };
+  }
+}
+
+/** A path segment's percent-encoding decoded; malformed (`%E0%A4%A`) is the client's mistake: 400. */
+function decodeSegment(segment: string): string {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    throw new TealError(
+      'TEAL_BAD_REQUEST',
+      `malformed percent-encoding in the path segment ${JSON.stringify(segment.slice(0, 100))}`,
+    );
   }
 }

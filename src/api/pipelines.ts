@@ -2,7 +2,14 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { TealError } from '../core/errors.js';
 import { isTerminalRun, type PipelineRun, pipelineKeys } from '../pipeline/records.js';
 import type { PipelineRunner } from '../pipeline/runner.js';
-import { authenticate, PROVIDERS, type Provider, parseDelivery, skipReason } from '../pipeline/webhooks.js';
+import {
+  authenticate,
+  PROVIDERS,
+  type Provider,
+  parseDelivery,
+  requireSignatureHeader,
+  skipReason,
+} from '../pipeline/webhooks.js';
 import type { Store } from '../stores/store.js';
 import { actorOf } from './actor.js';
 import { type Router, readJson, sendJson } from './http.js';
@@ -12,10 +19,19 @@ export interface PipelineApiContext {
   runner: PipelineRunner;
   store: Store;
   closing: AbortSignal;
+  /** Deliveries over this get 413, read no further (api.limits.webhookBody; 1 MB by default). */
+  maxDeliveryBytes?: number;
 }
 
-/** GitHub's push deliveries can be large (many commits); anything past this is refused unread. */
-const MAX_DELIVERY = 5 * 1024 * 1024;
+/** A push delivery is a few KB (GitHub's with many commits, some hundred KB). */
+export const DEFAULT_MAX_DELIVERY = 1024 * 1024;
+
+/**
+ * Deliveries read at once. A delivery is buffered whole before its signature can be checked, so
+ * this times the size limit bounds the memory strangers can make the daemon hold (16 MB by
+ * default); more at once get 429 with Retry-After (a forge retries, or redelivers by hand).
+ */
+export const MAX_DELIVERIES_READING = 16;
 
 function runNumber(value: string): number {
   const n = Number(value);
@@ -32,6 +48,7 @@ function runNumber(value: string): number {
  */
 export function pipelineRoutes(router: Router, ctx: PipelineApiContext): Router {
   const { runner } = ctx;
+  const reading = { count: 0 };
 
   router.add('GET', '/v1/pipelines', async (_req, res) => {
     const list = await Promise.all(
@@ -110,7 +127,7 @@ export function pipelineRoutes(router: Router, ctx: PipelineApiContext): Router 
     router.add(
       'POST',
       `/v1/hooks/${provider}/:name`,
-      (req, res, { name }) => hook(provider, req, res, name!, ctx),
+      (req, res, { name }) => hook(provider, req, res, name!, ctx, reading),
       {
         auth: false,
       },
@@ -125,6 +142,7 @@ async function hook(
   res: ServerResponse,
   name: string,
   ctx: PipelineApiContext,
+  reading: { count: number },
 ): Promise<void> {
   const { runner } = ctx;
   const secret = runner.secret(provider);
@@ -135,7 +153,22 @@ async function hook(
       `${provider} webhooks are not set up on this teal (webhooks.${provider}.secretEnv in teal.yml, and that variable in teal up's environment)`,
     );
   }
-  const raw = await readRaw(req);
+  requireSignatureHeader(provider, req.headers);
+  const limit = ctx.maxDeliveryBytes ?? DEFAULT_MAX_DELIVERY;
+  if (reading.count >= MAX_DELIVERIES_READING) {
+    throw new TealError(
+      'TEAL_RATE_LIMITED',
+      `${MAX_DELIVERIES_READING} webhook deliveries are being received already; try again shortly`,
+      { retryAfterSeconds: 1 },
+    );
+  }
+  reading.count++;
+  let raw: Buffer;
+  try {
+    raw = await readRaw(req, limit);
+  } finally {
+    reading.count--;
+  }
   authenticate(provider, secret, req.headers, raw);
   const config = runner.pipeline(name);
   const delivery = parseDelivery(provider, req.headers, raw);
@@ -176,15 +209,41 @@ async function hook(
   sendJson(res, 202, { run: outcome.run.n, state: outcome.run.state, duplicate: outcome.duplicate });
 }
 
-async function readRaw(req: IncomingMessage): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req) {
-    size += (chunk as Buffer).length;
-    if (size > MAX_DELIVERY) throw new TealError('TEAL_BAD_REQUEST', `delivery over ${MAX_DELIVERY} bytes`);
-    chunks.push(chunk as Buffer);
-  }
-  return Buffer.concat(chunks);
+/** The body, refused with 413 on its Content-Length or as soon as it grows past `limit`. */
+async function readRaw(req: IncomingMessage, limit: number): Promise<Buffer> {
+  const tooLarge = () =>
+    new TealError(
+      'TEAL_TOO_LARGE',
+      `the delivery is over the limit of ${limit} bytes (api.limits.webhookBody in teal.yml)`,
+    );
+  if (Number(req.headers['content-length'] ?? 0) > limit) throw tooLarge();
+  // Events, not for-await: leaving a for-await destroys the request, and its socket with it, so
+  // the 413 could not be sent. Paused at the limit, the rest is never read.
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const settle = (err: Error | null) => {
+      req.off('data', onData);
+      req.off('end', onEnd);
+      req.off('error', settle);
+      req.off('close', onClose);
+      if (err) reject(err);
+      else resolve(Buffer.concat(chunks));
+    };
+    const onData = (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > limit) {
+        req.pause();
+        settle(tooLarge());
+      } else chunks.push(chunk);
+    };
+    const onEnd = () => settle(null);
+    const onClose = () => settle(new TealError('TEAL_BAD_REQUEST', 'the delivery was cut short'));
+    req.on('data', onData);
+    req.on('end', onEnd);
+    req.on('error', settle);
+    req.on('close', onClose);
+  });
 }
 
 /** Sends the run as it changes (`run` events), then `end` once it has ended. */

@@ -24,7 +24,13 @@ describe('authentication of every endpoint', () => {
   let base = '';
 
   beforeAll(async () => {
-    server = createApiServer({ router: api, token: TOKEN, log: silentLogger });
+    // Every route is tried with a wrong token: more guesses than the per-client limit allows.
+    server = createApiServer({
+      router: api,
+      token: TOKEN,
+      log: silentLogger,
+      settings: { authFailuresPerMinute: 1_000 },
+    });
     server.listen(0, '127.0.0.1');
     await once(server, 'listening');
     base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;

@@ -55,6 +55,8 @@ export const CATALOGUE = {
   TEAL_HOST_UNAVAILABLE: { title: 'fleet host unavailable', exit: EXIT.failed, http: 503 },
   TEAL_UNKNOWN_PIPELINE: { title: 'unknown pipeline', exit: EXIT.usage, http: 404 },
   TEAL_BAD_SIGNATURE: { title: 'webhook signature missing or wrong', exit: EXIT.usage, http: 401 },
+  TEAL_TOO_LARGE: { title: 'request body too large', exit: EXIT.usage, http: 413 },
+  TEAL_RATE_LIMITED: { title: 'too many requests', exit: EXIT.failed, http: 429 },
   TEAL_GIT_FAILED: { title: 'git failed', exit: EXIT.failed, http: 500 },
   TEAL_STAGE_FAILED: { title: 'pipeline stage failed', exit: EXIT.failed, http: 500 },
   TEAL_PIPELINE_FAILED: { title: 'pipeline run failed', exit: EXIT.failed, http: 500 },

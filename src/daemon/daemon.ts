@@ -126,10 +126,18 @@ export async function startDaemon(options: { configFile: string; log: Logger }):
           runner: pipelines,
           store,
           closing: closing.signal,
+          maxDeliveryBytes: config.api.limits.webhookBody,
         },
       ),
       token,
       log,
+      settings: {
+        headersTimeoutMs: config.api.timeouts.headers,
+        requestTimeoutMs: config.api.timeouts.request,
+        idleTimeoutMs: config.api.timeouts.idle,
+        maxConnections: config.api.limits.maxConnections,
+        authFailuresPerMinute: config.api.limits.authFailures,
+      },
     });
     server.listen(config.api.listen.port, config.api.listen.host);
     await Promise.race([

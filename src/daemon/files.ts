@@ -65,11 +65,24 @@ export function ensureStateDir(paths: StatePaths): void {
 
 /** The API token: TEAL_TOKEN if set, else the state dir's token file, created (0600) on first start. */
 export function ensureToken(paths: StatePaths, env = process.env): string {
-  if (env.TEAL_TOKEN) return env.TEAL_TOKEN;
-  if (existsSync(paths.token)) return readFileSync(paths.token, 'utf8').trim();
+  if (env.TEAL_TOKEN) return strongEnough(env.TEAL_TOKEN, 'TEAL_TOKEN');
+  if (existsSync(paths.token)) return strongEnough(readFileSync(paths.token, 'utf8').trim(), paths.token);
   const token = randomBytes(32).toString('base64url');
   writeFileSync(paths.token, `${token}\n`, { mode: 0o600, flag: 'wx' });
   chmodSync(paths.token, 0o600);
+  return token;
+}
+
+/** The API token's minimum length: 32 characters are out of reach of guessing, even unthrottled. */
+export const MIN_TOKEN_LENGTH = 32;
+
+function strongEnough(token: string, from: string): string {
+  if (token.length < MIN_TOKEN_LENGTH) {
+    throw new TealError(
+      'TEAL_USAGE',
+      `the API token in ${from} is ${token.length} characters; it must be at least ${MIN_TOKEN_LENGTH} (make one with: openssl rand -base64 32)`,
+    );
+  }
   return token;
 }
 

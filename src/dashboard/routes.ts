@@ -2,6 +2,7 @@ import { readFile } from 'node:fs/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import path from 'node:path';
 import { Router } from '../api/http.js';
+import type { AuthGuard } from '../api/limiter.js';
 import { csrfMatches, type Session, type Sessions, sameSecret, sessionCookie } from '../api/sessions.js';
 import { TealError } from '../core/errors.js';
 import { packageRoot } from '../paths.js';
@@ -25,8 +26,8 @@ export function assetPath(file: string): string {
  * Pages need a session (without one they redirect to the login page); everything they show comes
  * from the API with the same session.
  */
-export function dashboardRoutes(options: { token: string; sessions: Sessions }): Router {
-  const { token, sessions } = options;
+export function dashboardRoutes(options: { token: string; sessions: Sessions; guard?: AuthGuard }): Router {
+  const { token, sessions, guard } = options;
   const router = new Router();
   const open = { auth: false };
 
@@ -53,10 +54,12 @@ export function dashboardRoutes(options: { token: string; sessions: Sessions }):
     '/login',
     async (req, res) => {
       refuseCrossOrigin(req);
+      guard?.check(req);
       const form = await readForm(req);
       const next = safeNext(form.get('next'));
       const given = form.get('token') ?? '';
       if (!sameSecret(given.trim(), token)) {
+        guard?.failed(req, 'dashboard login');
         sendHtml(res, 401, loginPage({ next, error: 'Wrong token: log in with the daemon’s API token.' }));
         return;
       }

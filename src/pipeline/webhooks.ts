@@ -31,6 +31,33 @@ const SIGNATURE_HEADER: Record<Provider, string> = {
   generic: 'x-teal-signature-256',
 };
 
+/** What each provider's signature header looks like: anything else cannot match, body unread. */
+const SIGNATURE_FORM: Record<Provider, RegExp> = {
+  github: /^sha256=[0-9a-fA-F]{64}$/,
+  gitlab: /^[\x21-\x7e]{1,1000}$/,
+  gitea: /^[0-9a-fA-F]{64}$/,
+  generic: /^sha256=[0-9a-fA-F]{64}$/,
+};
+
+/**
+ * Throws TEAL_BAD_SIGNATURE when the signature header is missing or not of its provider's form:
+ * checked on the head alone, before a byte of the body is read, so an unsigned delivery costs
+ * the receiver nothing.
+ */
+export function requireSignatureHeader(provider: Provider, headers: IncomingHttpHeaders): void {
+  const name = SIGNATURE_HEADER[provider];
+  const value = headers[name];
+  if (value === undefined) throw new TealError('TEAL_BAD_SIGNATURE', `missing ${name} header`);
+  if (typeof value !== 'string' || !SIGNATURE_FORM[provider].test(value)) {
+    throw new TealError(
+      'TEAL_BAD_SIGNATURE',
+      provider === 'gitlab'
+        ? `${name} is not a token (expected 1-1000 printable characters)`
+        : `${name} is not a signature (expected ${provider === 'gitea' ? '' : 'sha256='}<64 hex digits>)`,
+    );
+  }
+}
+
 /** Throws TEAL_BAD_SIGNATURE unless the delivery is signed (or carries the token) with `secret`. */
 export function authenticate(
   provider: Provider,

@@ -111,6 +111,8 @@ export async function startTestDaemon(options: {
   extraConfig?: string;
   /** The `proxy:` mapping (flow YAML); a builtin data plane on a free port when absent. */
   proxy?: string;
+  /** The `api:` mapping (flow YAML); loopback on a free port when absent. */
+  api?: string;
   /** An existing dir to use (and remove at cleanup) instead of a fresh temp dir. */
   dir?: string;
   /** Extra environment for the daemon's first launch, e.g. `{ TEAL_FAILPOINT: 'verifying' }`. */
@@ -120,11 +122,11 @@ export async function startTestDaemon(options: {
   const configFile = path.join(dir, 'teal.yml');
   writeFileSync(
     configFile,
-    `proxy: ${options.proxy ?? '{ kind: builtin, listen: 127.0.0.1:0 }'}\napi: { listen: 127.0.0.1:0 }\n${options.extraConfig ?? ''}services:\n${options.services}\n`,
+    `proxy: ${options.proxy ?? '{ kind: builtin, listen: 127.0.0.1:0 }'}\napi: ${options.api ?? '{ listen: 127.0.0.1:0 }'}\n${options.extraConfig ?? ''}services:\n${options.services}\n`,
   );
   const paths = statePaths(path.join(dir, '.teal'));
   const logFile = path.join(dir, 'daemon.out');
-  const token = 'test-token-0123456789';
+  const token = 'test-token-0123456789abcdefghijklmnopqrstuv';
 
   const daemon: TestDaemon = {
     dir,

@@ -276,6 +276,39 @@ export const ApiConfig = z
     listen: address('127.0.0.1:7070', 'Where the control API and dashboard listen.').prefault(
       '127.0.0.1:7070',
     ),
+    timeouts: z
+      .strictObject({
+        headers: duration('10s', 'A request head must arrive within this (408, closed).').prefault('10s'),
+        request: duration(
+          '30s',
+          'A whole request (head and body) must arrive within this; responses, event streams and log follows are not bounded by it.',
+        ).prefault('30s'),
+        idle: duration('5s', 'An idle keep-alive connection is closed after this.').prefault('5s'),
+      })
+      .prefault({}),
+    limits: z
+      .strictObject({
+        maxConnections: z
+          .number()
+          .int()
+          .min(1)
+          .default(512)
+          .meta({ description: 'Connections open at once; more are closed as they arrive.' }),
+        authFailures: z.number().int().min(1).default(10).meta({
+          description:
+            'Wrong API tokens or dashboard logins one client address may send in a minute; then 429 with Retry-After until the minute ends.',
+        }),
+        webhookBody: z
+          .string({ error: (iss) => `expected a size like "1MB", got ${describe(iss.input)}` })
+          .regex(new RegExp(SIZE_PATTERN), {
+            abort: true,
+            error: (iss) => `expected a size like "1MB", got ${describe(iss.input)}`,
+          })
+          .transform(parseSize)
+          .prefault('1MB')
+          .meta({ description: 'Webhook deliveries over this get 413, read no further.' }),
+      })
+      .prefault({}),
   })
   .prefault({})
   .meta({

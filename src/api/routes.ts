@@ -5,6 +5,7 @@ import { deploymentMetrics } from '../core/deploy-metrics.js';
 import type { Engine } from '../core/engine.js';
 import { TealError } from '../core/errors.js';
 import type { Slot } from '../core/model.js';
+import { PREVIEW_LINK_PATH } from '../core/previews.js';
 import { type DeploymentRecord, keys, readDeployment, readServiceState } from '../core/records.js';
 import { slotInstances } from '../core/slots.js';
 import { isTerminal } from '../core/state.js';
@@ -24,6 +25,8 @@ export interface ApiContext {
   runtime: Runtime;
   traffic: TrafficSwitch;
   version: string;
+  /** Where users reach the data plane: the base of preview links when a service's route names no host. */
+  proxyUrl?: string;
   /** Aborts every open stream when the daemon stops. */
   closing: AbortSignal;
 }
@@ -40,6 +43,29 @@ function waitOf(value: unknown): number | undefined {
     }
   }
   throw new TealError('TEAL_BAD_REQUEST', 'wait: expected a duration like "10m", milliseconds, or true');
+}
+
+/**
+ * Where a preview link points: the base asked for, else the host of the service's first route that
+ * names one (on the data plane's port), else the data plane's own URL.
+ */
+function linkBase(
+  asked: unknown,
+  routes: { host?: string | undefined }[],
+  proxyUrl: string | undefined,
+): string {
+  if (asked !== undefined) {
+    if (typeof asked !== 'string' || !/^https?:\/\/[^/\s?#]+$/.test(asked.replace(/\/$/, '')))
+      throw new TealError(
+        'TEAL_BAD_REQUEST',
+        `base: expected a URL like "https://web.example.com", got ${JSON.stringify(asked)}`,
+      );
+    return asked.replace(/\/$/, '');
+  }
+  const proxy = new URL(proxyUrl ?? 'http://127.0.0.1:8080');
+  const host = routes.find((r) => r.host)?.host;
+  if (host === undefined) return proxy.origin;
+  return `http://${host}${proxy.port === '' || proxy.port === '80' ? '' : `:${proxy.port}`}`;
 }
 
 function numberParam(value: string, what: string): number {
@@ -164,6 +190,66 @@ export function apiRoutes(ctx: ApiContext): Router {
         (deployment) => deployment,
       );
       sendJson(res, 202, await deploymentOrThrow(store, svc!, n));
+    });
+  }
+
+  // Preview links (core/previews.ts): the API token makes a grant; its link goes to the public port.
+  router.add('POST', '/v1/services/:svc/previews', async (req, res, { svc }) => {
+    const body = await readJson(req);
+    if (body.slot !== undefined && body.slot !== 'blue' && body.slot !== 'green')
+      throw new TealError(
+        'TEAL_BAD_REQUEST',
+        `slot: expected blue or green, got ${JSON.stringify(body.slot)}`,
+      );
+    let ttlMs: number | undefined;
+    if (body.ttl !== undefined) {
+      if (typeof body.ttl === 'number') ttlMs = body.ttl;
+      else if (typeof body.ttl === 'string') {
+        try {
+          ttlMs = parseDuration(body.ttl);
+        } catch (err) {
+          throw new TealError('TEAL_BAD_REQUEST', `ttl: ${(err as Error).message}`);
+        }
+      } else throw new TealError('TEAL_BAD_REQUEST', 'ttl: expected a duration like "1h" or milliseconds');
+    }
+    const base = linkBase(body.base, engine.serviceConfig(svc!).routes, ctx.proxyUrl);
+    const grant = await audited(
+      store,
+      {
+        service: svc!,
+        action: 'preview.grant',
+        ...actorOf(req),
+        ...(body.slot ? { detail: `slot ${body.slot}` } : {}),
+      },
+      () =>
+        engine.grantPreview(svc!, {
+          actor: actorOf(req).actor,
+          ...(body.slot === undefined ? {} : { slot: body.slot as Slot }),
+          ...(ttlMs === undefined ? {} : { ttlMs }),
+        }),
+      () => undefined,
+    );
+    sendJson(res, 201, { ...grant, link: `${base}${PREVIEW_LINK_PATH}?grant=${grant.id}` });
+  });
+
+  router.add('GET', '/v1/services/:svc/previews', async (_req, res, { svc }) => {
+    sendJson(res, 200, await engine.previews(svc!));
+  });
+
+  for (const path of ['/v1/services/:svc/previews', '/v1/services/:svc/previews/:id']) {
+    router.add('DELETE', path, async (req, res, { svc, id }) => {
+      const revoked = await audited(
+        store,
+        {
+          service: svc!,
+          action: 'preview.revoke',
+          ...actorOf(req),
+          ...(id ? { detail: `grant ${id.slice(0, 8)}…` } : {}),
+        },
+        () => engine.revokePreviews(svc!, id),
+        () => undefined,
+      );
+      sendJson(res, 200, { revoked });
     });
   }
 

@@ -7,7 +7,9 @@ import type { EngineDeps } from './deps.js';
 import { TealError, toTealError } from './errors.js';
 import { listHosts } from './fleet.js';
 import { Gates } from './gate.js';
+import type { Slot } from './model.js';
 import { type DeployPlan, planDeploy, planRollback } from './plan.js';
+import { checkTtl, listGrants, newGrantId, type PreviewGrantRecord, previewKeys } from './previews.js';
 import { Recorder } from './recorder.js';
 import {
   createNumbered,
@@ -225,6 +227,64 @@ export class Engine {
   async close(): Promise<void> {
     this.#closing.abort(new TealError('TEAL_ABORTED', 'the control plane is stopping'));
     await Promise.all([...this.#runs.values()]);
+    this.tables.close();
+  }
+
+  /**
+   * A preview link's grant for a slot of `svc` (default: the idle slot the preview route serves),
+   * valid for `ttlMs`; applied to every data plane before it is returned, so the link works at once.
+   */
+  async grantPreview(
+    svc: string,
+    options: { slot?: Slot; ttlMs?: number; actor: string },
+  ): Promise<PreviewGrantRecord> {
+    this.serviceConfig(svc);
+    const ttlMs = checkTtl(options.ttlMs);
+    const table = await this.tables.current();
+    const routes = table.services.find((s) => s.service === svc);
+    const pools = [routes?.preview, routes?.live].filter((p) => p !== null && p !== undefined);
+    const pool = options.slot === undefined ? routes?.preview : pools.find((p) => p.slot === options.slot);
+    if (!pool) {
+      throw new TealError(
+        'TEAL_NOTHING_TO_PREVIEW',
+        options.slot === undefined
+          ? `${svc} has no idle slot to preview (nothing verifying, waiting at the gate or kept warm)`
+          : `${svc} has nothing running in slot ${options.slot}`,
+        { service: svc, ...(options.slot ? { slot: options.slot } : {}) },
+      );
+    }
+    const now = Date.now();
+    const grant: PreviewGrantRecord = {
+      id: newGrantId(),
+      service: svc,
+      slot: pool.slot,
+      release: pool.release,
+      version: pool.version,
+      createdAt: new Date(now).toISOString(),
+      expiresAt: new Date(now + ttlMs).toISOString(),
+      actor: options.actor,
+    };
+    await this.#deps.store.put(previewKeys.grant(svc, grant.id), grant as never);
+    await this.tables.sync();
+    return grant;
+  }
+
+  /** The grants of `svc` still in force. */
+  async previews(svc: string): Promise<PreviewGrantRecord[]> {
+    this.serviceConfig(svc);
+    const now = Date.now();
+    return (await listGrants(this.#deps.store, svc)).filter((g) => Date.parse(g.expiresAt) > now);
+  }
+
+  /** Ends grants of `svc` (one by id, else all); every data plane stops honouring them before this resolves. */
+  async revokePreviews(svc: string, id?: string): Promise<number> {
+    this.serviceConfig(svc);
+    const grants = (await listGrants(this.#deps.store, svc)).filter((g) => id === undefined || g.id === id);
+    if (id !== undefined && grants.length === 0)
+      throw new TealError('TEAL_NOT_FOUND', `${svc} has no preview grant ${id.slice(0, 8)}…`);
+    for (const g of grants) await this.#deps.store.delete(previewKeys.grant(svc, g.id));
+    await this.tables.sync();
+    return grants.length;
   }
 
   async #warmAnswers(plan: DeployPlan): Promise<boolean> {

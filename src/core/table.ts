@@ -4,6 +4,14 @@ import type { Store } from '../stores/store.js';
 import type { TealConfig } from './config/schema.js';
 import { publishTable, waitForEdges } from './edges.js';
 import { SLOTS } from './model.js';
+import {
+  deadGrants,
+  grantsByService,
+  nextExpiry,
+  type PreviewGrantRecord,
+  previewKeys,
+  tableGrants,
+} from './previews.js';
 import { readServiceState, type ServiceState, type SlotRecord } from './records.js';
 
 /** Slot states whose instances may be reached on the preview route. */
@@ -22,7 +30,13 @@ export function poolOf(service: string, slot: SlotRecord): Pool | null {
 }
 
 /** The routing table the store describes: pure, so a test can check it without a proxy. */
-export function buildTable(config: TealConfig, states: ServiceState[], revision: number): RoutingTable {
+export function buildTable(
+  config: TealConfig,
+  states: ServiceState[],
+  revision: number,
+  grants: Map<string, PreviewGrantRecord[]> = new Map(),
+  now = Date.now(),
+): RoutingTable {
   const services: ServiceRoutes[] = states.map((state) => {
     const routes = (config.services[state.service]?.routes ?? []).map((r) =>
       r.host ? { host: r.host, path: r.path } : { path: r.path },
@@ -31,7 +45,15 @@ export function buildTable(config: TealConfig, states: ServiceState[], revision:
     const idle = SLOTS.filter((s) => s !== state.live).map((s) => state.slots[s]);
     const previewSlot = idle.find((s) => PREVIEWABLE.has(s.state));
     const preview = previewSlot ? poolOf(state.service, previewSlot) : null;
-    return { service: state.service, routes, live, preview };
+    const routed = [live, preview].filter((p) => p !== null);
+    const granted = tableGrants(grants.get(state.service) ?? [], routed, now);
+    return {
+      service: state.service,
+      routes,
+      live,
+      preview,
+      ...(granted.length > 0 ? { grants: granted } : {}),
+    };
   });
   return { revision, services };
 }
@@ -48,6 +70,8 @@ export class TableSync {
   readonly #config: () => TealConfig;
   readonly #edgeTimeoutMs: number;
   #queue: Promise<unknown> = Promise.resolve();
+  /** Applies the table again when its next preview grant expires, so nginx and haproxy drop it too. */
+  #expiry: NodeJS.Timeout | undefined;
 
   constructor(
     store: Store,
@@ -68,6 +92,7 @@ export class TableSync {
       await this.#traffic.apply(table, signal ? { signal } : undefined);
       await publishTable(this.#store, table);
       await waitForEdges(this.#store, table.revision, this.#edgeTimeoutMs);
+      await this.#forgetGrants(table);
       return table;
     });
     this.#queue = next.catch(() => undefined);
@@ -78,9 +103,28 @@ export class TableSync {
   async current(): Promise<RoutingTable> {
     const config = this.#config();
     const revision = await this.#store.revision();
-    const states = await Promise.all(
-      Object.keys(config.services).map((svc) => readServiceState(this.#store, svc)),
-    );
-    return buildTable(config, states, revision);
+    const services = Object.keys(config.services);
+    const states = await Promise.all(services.map((svc) => readServiceState(this.#store, svc)));
+    return buildTable(config, states, revision, await grantsByService(this.#store, services));
+  }
+
+  /** Deletes grants that can never work again and arms a sync for the next one to expire. */
+  async #forgetGrants(table: RoutingTable): Promise<void> {
+    const now = Date.now();
+    const records = await grantsByService(this.#store, Object.keys(this.#config().services));
+    for (const g of deadGrants([...records.values()].flat(), table, now))
+      await this.#store.delete(previewKeys.grant(g.service, g.id));
+    clearTimeout(this.#expiry);
+    const next = nextExpiry(table);
+    if (next === undefined) return;
+    this.#expiry = setTimeout(
+      () => this.sync().catch(() => undefined),
+      Math.min(Math.max(next - now + 5, 0), 2 ** 31 - 1),
+    ).unref();
+  }
+
+  /** Stops the expiry timer (the daemon is stopping). */
+  close(): void {
+    clearTimeout(this.#expiry);
   }
 }

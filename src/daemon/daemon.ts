@@ -121,7 +121,7 @@ export async function startDaemon(options: { configFile: string; log: Logger }):
     const version = packageVersion();
     const server = createApiServer({
       router: pipelineRoutes(
-        apiRoutes({ engine, store, runtime, traffic, version, closing: closing.signal }),
+        apiRoutes({ engine, store, runtime, traffic, version, proxyUrl, closing: closing.signal }),
         {
           runner: pipelines,
           store,

@@ -30,8 +30,25 @@ export interface ServiceRoutes {
   routes: RouteRule[];
   /** Where users' requests go; null while nothing is live (they get 503). */
   live: Pool | null;
-  /** The idle slot's pool, reachable with the header `X-Teal-Slot: <slot>` for verification. */
+  /** The idle slot's pool, reachable with `X-Teal-Slot: <slot>` on the preview listener only. */
   preview: Pool | null;
+  /**
+   * Preview links (core/previews.ts): a public request whose `teal_preview` cookie holds one of
+   * these ids, unexpired, goes to that slot's pool. Absent or empty: none.
+   */
+  grants?: PreviewGrant[];
+}
+
+/** The cookie a preview link sets, and the public path that sets it (every data plane kind). */
+export const PREVIEW_COOKIE = 'teal_preview';
+export const PREVIEW_LINK_PATH = '/.teal/preview';
+
+export interface PreviewGrant {
+  /** 64 hex characters: the credential a link carries and its cookie holds. */
+  id: string;
+  slot: Slot;
+  /** Milliseconds since the epoch; the data plane refuses it from then on, teal then drops it. */
+  expiresAt: number;
 }
 
 export interface RoutingTable {

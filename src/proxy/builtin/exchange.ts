@@ -93,7 +93,7 @@ export class Exchange implements Flight, UpstreamUser {
     this.startedAt = performance.now();
     const route = this.route;
     if (!('meta' in route)) {
-      this.answer(route.status, route.reason);
+      this.answer(route.status, route.reason, route.headers);
       return;
     }
     if (this.tooLarge || this.req.contentLength > this.client.settings.maxBodyBytes) {
@@ -424,13 +424,15 @@ export class Exchange implements Flight, UpstreamUser {
   }
 
   /** The data plane answers itself (refusal, limit, upstream failure). */
-  private answer(status: number, reason: string): void {
+  private answer(status: number, reason: string, headers = ''): void {
     this.status = status;
     this.state = 'done';
     this.pending = [];
     // A body still on its way would be read as the next request: close after answering.
     const close = !this.requestDone && (this.req.chunked || this.req.contentLength > 0);
-    this.client.write(plainResponse(status, reason, this.req.requestId, close || !this.req.keepAlive));
+    const text = plainResponse(status, reason, this.req.requestId, close || !this.req.keepAlive);
+    // Extra header lines go right after the status line.
+    this.client.write(headers === '' ? text : text.replace('\r\n', `\r\n${headers}`));
     if (this.pool) this.finish(true);
     this.client.done(this, close || !this.req.keepAlive);
   }

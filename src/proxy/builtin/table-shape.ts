@@ -70,6 +70,16 @@ function checkTable(input: unknown): void {
     if (!('preview' in s)) at(`services.${i}.preview`, 'expected a pool or null');
     checkPool(s.live, `services.${i}.live`);
     checkPool(s.preview, `services.${i}.preview`);
+    if (s.grants !== undefined)
+      list(s.grants, `services.${i}.grants`).forEach((gv, j) => {
+        const g = record(gv, `services.${i}.grants.${j}`);
+        // The id is written into Set-Cookie and Location answers: nothing but the 64 hex digits teal makes.
+        if (typeof g.id !== 'string' || !/^[0-9a-f]{64}$/.test(g.id))
+          at(`services.${i}.grants.${j}.id`, 'expected 64 lower-case hex digits');
+        if (g.slot !== 'blue' && g.slot !== 'green')
+          at(`services.${i}.grants.${j}.slot`, 'expected blue or green');
+        integer(g.expiresAt, `services.${i}.grants.${j}.expiresAt`, 0);
+      });
   });
 }
 

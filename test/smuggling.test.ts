@@ -30,8 +30,9 @@ import { startNginx } from '../src/testing/nginx.js';
  * one client request must be exactly one upstream request, with its framing and body intact.
  */
 
-/** Connections from here are "the internet". */
+/** Connections from here are "the internet"; from TRUSTED, a proxy in front of teal. */
 const CLIENT = '127.0.0.1';
+const TRUSTED = '127.0.0.2';
 
 interface Plane {
   url: string;
@@ -42,22 +43,23 @@ interface Plane {
 interface Kind {
   kind: 'builtin' | 'nginx' | 'haproxy';
   available: boolean;
-  start(): Promise<Plane>;
+  /** With these peers trusted to forward (`proxy.trustedProxies`). */
+  start(trustedProxies: string[]): Promise<Plane>;
 }
 
 const KINDS: Kind[] = [
   {
     kind: 'builtin',
     available: true,
-    async start() {
-      const dp = await startTestDataPlane('127.0.0.1:0');
+    async start(trustedProxies) {
+      const dp = await startTestDataPlane('127.0.0.1:0', { trustedProxies });
       return { url: dp.url, sw: new BuiltinSwitch({ adminSocket: dp.adminSocket }), close: () => dp.stop() };
     },
   },
   {
     kind: 'nginx',
     available: haveBinary('nginx'),
-    async start() {
+    async start(trustedProxies) {
       const dir = mkdtempSync(path.join(os.tmpdir(), 'teal-smug-nginx-'));
       const nginx = await startNginx(path.join(dir, 'nginx'), `include ${dir}/nginx/teal*.conf;`);
       const port = await freePort('127.0.0.1');
@@ -69,6 +71,7 @@ const KINDS: Kind[] = [
         listen: `127.0.0.1:${port}`,
         stateDir: path.join(dir, 'state'),
         accessLog: path.join(dir, 'access.log'),
+        trustedProxies,
       });
       return {
         url: `http://127.0.0.1:${port}`,
@@ -83,13 +86,13 @@ const KINDS: Kind[] = [
   {
     kind: 'haproxy',
     available: haveBinary('haproxy'),
-    async start() {
+    async start(trustedProxies) {
       const dir = mkdtempSync(path.join(os.tmpdir(), 'teal-smug-haproxy-'));
       const stateDir = path.join(dir, 'state');
       await prepareStateDir(stateDir);
       const listen = `127.0.0.1:${await freePort('127.0.0.1')}`;
       const haproxy = await startHaproxyConfig(path.join(dir, 'haproxy'), (socket) =>
-        renderBaseConfig({ listen, socket, stateDir, lanes: 2, serversPerLane: 2 }),
+        renderBaseConfig({ listen, socket, stateDir, lanes: 2, serversPerLane: 2, trustedProxies }),
       );
       return {
         url: `http://${listen}`,
@@ -122,6 +125,14 @@ function headerLines(head: string): [string, string][] {
     });
 }
 
+/** Every value of `name` in a head, several header lines joined as one list (RFC 9110 5.3). */
+function joined(head: string, name: string): string | undefined {
+  const values = headerLines(head)
+    .filter(([n]) => n === name)
+    .map(([, v]) => v);
+  return values.length === 0 ? undefined : values.join(', ');
+}
+
 /**
  * The upstream answers each head at once with its request line as the body, so a client that got
  * another request's answer (response poisoning) sees it. `/respond/<name>` answers list `<name>`
@@ -145,7 +156,7 @@ for (const k of KINDS) {
 
     beforeAll(async () => {
       up = await startRawUpstream({ respond: answerFor });
-      plane = await k.start();
+      plane = await k.start([TRUSTED]);
       await plane.sw.apply(webTable(1, poolFor('web', 'blue', 1, [{ port: up.port } as Upstream])));
     }, 60_000);
     afterAll(async () => {
@@ -286,6 +297,136 @@ for (const k of KINDS) {
           expect(await settledLines()).toEqual([`GET /respond/${name} HTTP/1.1`, 'GET /after HTTP/1.1']);
         });
       }
+    });
+
+    describe('forwarded headers', () => {
+      const spoofed =
+        'X-Forwarded-For: 6.6.6.6\r\nx-forwarded-for: 7.7.7.7, 8.8.8.8\r\nX-Forwarded-Proto: https\r\n' +
+        'X-Forwarded-Host: evil.test\r\nX-REAL-IP: 6.6.6.6\r\nForwarded: for=6.6.6.6;proto=https\r\n';
+
+      it('replaces what a client outside trustedProxies says with what teal saw, on every request of the connection', async () => {
+        const c = await connect(CLIENT);
+        await exchange(
+          c,
+          `GET /one HTTP/1.1\r\nHost: web.test\r\n${spoofed}\r\nGET /two HTTP/1.1\r\nHost: web.test\r\n\r\n`,
+          2,
+        );
+        expect(await settledLines()).toEqual(['GET /one HTTP/1.1', 'GET /two HTTP/1.1']);
+        for (const head of up.heads) {
+          expect(joined(head, 'x-forwarded-for'), head).toBe(CLIENT);
+          expect(joined(head, 'x-real-ip'), head).toBe(CLIENT);
+          expect(joined(head, 'x-forwarded-proto'), head).toBe('http');
+          expect(joined(head, 'x-forwarded-host'), head).toBe('web.test');
+          expect(joined(head, 'forwarded'), head).toBeUndefined();
+        }
+      });
+
+      it('keeps and appends to what a peer in trustedProxies says', async () => {
+        const c = await connect(TRUSTED);
+        await exchange(
+          c,
+          'GET /via HTTP/1.1\r\nHost: web.test\r\nX-Forwarded-For: 203.0.113.9\r\nx-forwarded-for: 10.0.0.5\r\nX-Forwarded-Proto: https\r\n' +
+            'X-Forwarded-Host: shop.test\r\nX-Real-IP: 203.0.113.9\r\nForwarded: for=203.0.113.9;proto=https\r\n\r\n',
+        );
+        expect(await settledLines()).toEqual(['GET /via HTTP/1.1']);
+        const head = up.heads[0]!;
+        expect(joined(head, 'x-forwarded-for'), head).toBe(`203.0.113.9, 10.0.0.5, ${TRUSTED}`);
+        expect(joined(head, 'x-real-ip'), head).toBe('203.0.113.9');
+        expect(joined(head, 'x-forwarded-proto'), head).toBe('https');
+        expect(joined(head, 'x-forwarded-host'), head).toBe('shop.test');
+        expect(joined(head, 'forwarded'), head).toBe('for=203.0.113.9;proto=https');
+      });
+
+      it('says what it saw for a trusted peer that sent no forwarded headers', async () => {
+        const c = await connect(TRUSTED);
+        await exchange(c, 'GET /direct HTTP/1.1\r\nHost: web.test\r\n\r\n');
+        expect(await settledLines()).toEqual(['GET /direct HTTP/1.1']);
+        const head = up.heads[0]!;
+        expect(joined(head, 'x-forwarded-for'), head).toBe(TRUSTED);
+        expect(joined(head, 'x-real-ip'), head).toBe(TRUSTED);
+        expect(joined(head, 'x-forwarded-proto'), head).toBe('http');
+        expect(joined(head, 'x-forwarded-host'), head).toBe('web.test');
+      });
+    });
+
+    describe('ambiguous framing', () => {
+      const hidden = 'GET /smuggled HTTP/1.1\r\nHost: web.test\r\n\r\n';
+      const chunkedThenHidden = `0\r\n\r\n${hidden}`;
+      const shapes: [string, string][] = [
+        [
+          'Content-Length with Transfer-Encoding',
+          `POST /a HTTP/1.1\r\nHost: web.test\r\nContent-Length: ${chunkedThenHidden.length}\r\nTransfer-Encoding: chunked\r\n\r\n${chunkedThenHidden}`,
+        ],
+        [
+          'Transfer-Encoding with Content-Length',
+          `POST /a HTTP/1.1\r\nHost: web.test\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n${chunkedThenHidden}`,
+        ],
+        [
+          'two different Content-Lengths',
+          `POST /a HTTP/1.1\r\nHost: web.test\r\nContent-Length: 0\r\nContent-Length: ${hidden.length}\r\n\r\n${hidden}`,
+        ],
+        [
+          'Transfer-Encoding folded onto a second line (obs-fold)',
+          `POST /a HTTP/1.1\r\nHost: web.test\r\nContent-Length: ${chunkedThenHidden.length}\r\nTransfer-Encoding:\r\n chunked\r\n\r\n${chunkedThenHidden}`,
+        ],
+        [
+          'a bare LF hiding Transfer-Encoding',
+          `POST /a HTTP/1.1\r\nHost: web.test\r\nContent-Length: ${chunkedThenHidden.length}\nTransfer-Encoding: chunked\r\n\r\n${chunkedThenHidden}`,
+        ],
+        [
+          'Transfer-Encoding in HTTP/1.0',
+          `POST /a HTTP/1.0\r\nHost: web.test\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\nContent-Length: ${chunkedThenHidden.length}\r\n\r\n${chunkedThenHidden}`,
+        ],
+        [
+          'Transfer-Encoding: xchunked with Content-Length',
+          `POST /a HTTP/1.1\r\nHost: web.test\r\nContent-Length: ${chunkedThenHidden.length}\r\nTransfer-Encoding: xchunked\r\n\r\n${chunkedThenHidden}`,
+        ],
+        [
+          'a space before the colon of Transfer-Encoding',
+          `POST /a HTTP/1.1\r\nHost: web.test\r\nContent-Length: ${chunkedThenHidden.length}\r\nTransfer-Encoding : chunked\r\n\r\n${chunkedThenHidden}`,
+        ],
+      ];
+
+      for (const [what, bytes] of shapes) {
+        it(`${what}: the upstream frames exactly the requests the client was answered for`, async () => {
+          const c = await connect();
+          c.send(bytes);
+          // Whatever the proxy makes of it, it answers within this; then nothing more is coming.
+          await c.waitForClose(2_000).catch(() => undefined);
+          await sleep(100);
+          const answers = c.responses().filter((r) => r.status >= 200);
+          expect(answers.length, c.text).toBeGreaterThan(0);
+          // Answers the upstream gave carry the request line it read; the proxy's own ones do not.
+          const echoed = answers.map((a) => a.body.toString()).filter((b) => /^[A-Z]+ \//.test(b));
+          expect(echoed).toEqual(up.heads.map(requestLine));
+          // Each request the upstream read is framed as the proxy sent it: its whole body arrived.
+          expect(up.bodies).toHaveLength(up.heads.length);
+          // The hidden request never reaches the upstream as one of its own (as nginx, haproxy and
+          // teal all refuse or close on these), nor inside an answer someone else gets.
+          expect(up.heads.map(requestLine)).not.toContain('GET /smuggled HTTP/1.1');
+        });
+      }
+
+      it('an absolute-form request target with another Host: refused, or the upstream gets the host the proxy routed by', async () => {
+        const c = await connect();
+        const [answer] = await exchange(
+          c,
+          'GET http://Other.Test:8080/abs?q=1 HTTP/1.1\r\nHost: web.test\r\n\r\n',
+        );
+        const lines = await settledLines();
+        if (answer!.status === 400) {
+          // haproxy refuses an authority that disagrees with Host; nothing went upstream.
+          expect(lines).toEqual([]);
+          return;
+        }
+        expect(answer!.status).toBe(200);
+        expect(lines).toHaveLength(1);
+        const head = up.heads[0]!;
+        expect(requestLine(head)).toBe('GET /abs?q=1 HTTP/1.1');
+        const hosts = headerLines(head).filter(([n]) => n === 'host');
+        expect(hosts, head).toHaveLength(1);
+        expect(hosts[0]![1].toLowerCase()).toBe('other.test:8080');
+      });
     });
   });
 }

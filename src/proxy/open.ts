@@ -67,6 +67,7 @@ export async function openTrafficSwitch(
           headersTimeoutMs: config.timeouts.headers,
           sendTimeoutMs: config.timeouts.send,
           maxConnections: config.limits.maxConnections,
+          trustedProxies: config.trustedProxies,
         },
       });
       log.info(plane.started ? 'started the data plane' : 're-attached to the running data plane', {
@@ -107,6 +108,7 @@ export async function openTrafficSwitch(
         stateDir: paths.dir,
         accessLog:
           config.accessLog === undefined ? path.join(paths.dir, 'nginx-access.log') : from(config.accessLog),
+        trustedProxies: config.trustedProxies,
       });
       log.info('driving nginx', {
         config: traffic.configFile,
@@ -142,5 +144,6 @@ export function haproxyOptions(config: HaproxyConfig, paths: Pick<SwitchPaths, '
     prefix: config.prefix,
     lanes: config.lanes,
     serversPerLane: config.serversPerLane,
+    trustedProxies: config.trustedProxies,
   };
 }

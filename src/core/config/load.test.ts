@@ -29,9 +29,11 @@ describe('loadConfig', () => {
     expect(config.proxy).toEqual({
       kind: 'builtin',
       listen: { host: '0.0.0.0', port: 8080 },
+      preview: {},
       maxBodySize: 100 * 1024 * 1024,
       timeouts: { connect: 5_000, response: 60_000, idle: 75_000, headers: 60_000, send: 60_000 },
       limits: { maxConnections: 10_000 },
+      trustedProxies: [],
     });
     expect(config.api).toEqual({
       listen: { host: '127.0.0.1', port: 7070 },
@@ -263,6 +265,38 @@ describe('loadConfig', () => {
     ]);
   });
 
+  it('takes proxy.trustedProxies as IPv4 and IPv6 addresses and CIDRs, in normal form, for every proxy kind', () => {
+    for (const kind of ['builtin', 'nginx, config: n.conf', 'haproxy, socket: h.sock']) {
+      const { config } = parseConfig(
+        `proxy: { kind: ${kind}, trustedProxies: [10.1.2.3/8, 192.168.0.7, "fd00::1/8", "::1"] }\n${minimal}`,
+        '/t/teal.yml',
+      );
+      expect((config.proxy as { trustedProxies: string[] }).trustedProxies).toEqual([
+        '10.0.0.0/8',
+        '192.168.0.7/32',
+        'fd00::/8',
+        '::1/128',
+      ]);
+    }
+  });
+
+  it('refuses a trustedProxies entry that is not an address or a range, naming it and its place', () => {
+    const problems = problemsOf(
+      `proxy: { kind: builtin, trustedProxies: [10.0.0.0/33, example.com, "fe80::1%eth0", 7] }\n${minimal}`,
+    ).map((p) => `${p.path}: ${p.message}`);
+    expect(problems).toEqual([
+      'proxy.trustedProxies.0: expected an IP address or a CIDR range like "10.0.0.0/8" or "fd00::/8", got "10.0.0.0/33" (the prefix must be 0 to 32)',
+      'proxy.trustedProxies.1: expected an IP address or a CIDR range like "10.0.0.0/8" or "fd00::/8", got "example.com" (not an IP address)',
+      'proxy.trustedProxies.2: expected an IP address or a CIDR range like "10.0.0.0/8" or "fd00::/8", got "fe80::1%eth0" (a zone id cannot be matched)',
+      'proxy.trustedProxies.3: expected an IP address or a CIDR range like "10.0.0.0/8", got 7',
+    ]);
+    expect(
+      problemsOf(`proxy: { kind: haproxy, socket: h.sock, trustedProxies: 10.0.0.0/8 }\n${minimal}`).map(
+        (p) => `${p.path}: ${p.message}`,
+      ),
+    ).toEqual(['proxy.trustedProxies: expected a list of IP addresses or CIDR ranges, got "10.0.0.0/8"']);
+  });
+
   it('fills the nginx switch defaults and names what is missing or unknown', () => {
     const { config } = parseConfig(
       `proxy: { kind: nginx, config: nginx/teal.conf }\n${minimal}`,
@@ -275,6 +309,8 @@ describe('loadConfig', () => {
       check: 'nginx -t -q',
       reload: 'nginx -s reload',
       pidFile: '/run/nginx.pid',
+      preview: {},
+      trustedProxies: [],
     });
     expect(problemsOf(`proxy: { kind: nginx }\n${minimal}`).map((p) => `${p.path}: ${p.message}`)).toEqual([
       'proxy.config: required: expected a file path like "/etc/nginx/conf.d/teal.conf"',

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { FLEET_NAME } from '../fleet.js';
 import { ADDRESS, parseAddress } from './address.js';
+import { parseCidr } from './cidr.js';
 import { DURATION_PATTERN, parseDuration } from './duration.js';
 import { parseSize, SIZE_PATTERN } from './size.js';
 
@@ -161,6 +162,30 @@ const PreviewListener = z
     description: 'The preview listener (docs/previews.md): idle slots reachable from this host only.',
   });
 
+/** Peers whose forwarded headers every proxy kind keeps and appends to (docs/security.md). */
+const trustedProxies = z
+  .array(
+    z
+      .string({
+        error: (iss) =>
+          `expected an IP address or a CIDR range like "10.0.0.0/8", got ${describe(iss.input)}`,
+      })
+      .transform((text, ctx) => {
+        try {
+          return parseCidr(text).text;
+        } catch (err) {
+          ctx.addIssue({ code: 'custom', message: (err as Error).message });
+          return z.NEVER;
+        }
+      }),
+    { error: (iss) => `expected a list of IP addresses or CIDR ranges, got ${describe(iss.input)}` },
+  )
+  .default([])
+  .meta({
+    description:
+      'Proxies in front of teal (CIDRs or addresses, IPv4 and IPv6) whose X-Forwarded-For/-Proto/-Host, X-Real-IP and Forwarded are kept (X-Forwarded-For appended to); from anyone else they are replaced with what teal saw. None by default.',
+  });
+
 /** nginx run by the user; teal renders one included file and reloads (docs/nginx.md). */
 const NginxProxy = z.strictObject({
   kind: z.literal('nginx'),
@@ -187,6 +212,7 @@ const NginxProxy = z.strictObject({
   accessLog: filePathString('/var/log/nginx/teal-access.log').optional().meta({
     description: 'Where the template logs requests for per-pool stats; in the state dir by default.',
   }),
+  trustedProxies,
 });
 
 /** haproxy started with teal's base config and driven through its runtime API (docs/haproxy.md). */
@@ -217,6 +243,7 @@ const HaproxyProxy = z.strictObject({
     .max(1000)
     .default(8)
     .meta({ description: 'Server slots per lane: the most instances one slot may have.' }),
+  trustedProxies,
 });
 
 export const ProxyConfig = z
@@ -262,6 +289,7 @@ export const ProxyConfig = z
             }),
           })
           .prefault({}),
+        trustedProxies,
       }),
       NginxProxy,
       HaproxyProxy,

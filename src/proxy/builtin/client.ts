@@ -6,6 +6,7 @@ import type { PoolRuntime } from './pool.js';
 import type { Listener, Refusal } from './select.js';
 import { SendWatch } from './send-watch.js';
 import type { DataPlaneSettings } from './settings.js';
+import type { TrustedProxies } from './trusted.js';
 import { plainResponse, type RequestHead, readRequestHead } from './wire.js';
 
 /** What a client connection needs from the data plane it belongs to. */
@@ -13,6 +14,8 @@ export interface PlaneContext {
   readonly closing: boolean;
   readonly settings: DataPlaneSettings;
   readonly connections: Set<ClientConnection>;
+  /** Peers whose forwarded headers are believed (`proxy.trustedProxies`). */
+  readonly trustedProxies: TrustedProxies;
   /** Requests that could not be forwarded (rate-limited); absent in tests without a log. */
   readonly upstreamErrors?: EventLog;
   route(req: RequestHead, listener: Listener): PoolRuntime | Refusal;
@@ -62,10 +65,12 @@ export class ClientConnection implements ClientSide {
     this.socket = socket;
     this.listener = listener;
     socket.setNoDelay(true);
+    // Asked once: a connection's peer does not change.
+    const trusted = plane.trustedProxies.has(socket.remoteAddress);
     this.parser = new Http1Parser('request', {
       head: (head) => {
         this.headStarted = 0;
-        const req = readRequestHead(head, socket.remoteAddress ?? '');
+        const req = readRequestHead(head, socket.remoteAddress ?? '', trusted);
         if (req.refusal) {
           this.headRefusal = { ...req.refusal, requestId: req.requestId };
           return STOP;

@@ -19,6 +19,7 @@ import { PoolSet } from './pool-set.js';
 import { type CompiledTable, compileTable, type Listener, type Refusal, selectPool } from './select.js';
 import { connectionCap, type DataPlaneSettings, DEFAULT_SETTINGS, sweepInterval } from './settings.js';
 import { loadTable, saveTable } from './state-file.js';
+import { TrustedProxies } from './trusted.js';
 import { forwardUpgrade } from './upgrade.js';
 import { plainResponse, type RequestHead } from './wire.js';
 
@@ -144,6 +145,7 @@ export class DataPlane implements AdminTarget, PlaneContext {
   private readonly pools = new PoolSet();
   readonly connections = new Set<ClientConnection>();
   readonly settings: DataPlaneSettings;
+  readonly trustedProxies: TrustedProxies;
   readonly upstreamErrors: EventLog;
   private readonly server: net.Server;
   /** The preview listener: the same table, but the slot header is honoured (select.ts). */
@@ -172,6 +174,7 @@ export class DataPlane implements AdminTarget, PlaneContext {
       settings.maxConnections = cap;
     }
     this.settings = settings;
+    this.trustedProxies = new TrustedProxies(this.settings.trustedProxies);
     this.upstreamErrors = limited(opts.log, UPSTREAM_ERRORS_PER_SECOND);
     this.server = inherited ?? net.createServer({ noDelay: true });
     this.server.on('connection', (socket: Socket) => this.accept(socket, 'public'));

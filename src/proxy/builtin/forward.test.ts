@@ -47,7 +47,7 @@ describe('the builtin data plane forwarding requests', () => {
     expect(r.body).toContain(`request ${r.headers['x-request-id']}`);
   });
 
-  it('strips hop-by-hop headers both ways and sets X-Forwarded-* and a request id', async () => {
+  it('strips hop-by-hop headers both ways and sets X-Forwarded-*, X-Real-IP and a request id', async () => {
     const echo = await serve((req, res) => {
       res.setHeader('x-up-private', 'connection-scoped');
       res.setHeader('connection', 'keep-alive, x-up-private');
@@ -76,7 +76,9 @@ describe('the builtin data plane forwarding requests', () => {
     expect(seen).toMatchObject({
       host: 'shop.test:8443',
       'x-app': 'kept',
-      'x-forwarded-for': '10.1.2.3, 127.0.0.1',
+      // The client is not a trusted proxy: what it says it forwarded for is replaced.
+      'x-forwarded-for': '127.0.0.1',
+      'x-real-ip': '127.0.0.1',
       'x-forwarded-proto': 'http',
       'x-forwarded-host': 'shop.test:8443',
     });

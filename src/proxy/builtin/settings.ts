@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { parseCidr } from '../../core/config/cidr.js';
 import { parseDuration } from '../../core/config/duration.js';
 import { parseSize } from '../../core/config/size.js';
 
@@ -25,6 +26,8 @@ export interface DataPlaneSettings {
    * the process's file-descriptor limit allows (see `connectionCap`).
    */
   maxConnections: number;
+  /** Peers (CIDRs) whose X-Forwarded-* / Forwarded / X-Real-IP are kept and appended to; none by default. */
+  trustedProxies: string[];
 }
 
 export const DEFAULT_SETTINGS: DataPlaneSettings = {
@@ -35,9 +38,13 @@ export const DEFAULT_SETTINGS: DataPlaneSettings = {
   headersTimeoutMs: 60_000,
   sendTimeoutMs: 60_000,
   maxConnections: 10_000,
+  trustedProxies: [],
 };
 
-const FLAGS = {
+/** The one list-valued setting: `--trusted-proxies 10.0.0.0/8,::1`. */
+const TRUSTED_FLAG = 'trusted-proxies';
+
+const FLAGS: Record<Exclude<keyof DataPlaneSettings, 'trustedProxies'>, string> = {
   maxBodyBytes: 'max-body',
   connectTimeoutMs: 'connect-timeout',
   responseTimeoutMs: 'response-timeout',
@@ -45,12 +52,13 @@ const FLAGS = {
   headersTimeoutMs: 'headers-timeout',
   sendTimeoutMs: 'send-timeout',
   maxConnections: 'max-connections',
-} as const satisfies Record<keyof DataPlaneSettings, string>;
+};
 
 /** `teal proxy` flags for settings that differ from the defaults: `--connect-timeout 2000ms`. */
 export function settingsArgs(settings: Partial<DataPlaneSettings>): string[] {
   const args: string[] = [];
-  for (const [key, flag] of Object.entries(FLAGS) as [keyof DataPlaneSettings, string][]) {
+  if (settings.trustedProxies?.length) args.push(`--${TRUSTED_FLAG}`, settings.trustedProxies.join(','));
+  for (const [key, flag] of Object.entries(FLAGS) as [keyof typeof FLAGS, string][]) {
     const value = settings[key];
     if (value === undefined || value === DEFAULT_SETTINGS[key]) continue;
     args.push(
@@ -63,13 +71,24 @@ export function settingsArgs(settings: Partial<DataPlaneSettings>): string[] {
 
 /** The options parseArgs needs for the settings flags. */
 export const SETTINGS_OPTIONS = Object.fromEntries(
-  Object.values(FLAGS).map((f) => [f, { type: 'string' as const }]),
+  [...Object.values(FLAGS), TRUSTED_FLAG].map((f) => [f, { type: 'string' as const }]),
 );
 
 /** Settings from parsed flags; throws with the flag named when a value is not a size or duration. */
 export function settingsFromFlags(values: Record<string, string | boolean | undefined>): DataPlaneSettings {
   const out = { ...DEFAULT_SETTINGS };
-  for (const [key, flag] of Object.entries(FLAGS) as [keyof DataPlaneSettings, string][]) {
+  const trusted = values[TRUSTED_FLAG];
+  if (typeof trusted === 'string') {
+    try {
+      out.trustedProxies = trusted
+        .split(',')
+        .filter((t) => t.trim() !== '')
+        .map((t) => parseCidr(t.trim()).text);
+    } catch (err) {
+      throw new Error(`--${TRUSTED_FLAG}: ${(err as Error).message}`);
+    }
+  }
+  for (const [key, flag] of Object.entries(FLAGS) as [keyof typeof FLAGS, string][]) {
     const raw = values[flag];
     if (typeof raw !== 'string') continue;
     try {

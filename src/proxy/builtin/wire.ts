@@ -55,13 +55,20 @@ export function isProtected(lower: string): boolean {
   return PROTECTED.has(lower) || lower.startsWith('x-forwarded-') || lower.startsWith('x-teal-');
 }
 
-/** Replaced by the data plane's own values on the way to the upstream. */
-const REPLACED_UPSTREAM = new Set([
-  'x-forwarded-for',
-  'x-forwarded-proto',
-  'x-forwarded-host',
-  'x-request-id',
-]);
+/** Replaced by the data plane's own values on the way to the upstream, whoever sent the request. */
+const REPLACED_UPSTREAM = new Set(['x-forwarded-for', 'x-request-id']);
+
+/**
+ * What a client says about where a request came from. Anyone can write these, so from a peer
+ * outside `proxy.trustedProxies` they are dropped and the data plane says what it saw
+ * (X-Forwarded-For and X-Real-IP: the peer address; X-Forwarded-Proto: http; X-Forwarded-Host: the
+ * Host); an app reading the leftmost X-Forwarded-For then reads the truth. From a trusted peer (a
+ * load balancer in front of teal) they are kept, and X-Forwarded-For gets the peer appended, as
+ * nginx's realip module (set_real_ip_from) and haproxy's `option forwardfor` are set up to do.
+ * Forwarded (RFC 7239) is passed only from a trusted peer and never written: teal's apps read the
+ * X-Forwarded-* headers, and one spoofable header fewer is one fewer to get wrong.
+ */
+const FROM_TRUSTED = new Set(['x-forwarded-proto', 'x-forwarded-host', 'x-real-ip', 'forwarded']);
 
 /** What the data plane needs from a request head, read in one pass. */
 export interface RequestHead {
@@ -80,6 +87,8 @@ export interface RequestHead {
   contentLength: number;
   chunked: boolean;
   forwardedFor: string | undefined;
+  /** The peer is in `proxy.trustedProxies`: its forwarded headers are kept (see FROM_TRUSTED). */
+  trusted: boolean;
   upgradeProtocol: string | undefined;
   /** Lower-cased names the Connection headers list that the data plane drops (none protected), if any. */
   connectionListed: Set<string> | undefined;
@@ -109,7 +118,7 @@ function listed(value: string, into: Set<string> | undefined): Set<string> | und
   return set;
 }
 
-export function readRequestHead(head: ParsedHead, remoteAddress: string): RequestHead {
+export function readRequestHead(head: ParsedHead, remoteAddress: string, trusted = false): RequestHead {
   const h = head.headers;
   const out: RequestHead = {
     method: head.method,
@@ -125,6 +134,7 @@ export function readRequestHead(head: ParsedHead, remoteAddress: string): Reques
     contentLength: -1,
     chunked: false,
     forwardedFor: undefined,
+    trusted,
     upgradeProtocol: undefined,
     connectionListed: undefined,
     refusal: undefined,
@@ -254,21 +264,34 @@ export function hasBody(req: RequestHead): boolean {
 
 /**
  * The head sent to the upstream: always HTTP/1.1 on a kept-alive connection, the client's
- * end-to-end headers, then X-Forwarded-For/-Proto/-Host and the request id. A chunked request is
- * re-chunked by the data plane (the parser hands over the decoded body).
+ * end-to-end headers, then X-Forwarded-For/-Proto/-Host, X-Real-IP (see FROM_TRUSTED) and the
+ * request id. A chunked request is re-chunked by the data plane (the parser hands over the decoded
+ * body).
  */
 export function upstreamHead(req: RequestHead): string {
   let out = `${req.method} ${req.url} HTTP/1.1\r\n`;
   const h = req.headers;
   const skip = req.connectionListed;
+  // Which of FROM_TRUSTED a trusted peer sent (then ours is not added).
+  let proto = false;
+  let forwardedHost = false;
+  let realIp = false;
   for (let i = 0; i < h.length; i += 2) {
     const lower = h[i]!.toLowerCase();
     if (HOP_BY_HOP.has(lower) || REPLACED_UPSTREAM.has(lower) || skip?.has(lower)) continue;
+    if (FROM_TRUSTED.has(lower)) {
+      if (!req.trusted) continue;
+      if (lower === 'x-forwarded-proto') proto = true;
+      else if (lower === 'x-forwarded-host') forwardedHost = true;
+      else if (lower === 'x-real-ip') realIp = true;
+    }
     out += `${h[i]}: ${h[i + 1]}\r\n`;
   }
-  out += `x-forwarded-for: ${req.forwardedFor === undefined ? req.remoteAddress : `${req.forwardedFor}, ${req.remoteAddress}`}\r\n`;
-  out += 'x-forwarded-proto: http\r\n';
-  if (req.host !== undefined) out += `x-forwarded-host: ${req.host}\r\n`;
+  const peer = req.remoteAddress;
+  out += `x-forwarded-for: ${req.trusted && req.forwardedFor !== undefined ? `${req.forwardedFor}, ${peer}` : peer}\r\n`;
+  if (!realIp) out += `x-real-ip: ${peer}\r\n`;
+  if (!proto) out += 'x-forwarded-proto: http\r\n';
+  if (!forwardedHost && req.host !== undefined) out += `x-forwarded-host: ${req.host}\r\n`;
   out += `x-request-id: ${req.requestId}\r\n`;
   if (req.upgrade) out += `connection: Upgrade\r\nupgrade: ${req.upgradeProtocol ?? ''}\r\n`;
   else if (req.chunked) out += 'transfer-encoding: chunked\r\n';

@@ -57,6 +57,7 @@ describe('renderBaseConfig', () => {
       { lanes: 0 },
       { serversPerLane: 1.5 },
       { listen: '0.0.0.0:80; bind' },
+      { trustedProxies: ['10.0.0.0/8', '10.0.0.0/8 # or'] },
     ]) {
       let err: unknown;
       try {
@@ -69,12 +70,29 @@ describe('renderBaseConfig', () => {
     }
   });
 
+  it('trusts forwarded headers only from trustedProxies, in their normal form', () => {
+    const none = renderBaseConfig(base);
+    expect(none).not.toContain('acl teal_trusted');
+    expect(none).toContain('  http-request del-header X-Forwarded-For\n');
+    const some = renderBaseConfig({ ...base, trustedProxies: ['10.1.2.3/8', 'fd00::1/8'] });
+    expect(some).toContain('  acl teal_trusted src 10.0.0.0/8 fd00::/8\n');
+    expect(some).toContain('  http-request del-header X-Forwarded-For unless teal_trusted\n');
+  });
+
   it.skipIf(!haveBinary('haproxy'))('is a config haproxy accepts', async () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'teal-haproxy-cfg-'));
     try {
       await prepareStateDir(dir);
       const file = path.join(dir, 'haproxy.cfg');
-      writeFileSync(file, renderBaseConfig({ ...base, socket: path.join(dir, 'admin.sock'), stateDir: dir }));
+      writeFileSync(
+        file,
+        renderBaseConfig({
+          ...base,
+          socket: path.join(dir, 'admin.sock'),
+          stateDir: dir,
+          trustedProxies: ['::1'],
+        }),
+      );
       const { stdout, stderr } = await run(findBinary('haproxy')!, ['-c', '-f', file]);
       expect(`${stdout}${stderr}`).toContain('Configuration file is valid');
       expect(stderr).not.toContain('WARNING');

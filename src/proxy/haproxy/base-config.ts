@@ -1,5 +1,6 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { parseCidr } from '../../core/config/cidr.js';
 import { TealError } from '../../core/errors.js';
 
 /**
@@ -33,6 +34,8 @@ export interface BaseConfigOptions {
   serversPerLane?: number;
   /** Names every haproxy object teal renders and drives (frontend, `<prefix>_lane_<n>`, ring). Default `teal`. */
   prefix?: string;
+  /** `proxy.trustedProxies`: peers (CIDRs) whose forwarded headers are kept. Default none. */
+  trustedProxies?: readonly string[];
   /** Size of the in-memory ring the per-request log lines go to (latency source). Default 1 MiB. */
   ringBytes?: number;
   timeouts?: {
@@ -135,6 +138,19 @@ export function renderBaseConfig(options: BaseConfigOptions): string {
   const found = (v: string) => `{ var(txn.${prefix}_${v}) -m found }`;
   const missing = (v: string) => `!${found(v)}`;
   const v = (name: string) => `txn.${prefix}_${name}`;
+  const trusted = (options.trustedProxies ?? []).map((r, i) => {
+    try {
+      return parseCidr(r).text;
+    } catch (err) {
+      return refuse(
+        `trustedProxies.${i}`,
+        r,
+        (err as Error).message.replace(/^expected /, '').replace(/, got .*$/, ''),
+      );
+    }
+  });
+  const unlessTrusted = trusted.length > 0 ? ` unless ${prefix}_trusted` : '';
+  const absent = (h: string) => `!{ req.hdr(${h}) -m found }`;
 
   // Server slots are named by a host name only so that haproxy takes their address from the server
   // state file at start (`init-addr last`; a literal address would win over it); `.invalid` never
@@ -171,9 +187,17 @@ export function renderBaseConfig(options: BaseConfigOptions): string {
   # head being read to its end in microseconds (%Ta has whole milliseconds only).
   log-format "%rt %b %ST %Ta %[var(${v('t0')})] %[date(0,us)]"
   http-request set-var(${v('t0')}) date(0,us)
+  # Forwarded headers are believed only from trustedProxies; from anyone else they are replaced
+  # with what haproxy saw (option forwardfor then appends the peer to what is left).
+${trusted.length > 0 ? `  acl ${prefix}_trusted src ${trusted.join(' ')}\n` : ''}  http-request del-header X-Forwarded-For${unlessTrusted}
+  http-request del-header X-Forwarded-Proto${unlessTrusted}
+  http-request del-header X-Forwarded-Host${unlessTrusted}
+  http-request del-header X-Real-IP${unlessTrusted}
+  http-request del-header Forwarded${unlessTrusted}
   option forwardfor
-  http-request set-header X-Forwarded-Proto http
-  http-request set-header X-Forwarded-Host %[req.hdr(host)] if { req.hdr(host) -m found }
+  http-request set-header X-Real-IP %[src] if ${absent('x-real-ip')}
+  http-request set-header X-Forwarded-Proto http if ${absent('x-forwarded-proto')}
+  http-request set-header X-Forwarded-Host %[req.hdr(host)] if { req.hdr(host) -m found } ${absent('x-forwarded-host')}
   http-request set-header X-Request-Id %[uuid] unless { req.hdr(x-request-id) -m found }
   http-request set-var(${v('rev')}) str(T),map_str(${map})
   http-request return status 503 content-type text/plain string "no routing table has been applied yet" if ${missing('rev')}

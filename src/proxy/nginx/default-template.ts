@@ -36,9 +36,57 @@ map $http_x_request_id $teal_request_id {
 }
 
 # An HTTP/1.0 request may come without a Host.
-map $http_host $teal_host {
+map $http_host $teal_host_header {
     default $http_host;
     "" $host;
+}
+
+# The Host the app gets: an absolute-form request target's authority wins over the Host header
+# (RFC 9112 3.2.2), as it does for nginx's own server_name routing, so both read the same host.
+map $request $teal_host {
+    "~*^\\S+ https?://(?<teal_authority>[^/?#\\s]+)" $teal_authority;
+    default $teal_host_header;
+}
+
+# Forwarded headers are believed only from proxy.trustedProxies (1); from anyone else they are
+# replaced with what nginx saw, so an app reading X-Forwarded-For reads the truth.
+geo $remote_addr $teal_trusted {
+    default 0;
+{{#trustedProxies}}
+    {{.}} 1;
+{{/trustedProxies}}
+}
+map $teal_trusted $teal_forwarded_for {
+    1 $proxy_add_x_forwarded_for;
+    default $remote_addr;
+}
+map $http_x_forwarded_proto $teal_given_proto {
+    default $http_x_forwarded_proto;
+    "" $scheme;
+}
+map $teal_trusted $teal_forwarded_proto {
+    1 $teal_given_proto;
+    default $scheme;
+}
+map $http_x_forwarded_host $teal_given_host {
+    default $http_x_forwarded_host;
+    "" $teal_host;
+}
+map $teal_trusted $teal_forwarded_host {
+    1 $teal_given_host;
+    default $teal_host;
+}
+map $http_x_real_ip $teal_given_real_ip {
+    default $http_x_real_ip;
+    "" $remote_addr;
+}
+map $teal_trusted $teal_real_ip {
+    1 $teal_given_real_ip;
+    default $remote_addr;
+}
+map $teal_trusted $teal_forwarded {
+    1 $http_forwarded;
+    default "";
 }
 {{#upstreams}}
 
@@ -81,9 +129,11 @@ server {
     proxy_set_header Host $teal_host;
     proxy_set_header Upgrade $http_upgrade;
     proxy_set_header Connection $teal_connection;
-    proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-    proxy_set_header X-Forwarded-Proto $scheme;
-    proxy_set_header X-Forwarded-Host $teal_host;
+    proxy_set_header X-Forwarded-For $teal_forwarded_for;
+    proxy_set_header X-Forwarded-Proto $teal_forwarded_proto;
+    proxy_set_header X-Forwarded-Host $teal_forwarded_host;
+    proxy_set_header X-Real-IP $teal_real_ip;
+    proxy_set_header Forwarded $teal_forwarded;
     proxy_set_header X-Request-Id $teal_request_id;
     proxy_set_header X-Teal-Slot "";
     proxy_hide_header X-Request-Id;

@@ -72,6 +72,24 @@ describe('nginx rendering', () => {
     expect(view.servers[0]!.notFound).toBe(true);
   });
 
+  it('prints trustedProxies in their normal form into the geo block, and refuses anything else', () => {
+    const table: RoutingTable = { revision: 1, services: [] };
+    const view = buildView(table, { ...options, trustedProxies: ['10.1.2.3/8', '::1'] });
+    expect(view.trustedProxies).toEqual(['10.0.0.0/8', '::1/128']);
+    const text = renderTemplate(DEFAULT_TEMPLATE, view, 'default');
+    expect(text).toContain(
+      'geo $remote_addr $teal_trusted {\n    default 0;\n    10.0.0.0/8 1;\n    ::1/128 1;\n}',
+    );
+    let err: unknown;
+    try {
+      buildView(table, { ...options, trustedProxies: ['10.0.0.0/8; allow all'] });
+    } catch (e) {
+      err = e;
+    }
+    expect(isTealError(err, 'TEAL_PROXY_FAILED')).toBe(true);
+    expect((err as Error).message).toContain('trustedProxies.0');
+  });
+
   it('refuses values that would be nginx syntax, and two services on one route', () => {
     const refused = (table: RoutingTable) => {
       try {

@@ -1,4 +1,5 @@
 import Mustache from 'mustache';
+import { parseCidr } from '../../core/config/cidr.js';
 import { TealError } from '../../core/errors.js';
 import type { Slot } from '../../core/model.js';
 import type { Pool, RoutingTable } from '../switch.js';
@@ -18,6 +19,8 @@ export interface TemplateView {
   /** The access log teal reads its stats from, in the `teal_access` format. */
   accessLog: string;
   stateDir: string;
+  /** `proxy.trustedProxies` as CIDRs (`10.0.0.0/8`, `::1/128`): peers whose forwarded headers are kept. */
+  trustedProxies: string[];
   /** One per distinct pool in the table, live and preview. */
   upstreams: PoolView[];
   services: ServiceView[];
@@ -87,6 +90,7 @@ export interface RenderOptions {
   previewListen?: string;
   accessLog: string;
   stateDir: string;
+  trustedProxies?: readonly string[];
 }
 
 const NOT_FOUND = '-404';
@@ -113,6 +117,17 @@ function poolView(pool: Pool, at: string): PoolView {
       address: safe.address(e.host, e.port, `${at}.endpoints.${i}`),
     })),
   };
+}
+
+/** Each range in its normal form (which holds nothing but hex digits, dots, colons and a slash). */
+function trustedRanges(ranges: readonly string[]): string[] {
+  return ranges.map((r, i) => {
+    try {
+      return parseCidr(r).text;
+    } catch (err) {
+      return refuse(`trustedProxies.${i}: ${(err as Error).message}`);
+    }
+  });
 }
 
 /** Checks the table and computes what the template sees; throws TEAL_PROXY_FAILED naming a bad value. */
@@ -205,6 +220,7 @@ export function buildView(table: RoutingTable, options: RenderOptions): Template
     previewListen,
     accessLog: options.accessLog,
     stateDir: options.stateDir,
+    trustedProxies: trustedRanges(options.trustedProxies ?? []),
     upstreams: [...upstreams.values()],
     services,
     servers: previewListen === null ? servers(false) : [...servers(false), ...servers(true)],

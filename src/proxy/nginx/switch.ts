@@ -33,6 +33,8 @@ export interface NginxSwitchOptions {
   stateDir: string;
   /** The access log the template writes in the `teal_access` format; stats are read from it. */
   accessLog: string;
+  /** `proxy.trustedProxies`: peers whose forwarded headers are kept (none by default). */
+  trustedProxies?: readonly string[];
   /** How long check and reload commands may take (default 30 s). */
   commandTimeoutMs?: number;
   /** How long nginx may take to retire its old workers after a reload (default 10 s). */
@@ -116,6 +118,7 @@ export class NginxSwitch implements TrafficSwitch {
       ...(this.options.previewListen === undefined ? {} : { previewListen: this.options.previewListen }),
       accessLog: this.options.accessLog,
       stateDir: this.options.stateDir,
+      trustedProxies: this.options.trustedProxies ?? [],
     });
     return renderTemplate(this.template, view, this.options.template ?? 'teal default template');
   }

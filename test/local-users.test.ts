@@ -74,6 +74,7 @@ async function impostor(socket: string, pid: number, uid?: number): Promise<Chil
       req.on('end', () => {
         const body = JSON.stringify(req.url === '/v1/info'
           ? { pid: ${pid}, listen: '127.0.0.1:1', requestedListen: '127.0.0.1:0', revision: null,
+              preview: '127.0.0.1:2', requestedPreview: '127.0.0.1:0',
               startedAt: new Date().toISOString(), version: require(process.argv[2]).version }
           : { revision: 1 });
         res.writeHead(200, { 'content-type': 'application/json' });
@@ -148,6 +149,14 @@ describe('a process answering on the admin socket in the data plane’s place', 
       expect(up.stderr).toMatch(who === 'nobody' ? /runs as uid 65534/ : /runs \/usr\/bin\/sleep, not /);
       expect(up.stderr).not.toMatch(/\n\s+at /); // a clear error, not a stack trace
 
+      // restart-proxy would hand it the routing table and take its word for the new pid.
+      const restarted = await runCli(['restart-proxy', '-c', configFile], {
+        cwd: dir,
+        env: { TEAL_TOKEN: token },
+      });
+      expect(restarted.code).toBe(1);
+      expect(restarted.stderr).toContain('is not a data plane this teal started');
+
       const stopped = await down(configFile);
       expect(stopped.code, stopped.stderr).toBe(1);
       expect(stopped.stderr).toContain('is not a data plane this teal started');
@@ -163,7 +172,8 @@ describe('a process answering on the admin socket in the data plane’s place', 
     mkdirSync(paths.dir, { mode: 0o700 });
     // Our user, our node, even "proxy --admin <socket>" among its arguments: but not `teal proxy`.
     const script = `require('node:http').createServer((q, s) => { q.resume(); s.end(JSON.stringify({ pid: process.pid,
-      listen: '127.0.0.1:1', requestedListen: '127.0.0.1:0', revision: null, startedAt: '', version: '0' })); })
+      listen: '127.0.0.1:1', requestedListen: '127.0.0.1:0', preview: '127.0.0.1:2', requestedPreview: '127.0.0.1:0',
+      revision: null, startedAt: '', version: '0' })); })
       .listen(process.argv[3], () => console.log('ready'));`;
     const own = spawn(process.execPath, ['-e', script, 'proxy', '--admin', paths.proxySocket], {
       stdio: ['ignore', 'pipe', 'inherit'],

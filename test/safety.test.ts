@@ -1,4 +1,5 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -191,12 +192,17 @@ describe('post-switch analysis', () => {
 
 describe('hooks', () => {
   it('run with the deployment in their env; a failing preDeploy aborts before anything starts and onFailure runs', async () => {
+    // Hooks run as nobody (teal runs as root here) in the service's folder: give them a place to write.
+    const dir = mkdtempSync(path.join(tmpdir(), 'teal-it-'));
+    mkdirSync(path.join(dir, 'out'), { mode: 0o777 });
+    chmodSync(path.join(dir, 'out'), 0o777);
     daemon = await startTestDaemon({
+      dir,
       services: `  hello:\n${helloService({
-        hooks: `{ preDeploy: 'test "$TEAL_VERSION" != v-refused || { echo "release window closed" >&2; exit 3; }', postSwitch: 'echo "$TEAL_VERSION $TEAL_SLOT $TEAL_URL" >> hooks.log', postDeploy: 'echo "done $TEAL_VERSION" >> hooks.log', onFailure: 'echo "failed $TEAL_VERSION" >> hooks.log' }`,
+        hooks: `{ preDeploy: 'test "$TEAL_VERSION" != v-refused || { echo "release window closed" >&2; exit 3; }', postSwitch: 'echo "$TEAL_VERSION $TEAL_SLOT $TEAL_URL $(id -un)" >> out/hooks.log', postDeploy: 'echo "done $TEAL_VERSION" >> out/hooks.log', onFailure: 'echo "failed $TEAL_VERSION" >> out/hooks.log' }`,
       })}`,
     });
-    const log = path.join(daemon.dir, 'hooks.log');
+    const log = path.join(daemon.dir, 'out', 'hooks.log');
     const v1 = await deployAndWait(daemon.client, 'hello', 'v1');
     expect(v1.state, v1.error?.message).toBe('done');
     const load = backgroundLoad(`${daemon.info.proxy}/`, 8);
@@ -209,7 +215,9 @@ describe('hooks', () => {
     expect(refused.events.some((e) => e.step === 'start')).toBe(false);
     expect(report.failed).toBe(0);
     const lines = readFileSync(log, 'utf8').trim().split('\n');
-    expect(lines[0]).toMatch(/^v1 blue http:\/\/127\.0\.0\.1:\d+$/);
+    expect(lines[0]).toMatch(
+      new RegExp(`^v1 blue http://127\\.0\\.0\\.1:\\d+ ${process.getuid?.() === 0 ? 'nobody' : '\\S+'}$`),
+    );
     expect(lines.slice(1)).toEqual(['done v1', 'failed v-refused']);
     expect(existsSync(log)).toBe(true);
   }, 60_000);

@@ -35,6 +35,11 @@ export interface CommandEnv {
   env: Record<string, string>;
   envFrom?: Record<string, EnvSource>;
   inheritEnv?: string[];
+  /** `user:`/`group:` as configured; nobody when teal runs as root and none is set. */
+  user?: string;
+  group?: string;
+  /** Where they run: the release's folder (the app's own files, where a migration would run). */
+  cwd: string;
 }
 
 export interface VerifyResult {

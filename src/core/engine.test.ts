@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -87,6 +87,8 @@ async function running(): Promise<string[]> {
 
 beforeEach(() => {
   dir = mkdtempSync(path.join(tmpdir(), 'teal-engine-'));
+  // The app runs as nobody (these tests run as root) with this folder as its cwd.
+  chmodSync(dir, 0o755);
   store = memoryStore();
   runtime = new ProcessRuntime({ stateDir: dir });
   traffic = new FakeSwitch();

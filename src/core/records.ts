@@ -38,6 +38,9 @@ export interface ReleaseRecord {
   envFrom?: Record<string, EnvSource>;
   /** Names of the control plane's environment an instance gets as they are. */
   inheritEnv?: string[];
+  /** `user:`/`group:` as configured (names or ids): resolved where an instance starts. */
+  user?: string;
+  group?: string;
   /** For runtime docker: the container, placeholders filled (so a retained release restarts exactly). */
   container?: ContainerSpec;
   /** sha256 of what defines the release (runtime, command, cwd, env, container): same hash, same release. */

@@ -39,6 +39,8 @@ export function resolveRelease(
   // Only when used, so a release without them keeps the hash it had before they existed.
   if (Object.keys(envFrom).length > 0) draft.envFrom = envFrom;
   if (config.inheritEnv.length > 0) draft.inheritEnv = [...config.inheritEnv];
+  if (config.user !== undefined) draft.user = config.user;
+  if (config.group !== undefined) draft.group = config.group;
   if (config.runtime === 'docker') draft.container = containerOf(config, fill);
   return { ...draft, configHash: hashOf(draft) };
 }
@@ -94,6 +96,7 @@ function hashOf(draft: Omit<ReleaseDraft, 'configHash'>): string {
   if (draft.container) parts.push(canonical(draft.container));
   if (draft.envFrom || draft.inheritEnv)
     parts.push(canonical({ envFrom: draft.envFrom, inherit: draft.inheritEnv }));
+  if (draft.user !== undefined || draft.group !== undefined) parts.push([draft.user, draft.group]);
   return createHash('sha256').update(JSON.stringify(parts)).digest('hex').slice(0, 16);
 }
 
@@ -132,5 +135,8 @@ export function commandEnvOf(release: ReleaseDraft, slot: Slot): CommandEnv {
     env: forInstance(release, slot).env,
     ...(release.envFrom ? { envFrom: release.envFrom } : {}),
     ...(release.inheritEnv ? { inheritEnv: release.inheritEnv } : {}),
+    ...(release.user === undefined ? {} : { user: release.user }),
+    ...(release.group === undefined ? {} : { group: release.group }),
+    cwd: release.cwd,
   };
 }

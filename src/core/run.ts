@@ -208,6 +208,8 @@ async function startTarget(ctx: RunContext, progress: Progress): Promise<void> {
           env,
           ...(plan.release.envFrom ? { envFrom: plan.release.envFrom } : {}),
           ...(plan.release.inheritEnv ? { inheritEnv: plan.release.inheritEnv } : {}),
+          ...(plan.release.user === undefined ? {} : { user: plan.release.user }),
+          ...(plan.release.group === undefined ? {} : { group: plan.release.group }),
           host: plan.host,
           ...(i.port === undefined ? {} : { port: i.port }),
           ...(i.portSource === undefined ? {} : { portSource: i.portSource }),

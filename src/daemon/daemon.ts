@@ -17,6 +17,7 @@ import { PipelineRunner } from '../pipeline/runner.js';
 import { openTrafficSwitch } from '../proxy/open.js';
 import { openStore } from '../stores/open.js';
 import type { Store } from '../stores/store.js';
+import { resolveRunUser } from '../users.js';
 import { StepVerifier } from '../verify/steps.js';
 import { packageVersion } from '../version.js';
 import {
@@ -53,6 +54,7 @@ export async function startDaemon(options: { configFile: string; log: Logger }):
   const { log } = options;
   const loaded: LoadedConfig = loadConfig(options.configFile);
   const { config } = loaded;
+  assertRunUsers(loaded);
   const paths = statePaths(loaded.stateDir);
   ensureStateDir(paths);
   assertNotRunning(paths);
@@ -206,4 +208,13 @@ async function closeServer(server: http.Server, closing: AbortController): Promi
   const timer = setTimeout(() => server.closeAllConnections(), 2_000);
   await done;
   clearTimeout(timer);
+}
+
+/**
+ * Every user code will run as can be switched to (teal up is the process that must switch): found
+ * now, with the key that names it, rather than at the first deploy or push.
+ */
+function assertRunUsers(loaded: LoadedConfig): void {
+  for (const [name, svc] of Object.entries(loaded.config.services)) resolveRunUser(svc, `services.${name}`);
+  for (const [name, p] of Object.entries(loaded.config.pipelines)) resolveRunUser(p, `pipelines.${name}`);
 }

@@ -1,3 +1,4 @@
+import { chmodSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { childEnv } from '../child-env.js';
@@ -11,6 +12,7 @@ import { createNumbered, readDeployment, readServiceState } from '../core/record
 import { splitEnv } from '../core/release.js';
 import { isTerminal } from '../core/state.js';
 import type { Store } from '../stores/store.js';
+import { assertReachable, homeOf, resolveRunUser } from '../users.js';
 import { RunQueue } from './queue.js';
 import { RunRecorder } from './recorder.js';
 import { isTerminalRun, type PipelineRun, pipelineKeys, type RunTrigger } from './records.js';
@@ -21,10 +23,12 @@ import {
   branchHead,
   checkout,
   commitInfo,
+  handOver,
   isSha,
   keepArtifact,
   removeWorkspace,
   resolveRepo,
+  workFolder,
 } from './workspace.js';
 
 export interface RunRequest {
@@ -351,7 +355,8 @@ export class PipelineRunner {
     const { pipeline, n } = rec.record;
     const config = this.pipeline(pipeline);
     const loaded = this.#deps.config();
-    const workspace = path.join(this.#deps.stateDir, 'workspaces', `${pipeline}-${n}`);
+    // Out of the state dir (LoadedConfig.workDir): a stage's `..` leads nowhere near the token.
+    const workspace = path.join(workFolder(loaded.workDir, 'workspaces'), `${pipeline}-${n}`);
     const logs = path.join(this.#deps.stateDir, 'pipelines', pipeline, String(n));
     const t0 = Date.now();
     try {
@@ -378,7 +383,12 @@ export class PipelineRunner {
           }
         }
         const artifactPath = config.artifact ? path.join(workspace, config.artifact.path) : undefined;
-        const env = this.#stageEnv(rec.record, artifactPath);
+        const user = resolveRunUser(config, `pipelines.${pipeline}`);
+        // The checkout becomes the stage user's (0700): they build in it, nothing else of teal's.
+        assertReachable(workspace, user, `pipelines.${pipeline}`);
+        handOver(workspace, user);
+        chmodSync(workspace, 0o700);
+        const env = this.#stageEnv(rec.record, artifactPath, homeOf(user, workspace), user.name);
         for (const stage of config.stages) {
           const logFile = path.join(logs, `${stage.name}.log`);
           const i = await rec.add({
@@ -395,6 +405,7 @@ export class PipelineRunner {
             logFile,
             timeoutMs: stage.timeout,
             signal,
+            user,
           });
           const passed = result.exitCode === 0 && !signal.aborted;
           await rec.step(i, {
@@ -416,7 +427,7 @@ export class PipelineRunner {
           }
         }
         if (config.artifact) {
-          const dest = path.join(this.#deps.stateDir, 'artifacts', pipeline, commit);
+          const dest = path.join(workFolder(loaded.workDir, 'artifacts', pipeline), commit);
           await this.#timed(rec, { kind: 'artifact', name: config.artifact.path }, async () =>
             keepArtifact(workspace, config.artifact!.path, dest),
           );
@@ -489,12 +500,23 @@ export class PipelineRunner {
    * holds the API token, webhook secrets and the store's password. Values from a push (branch,
    * message, author) are only ever here, never in the command line.
    */
-  #stageEnv(run: PipelineRun, artifactPath: string | undefined): Record<string, string> {
+  #stageEnv(
+    run: PipelineRun,
+    artifactPath: string | undefined,
+    home: string,
+    user: string,
+  ): Record<string, string> {
     const loaded = this.#deps.config();
     const config = this.pipeline(run.pipeline);
     const { env, envFrom } = splitEnv(config.env, (text) => text, loaded.dir);
     return {
-      ...childEnv({ where: `pipelines.${run.pipeline}`, env, envFrom, inheritEnv: config.inheritEnv }),
+      ...childEnv({
+        where: `pipelines.${run.pipeline}`,
+        env,
+        envFrom,
+        inheritEnv: config.inheritEnv,
+        user: { name: user, home },
+      }),
       TEAL_PIPELINE: run.pipeline,
       TEAL_RUN: String(run.n),
       TEAL_COMMIT: run.commit,
@@ -516,7 +538,10 @@ export class PipelineRunner {
     const { engine, store } = this.#deps;
     const { pipeline, n, version } = rec.record;
     const actor = `pipeline ${pipeline} run #${n}`;
-    const isProcess = engine.serviceConfig(service).runtime === 'process';
+    const serviceConfig = engine.serviceConfig(service);
+    const isProcess = serviceConfig.runtime === 'process';
+    // A process release runs from the artifact as the service's user: it must be theirs to read.
+    if (isProcess && artifact) handOver(artifact, resolveRunUser(serviceConfig, `services.${service}`));
     const t0 = performance.now();
     const i = await rec.add({
       kind: 'deploy',

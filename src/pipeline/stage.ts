@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import { closeSync, mkdirSync, openSync, readSync, statSync } from 'node:fs';
 import path from 'node:path';
+import type { RunUser } from '../users.js';
 
 /**
  * Runs one stage: the user's command under `sh -c` exactly as written in teal.yml, in the
@@ -26,6 +27,8 @@ export async function runStage(options: {
   logFile: string;
   timeoutMs: number;
   signal: AbortSignal;
+  /** Who it runs as (users.ts resolveRunUser). */
+  user?: RunUser;
 }): Promise<StageResult> {
   mkdirSync(path.dirname(options.logFile), { recursive: true, mode: 0o700 });
   const out = openSync(options.logFile, 'a', 0o600);
@@ -36,6 +39,8 @@ export async function runStage(options: {
     env: options.env,
     stdio: ['ignore', out, out],
     detached: true,
+    // With uid/gid, libuv also drops every supplementary group (setgroups(0)) before exec.
+    ...(options.user?.switchTo ?? {}),
   });
   closeSync(out);
   const killGroup = (sig: NodeJS.Signals) => {

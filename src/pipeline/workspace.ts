@@ -1,7 +1,18 @@
 import { execFile } from 'node:child_process';
-import { cpSync, mkdirSync, realpathSync, rmSync, statSync } from 'node:fs';
+import {
+  chmodSync,
+  cpSync,
+  lchownSync,
+  lstatSync,
+  mkdirSync,
+  readdirSync,
+  realpathSync,
+  rmSync,
+  statSync,
+} from 'node:fs';
 import path from 'node:path';
 import { TealError } from '../core/errors.js';
+import type { RunUser } from '../users.js';
 
 /**
  * A run's clean checkout, and what it leaves behind (the artifact). git runs with argument lists
@@ -115,6 +126,36 @@ export function keepArtifact(workspace: string, folder: string, dest: string): v
   mkdirSync(path.dirname(dest), { recursive: true });
   // Symlinks inside are copied as links, never followed, so nothing outside the checkout is read.
   cpSync(source, dest, { recursive: true, verbatimSymlinks: true });
+}
+
+/**
+ * Makes `dir` and everything in it belong to `user` (symlinks themselves, never what they point
+ * to), so the stage or app that runs as them can use it. Nothing to do when no switch is made.
+ */
+export function handOver(dir: string, user: RunUser): void {
+  if (!user.switchTo) return;
+  const { uid, gid } = user.switchTo;
+  const walk = (at: string) => {
+    lchownSync(at, uid, gid);
+    const st = lstatSync(at);
+    if (st.isDirectory()) for (const name of readdirSync(at)) walk(path.join(at, name));
+  };
+  walk(dir);
+}
+
+/**
+ * The work dir's own folders (the work dir, workspaces/, artifacts/<pipeline>/): teal's, searchable
+ * by the users stages and apps run as (0755 whatever the umask), writable by teal alone, so one run
+ * can neither read another's workspace (0700, its user's) nor plant anything beside it.
+ */
+export function workFolder(workDir: string, ...parts: string[]): string {
+  let at = workDir;
+  for (const part of ['', ...parts]) {
+    at = part ? path.join(at, part) : at;
+    mkdirSync(at, { recursive: true, mode: 0o755 });
+    chmodSync(at, 0o755);
+  }
+  return at;
 }
 
 export function removeWorkspace(dir: string): void {

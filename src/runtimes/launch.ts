@@ -4,9 +4,11 @@
  * file rather than into a pipe to us, which would break (SIGPIPE) the moment we die.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { mkdir, open, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { TealError } from '../core/errors.js';
+import { assertReachable, type RunUser } from '../users.js';
 import { isErrno, procStat } from './liveness.js';
 import type { ExitInfo } from './runtime.js';
 
@@ -16,6 +18,8 @@ export interface LaunchOptions {
   cwd: string;
   env: Record<string, string | undefined>;
   logFile: string;
+  /** Who it runs as (users.ts); its cwd must be reachable for them. */
+  user?: RunUser;
 }
 
 export interface Launched {
@@ -41,8 +45,10 @@ export async function launch(options: LaunchOptions): Promise<Launched> {
   const program = command[0];
   if (program === undefined || program === '') throw fail('the command is empty');
   await assertDirectory(cwd, fail);
+  if (options.user) assertReachable(cwd, options.user, `services.${service}`);
 
   await mkdir(path.dirname(logFile), { recursive: true, mode: 0o700 });
+  // Opened by teal, in the state dir the app cannot reach: the app only ever holds the descriptor.
   const log = await open(logFile, 'a', 0o600);
   let child: ChildProcess;
   try {
@@ -51,6 +57,8 @@ export async function launch(options: LaunchOptions): Promise<Launched> {
       env: options.env,
       detached: true,
       stdio: ['ignore', log.fd, log.fd],
+      // With uid/gid, libuv also drops every supplementary group (setgroups(0)) before exec.
+      ...(options.user?.switchTo ?? {}),
     });
   } catch (err) {
     await log.close();
@@ -72,6 +80,11 @@ export async function launch(options: LaunchOptions): Promise<Launched> {
     await removeIfEmpty(logFile);
     const code = err.code;
     if (code === 'ENOENT') throw fail(`program "${program}" not found`, err);
+    // execvp reports EACCES when some PATH folder could not be searched (the run user may not
+    // enter /root/bin) and the program was not found in the others.
+    if (code === 'EACCES' && !onPath(program, options.env.PATH)) {
+      throw fail(`program "${program}" not found`, err);
+    }
     if (code === 'EACCES') throw fail(`program "${program}" is not executable`, err);
     throw fail(err.message, err);
   }
@@ -120,4 +133,10 @@ async function removeIfEmpty(file: string): Promise<void> {
     throw err;
   });
   if (st?.size === 0) await rm(file, { force: true });
+}
+
+/** Whether `program` names a file: as a path, or in one of PATH's folders. */
+function onPath(program: string, PATH: string | undefined): boolean {
+  if (program.includes('/')) return existsSync(program);
+  return (PATH ?? '').split(':').some((dir) => dir !== '' && existsSync(path.join(dir, program)));
 }

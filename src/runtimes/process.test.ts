@@ -107,6 +107,63 @@ describe('ProcessRuntime', () => {
     }
   });
 
+  it.runIf(process.getuid?.() === 0)(
+    'as root, runs the app as nobody (no supplementary groups) unless user:/group: say otherwise',
+    async () => {
+      const runtime = new ProcessRuntime({ stateDir: tempDir() });
+      // Supplementary groups of teal itself must not leak into the app.
+      const groups = process.getgroups?.() ?? [];
+      process.setgroups?.([0, 4, 27]);
+      try {
+        const ids = (pid: number) =>
+          readFileSync(`/proc/${pid}/status`, 'utf8')
+            .split('\n')
+            .filter((l) => /^(Uid|Gid|Groups):/.test(l))
+            .map((l) => l.replace(/\s+/g, ' ').trim());
+        const byDefault = await runtime.start(appSpec(), { signal: AbortSignal.timeout(10_000) });
+        expect(ids(byDefault.pid!)).toEqual([
+          'Uid: 65534 65534 65534 65534',
+          'Gid: 65534 65534 65534 65534',
+          'Groups:',
+        ]);
+        const named = await runtime.start(appSpec({ index: 1, user: '4242', group: 'nogroup' }), {
+          signal: AbortSignal.timeout(10_000),
+        });
+        expect(ids(named.pid!)).toEqual([
+          'Uid: 4242 4242 4242 4242',
+          'Gid: 65534 65534 65534 65534',
+          'Groups:',
+        ]);
+        await runtime.stop(byDefault, { timeoutMs: 2_000 });
+        await runtime.stop(named, { timeoutMs: 2_000 });
+      } finally {
+        process.setgroups?.(groups);
+        await runtime.close();
+      }
+    },
+  );
+
+  it.runIf(process.getuid?.() === 0)(
+    'an app whose cwd its user cannot reach fails to start, naming the user, the folder and the fix',
+    async () => {
+      const runtime = new ProcessRuntime({ stateDir: tempDir() });
+      const locked = tempDir();
+      try {
+        await expect(
+          runtime.start(appSpec({ cwd: locked }), { signal: AbortSignal.timeout(10_000) }),
+        ).rejects.toMatchObject({
+          code: 'TEAL_START_FAILED',
+          message: expect.stringContaining(
+            `services.web: nobody (uid 65534) cannot reach ${locked}: ${locked} is mode 700, owner 0:0. Make it searchable`,
+          ),
+        });
+        expect(await runtime.list()).toEqual([]);
+      } finally {
+        await runtime.close();
+      }
+    },
+  );
+
   it('refuses to start an app whose fromEnv is not set, naming the service and key', async () => {
     const runtime = new ProcessRuntime({ stateDir: tempDir() });
     try {

@@ -15,6 +15,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { childEnv } from '../child-env.js';
 import { TealError } from '../core/errors.js';
+import { homeOf, resolveRunUser } from '../users.js';
 import { launch } from './launch.js';
 import { groupGone, leaderState, signalGroup } from './liveness.js';
 import { readLines, tailLines } from './log-reader.js';
@@ -87,21 +88,25 @@ export class ProcessRuntime implements Runtime {
 
     const id = `${labels.service}-${labels.slot}-r${labels.release}-${spec.index}-${randomId()}`;
     const logFile = logPath(this.stateDir, labels.service, id);
+    const where = `services.${labels.service}`;
+    const user = resolveRunUser(spec, where);
     const launched = await launch({
       service: labels.service,
       command: spec.command,
       cwd: spec.cwd,
       env: {
         ...childEnv({
-          where: `services.${labels.service}`,
+          where,
           env: spec.env,
           ...(spec.envFrom ? { envFrom: spec.envFrom } : {}),
           ...(spec.inheritEnv ? { inheritEnv: spec.inheritEnv } : {}),
+          user: { name: user.name, home: homeOf(user, spec.cwd) },
         }),
         PORT: String(port),
         HOST: spec.host,
       },
       logFile,
+      user,
     });
     const child: Child = { exit: launched.exit };
     void launched.exit.then((info) => {

@@ -35,6 +35,12 @@ export interface InstanceSpec {
   envFrom?: Record<string, EnvSource>;
   /** Names of the starting side's environment passed as they are; nothing else of it is. */
   inheritEnv?: string[];
+  /**
+   * Who a process instance runs as (`user:`/`group:`, names or ids, resolved where it starts):
+   * nobody when absent and the runtime runs as root. Containers run as their image's USER.
+   */
+  user?: string;
+  group?: string;
   /** Address the instance listens on and the proxy reaches it at. */
   host: string;
   /** Fixed port; when absent the runtime picks a free one. */

@@ -1,6 +1,15 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  closeSync,
+  existsSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { ApiClient } from '../cli/client.js';
@@ -119,6 +128,9 @@ export async function startTestDaemon(options: {
   env?: Record<string, string>;
 }): Promise<TestDaemon> {
   const dir = options.dir ?? mkdtempSync(path.join(tmpdir(), 'teal-it-'));
+  // teal runs as root here, so apps, stages, run steps and hooks run as nobody: the folder holding
+  // teal.yml (their cwd, and the way to the work dir) must be searchable for them, as /srv is.
+  chmodSync(dir, 0o755);
   const configFile = path.join(dir, 'teal.yml');
   writeFileSync(
     configFile,

@@ -4,6 +4,7 @@ import { childEnv } from '../child-env.js';
 import { interpolate } from '../core/config/interpolate.js';
 import type { VerifyStep } from '../core/config/schema.js';
 import type { Verifier, VerifyResult, VerifyTarget } from '../core/deps.js';
+import { assertReachable, homeOf, type RunUser, resolveRunUser } from '../users.js';
 import { runLoad } from './load.js';
 
 const OUTPUT_TAIL = 4_000;
@@ -177,13 +178,21 @@ type RunStep = Extract<VerifyStep, { run: string }>;
 function runCommand(step: RunStep, target: VerifyTarget, signal: AbortSignal): Promise<VerifyResult> {
   return new Promise((resolve) => {
     let env: Record<string, string>;
+    let user: RunUser;
+    const exec = target.exec ?? { where: `services.${target.service}`, env: {}, cwd: process.cwd() };
     try {
-      env = childEnv(target.exec ?? { where: `services.${target.service}` });
+      user = resolveRunUser(exec, exec.where);
+      assertReachable(exec.cwd, user, exec.where);
+      const { user: _user, group: _group, ...declared } = exec;
+      env = childEnv({ ...declared, user: { name: user.name, home: homeOf(user, exec.cwd) } });
     } catch (err) {
       resolve({ ok: false, detail: `${JSON.stringify(step.run)} not run: ${(err as Error).message}` });
       return;
     }
     const child = spawn('sh', ['-c', step.run], {
+      cwd: exec.cwd,
+      // With uid/gid, libuv also drops every supplementary group (setgroups(0)) before exec.
+      ...(user.switchTo ?? {}),
       env: {
         ...env,
         TEAL_URL: target.url,

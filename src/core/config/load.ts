@@ -3,7 +3,7 @@ import path from 'node:path';
 import { type Document, isCollection, isPair, isScalar, LineCounter, type Node } from 'yaml';
 import type { z } from 'zod';
 import { TealError } from '../errors.js';
-import { envFileProblems } from './env-files.js';
+import { envFileProblems, userProblems } from './host-checks.js';
 import { unknownPlaceholders } from './interpolate.js';
 import { describeValue, TealConfig } from './schema.js';
 import { documentProblems, LIMITS, nestedTooDeep, parseBounded } from './yaml-bounds.js';
@@ -26,6 +26,8 @@ export interface LoadedConfig {
   dir: string;
   /** Absolute state dir (config.stateDir resolved). */
   stateDir: string;
+  /** Absolute folder of pipeline workspaces and artifacts (config.workDir, else `<stateDir>-work`). */
+  workDir: string;
 }
 
 export function formatProblem(p: Problem): string {
@@ -134,7 +136,11 @@ export function parseConfig(text: string, file: string): LoadedConfig {
     problems.push(...routeProblems(result.data as TealConfig, doc, lineCounter, display));
     problems.push(...pipelineProblems(result.data as TealConfig, doc, lineCounter, display));
     problems.push(...fleetProblems(result.data as TealConfig, doc, lineCounter, display));
-    for (const { at, message } of envFileProblems(result.data as TealConfig, path.dirname(file)))
+    const onHost = [
+      ...envFileProblems(result.data as TealConfig, path.dirname(file)),
+      ...userProblems(result.data as TealConfig),
+    ];
+    for (const { at, message } of onHost)
       problems.push({ ...locate(doc, lineCounter, at), file: display, path: at.join('.'), message });
   }
   if (problems.length > 0) {
@@ -144,7 +150,21 @@ export function parseConfig(text: string, file: string): LoadedConfig {
 
   const config = result.data as TealConfig;
   const dir = path.dirname(file);
-  return { config, file, dir, stateDir: path.resolve(dir, config.stateDir) };
+  const stateDir = path.resolve(dir, config.stateDir);
+  const workDir = config.workDir === undefined ? `${stateDir}-work` : path.resolve(dir, config.workDir);
+  // Stages run in the work dir: `..` from there must never lead into the state dir (nor the other way).
+  const inside = (a: string, b: string) => a === b || a.startsWith(`${b}${path.sep}`);
+  if (inside(workDir, stateDir) || inside(stateDir, workDir)) {
+    throw invalid(display, [
+      {
+        ...locate(doc, lineCounter, ['workDir']),
+        file: display,
+        path: 'workDir',
+        message: `${workDir} must be outside the state dir ${stateDir} (and not contain it): stages run there`,
+      },
+    ]);
+  }
+  return { config, file, dir, stateDir, workDir };
 }
 
 /** Two services claiming the same host and path: the data plane could not tell which one a request is for. */

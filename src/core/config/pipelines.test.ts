@@ -29,6 +29,8 @@ describe('pipelines in teal.yml', () => {
       ],
       artifact: { path: 'dist' },
       environments: [{ service: 'web-staging' }, { service: 'web' }],
+      env: {},
+      inheritEnv: [],
     });
     expect(config.webhooks).toEqual({ github: { secretEnv: 'TEAL_GITHUB_SECRET' } });
   });

@@ -472,6 +472,27 @@ const envMap = z.record(envNameOf('a variable name'), envValue).default({}).meta
     "Environment: a value ({{version}} is replaced), { fromEnv: NAME } (that variable of teal up, read at start) or { file: path } (the file's content without its final newline, relative to teal.yml, read at start). Nothing else of teal's environment is passed.",
 });
 
+const USER_OR_GROUP = /^([a-z_][a-z0-9_.-]*\$?|\d+)$/i;
+const runAs = (what: 'user' | 'group', text: string) =>
+  z
+    .string({ error: (iss) => `expected a ${what} name or numeric id, got ${describe(iss.input)}` })
+    .regex(USER_OR_GROUP, {
+      error: (iss) =>
+        `expected a ${what} name or numeric id like "www-data" or "33", got ${describe(iss.input)}`,
+    })
+    .optional()
+    .meta({ description: text });
+const runUser = (of: string) =>
+  runAs(
+    'user',
+    `The user ${of} run as (a name from /etc/passwd or a uid). When teal runs as root the default is nobody; otherwise teal's own user, and naming another is an error.`,
+  );
+const runGroup = (of: string) =>
+  runAs(
+    'group',
+    `The group ${of} run as (a name from /etc/group or a gid); default: the user's primary group.`,
+  );
+
 const inheritEnv = z
   .array(envNameOf('a variable name'), {
     error: (iss) => `expected a list of variable names like [NODE_OPTIONS], got ${describe(iss.input)}`,
@@ -647,6 +668,8 @@ export const ServiceConfig = z
     }),
     env: envMap,
     inheritEnv,
+    user: runUser('its instances, run steps and hooks (process)'),
+    group: runGroup('its instances, run steps and hooks (process)'),
     ports: z.strictObject({ blue: port, green: port }).optional().meta({
       description: 'Fixed (host) port per slot (instance i gets port + i); free ports when absent.',
     }),
@@ -735,6 +758,15 @@ export const ServiceConfig = z
             code: 'custom',
             path: ['labels', key],
             message: 'labels starting with "teal." are reserved',
+          });
+        }
+      }
+      for (const key of ['user', 'group'] as const) {
+        if (svc[key] !== undefined) {
+          ctx.addIssue({
+            code: 'custom',
+            path: [key],
+            message: "only for runtime: process (a container runs as its image's USER)",
           });
         }
       }
@@ -858,13 +890,15 @@ export const PipelineConfig = z
           })
           .meta({
             description:
-              'A folder of the checkout (filled by the stages; TEAL_ARTIFACT names it) kept as <stateDir>/artifacts/<pipeline>/<commit> and used as the cwd of process services.',
+              'A folder of the checkout (filled by the stages; TEAL_ARTIFACT names it) kept as <workDir>/artifacts/<pipeline>/<commit> and used as the cwd of process services.',
           }),
       })
       .optional()
       .meta({ description: 'What the stages build: it becomes the release of process services.' }),
     env: envMap,
     inheritEnv,
+    user: runUser('the stages'),
+    group: runGroup('the stages'),
     environments: z
       .array(
         z
@@ -919,6 +953,10 @@ export const TealConfig = z
       .string()
       .default('.teal')
       .meta({ description: 'Where teal keeps its state, relative to teal.yml.' }),
+    workDir: z.string().min(1).optional().meta({
+      description:
+        "Where pipelines check commits out and keep artifacts, relative to teal.yml; default: the state dir's path with -work appended (.teal-work). Never inside the state dir, which stages must not reach.",
+    }),
     store: StoreConfig,
     proxy: ProxyConfig,
     api: ApiConfig,

@@ -324,6 +324,75 @@ export function switchContract(
       expect(idle.heads[0]).not.toMatch(/x-teal-slot/i);
     });
 
+    it('a preview grant in the table opens its slot for its cookie on the public listener, and only that', async () => {
+      const named = (name: string) => () =>
+        `HTTP/1.1 200 OK\r\ncontent-length: ${name.length}\r\n\r\n${name}`;
+      const [webLive, webIdle, apiLive, apiIdle] = await Promise.all(
+        ['A', 'B', 'C', 'D'].map((n) => startRawUpstream({ respond: named(n) })),
+      );
+      raws.push(webLive!, webIdle!, apiLive!, apiIdle!);
+      const pool = (service: string, slot: Slot, release: number, up: RawUpstream) => ({
+        ...poolFor(service, slot, release, []),
+        endpoints: [{ host: '127.0.0.1', port: up.port }],
+      });
+      const id = (c: string) => c.repeat(64);
+      const expiresAt = Date.now() + 3_600_000;
+      const table = (revision: number, grants: boolean): RoutingTable => ({
+        revision,
+        services: [
+          {
+            service: 'web',
+            routes: [{ path: '/' }],
+            live: pool('web', 'blue', 1, webLive!),
+            preview: pool('web', 'green', 2, webIdle!),
+            ...(grants ? { grants: [{ id: id('a'), slot: 'green' as const, expiresAt }] } : {}),
+          },
+          {
+            service: 'api',
+            routes: [{ path: '/api' }],
+            live: pool('api', 'blue', 1, apiLive!),
+            preview: pool('api', 'green', 2, apiIdle!),
+            ...(grants ? { grants: [{ id: id('b'), slot: 'green' as const, expiresAt }] } : {}),
+          },
+        ],
+      });
+      await t.sw.apply(table(1, true));
+      const get = async (target: string, headers = '') => {
+        const c = await RawClient.connect(t.url);
+        try {
+          c.send(`GET ${target} HTTP/1.1\r\nHost: example.test\r\n${headers}Connection: close\r\n\r\n`);
+          return (await c.finalResponses(1, { timeoutMs: 10_000 }))[0]!;
+        } finally {
+          c.destroy();
+        }
+      };
+      const body = async (target: string, headers = '') => (await get(target, headers)).body.toString();
+      const cookie = (value: string) => `Cookie: other=1; teal_preview=${value}\r\n`;
+
+      // The link sets the cookie for a grant the table holds; a forged one gets 403.
+      const link = await get(`/.teal/preview?grant=${id('a')}`);
+      expect(link.status).toBe(302);
+      const setCookie = link.headers.find(([n]) => n === 'set-cookie')?.[1] ?? '';
+      expect(setCookie).toContain(`teal_preview=${id('a')}; Path=/`);
+      expect(setCookie).toContain('HttpOnly');
+      expect(setCookie).toContain('SameSite=Lax');
+      expect((await get(`/.teal/preview?grant=${id('f')}`)).status).toBe(403);
+
+      expect(await body('/x', cookie(id('a')))).toBe('B');
+      expect(await body('/x')).toBe('A');
+      expect(await body('/x', cookie(id('f')))).toBe('A');
+      // A grant opens only its own service: web's cookie on api's route, api's on web's.
+      expect(await body('/api/x', cookie(id('a')))).toBe('C');
+      expect(await body('/x', cookie(id('b')))).toBe('A');
+      expect(await body('/api/x', cookie(id('b')))).toBe('D');
+
+      // Taken out of the table (expired, revoked, slot moved on): the cookie means nothing.
+      await t.sw.apply(table(2, false));
+      expect(await body('/x', cookie(id('a')))).toBe('A');
+      expect((await get(`/.teal/preview?grant=${id('a')}`)).status).toBe(403);
+      expect(webIdle!.heads.length).toBe(1);
+    });
+
     it('switches back and forth under keep-alive load without dropping a request', async () => {
       const [a, b] = [await app('A'), await app('B')];
       const pools = [poolFor('web', 'blue', 1, [a]), poolFor('web', 'green', 2, [b])];

@@ -12,6 +12,9 @@ import { TealError } from '../../core/errors.js';
  * A request is routed in a frontend, in order:
  *   1. no table applied yet (the map has no `T` entry)           -> 503
  *   2. host + longest path prefix -> service (`R<host><path>/`)   -> 404 when none
+ *   (on the public frontend, first: `/.teal/preview?grant=<id>` with a grant in the map (`G<id>`)
+ *    sets the preview cookie and redirects, else 403; and a `teal_preview` cookie naming an
+ *    unexpired grant of the request's own service routes to that slot, see step 3)
  *   3. on the preview frontend (`<prefix>_preview`, loopback by default) only:
  *      `X-Teal-Slot: blue|green` -> that slot's lane (`P<svc>/<slot>`) -> 404 when none;
  *      otherwise, and always on the public frontend, the live lane (`L<svc>`) -> 503 when none
@@ -177,8 +180,27 @@ export function renderBaseConfig(options: BaseConfigOptions): string {
 `
       : `  # X-Teal-Slot means nothing here (the preview frontend honours it); it never reaches an app.
   http-request del-header x-teal-slot
-  http-request set-var-fmt(${v('key')}) "L%[var(${v('svc')})]"
+  # A preview link's cookie: a grant in the map ("<svc>/<slot>/<expiry>"), unexpired, of this service.
+  http-request set-var-fmt(${v('key')}) "G%[req.cook(teal_preview)]" if { req.cook(teal_preview) -m found }
+  http-request set-var(${v('grant')}) var(${v('key')}),map_str(${map}) if { req.cook(teal_preview) -m found }
+  http-request set-var(${v('gsvc')}) var(${v('grant')}),field(1,/) if ${found('grant')}
+  http-request set-var(${v('gleft')}) var(${v('grant')}),field(3,/),sub(${v('now')}) if ${found('grant')}
+  http-request unset-var(${v('grant')}) if ${found('grant')} !{ var(${v('gsvc')}),strcmp(${v('svc')}) eq 0 }
+  http-request unset-var(${v('grant')}) if ${found('grant')} !{ var(${v('gleft')}) -m int gt 0 }
+  http-request set-var-fmt(${v('key')}) "P%[var(${v('grant')}),field(1,/)]/%[var(${v('grant')}),field(2,/)]" if ${found('grant')}
+  http-request set-var-fmt(${v('key')}) "L%[var(${v('svc')})]" if ${missing('grant')}
   http-request set-var(${v('lane')}) var(${v('key')}),map_str(${map})
+`;
+    // Preview links, answered by haproxy itself before routing; the grant id is echoed only once
+    // it matched a map key exactly, so nothing a client sends reaches the header unchecked.
+    const linkRules = preview
+      ? ''
+      : `  http-request set-var(${v('now')}) date
+  http-request set-var-fmt(${v('key')}) "G%[url_param(grant)]" if { path /.teal/preview }
+  http-request set-var(${v('link')}) var(${v('key')}),map_str(${map}) if { path /.teal/preview }
+  http-request set-var(${v('lleft')}) var(${v('link')}),field(3,/),sub(${v('now')}) if ${found('link')}
+  http-request return status 403 content-type text/plain string "this preview link is not valid, or has expired" hdr Cache-Control no-store if { path /.teal/preview } !{ var(${v('lleft')}) -m int gt 0 }
+  http-request return status 302 hdr Location / hdr Set-Cookie "teal_preview=%[url_param(grant)]; Path=/; Max-Age=%[var(${v('lleft')})]; HttpOnly; SameSite=Lax" hdr Cache-Control no-store if { path /.teal/preview }
 `;
     return `frontend ${name}
   bind ${bindAddress(bind)}
@@ -201,7 +223,7 @@ ${trusted.length > 0 ? `  acl ${prefix}_trusted src ${trusted.join(' ')}\n` : ''
   http-request set-header X-Request-Id %[uuid] unless { req.hdr(x-request-id) -m found }
   http-request set-var(${v('rev')}) str(T),map_str(${map})
   http-request return status 503 content-type text/plain string "no routing table has been applied yet" if ${missing('rev')}
-  # Host without port or trailing dot, lower-cased; then the longest "<host><path>/" prefix wins.
+${linkRules}  # Host without port or trailing dot, lower-cased; then the longest "<host><path>/" prefix wins.
   http-request set-var(${v('host')}) req.hdr(host),lower,regsub(:[0-9]*$,),regsub([.]$,)
   http-request set-var-fmt(${v('key')}) "R%[var(${v('host')})]%[path]/"
   http-request set-var(${v('svc')}) var(${v('key')}),map_beg(${map})

@@ -12,6 +12,7 @@ import type { Pool, RoutingTable } from '../switch.js';
  *   R*<prefix>/        -> service, for routes on any host
  *   L<service>         -> lane backend of the live pool       (map_str)
  *   P<service>/<slot>  -> lane backend of that slot's pool
+ *   G<grant id>        -> <service>/<slot>/<expiry, unix seconds>, a preview link's grant
  *
  * The trailing `/` makes a prefix match on segment boundaries: the request key of `/api/x` is
  * `.../api/x/`, which `/api/` is a prefix of, while `/apix/` is not. A route naming host H must
@@ -112,6 +113,13 @@ export function checkTable(table: RoutingTable): void {
     if (s.live && s.live.service !== s.service) refuse(`${at}.live.service`, s.live.service, s.service);
     if (s.preview && s.preview.service !== s.service)
       refuse(`${at}.preview.service`, s.preview.service, s.service);
+    (s.grants ?? []).forEach((g, j) => {
+      if (typeof g.id !== 'string' || !/^[0-9a-f]{64}$/.test(g.id))
+        refuse(`${at}.grants[${j}].id`, g.id, '64 lower-case hex digits');
+      if (g.slot !== 'blue' && g.slot !== 'green') refuse(`${at}.grants[${j}].slot`, g.slot, 'blue or green');
+      if (!Number.isInteger(g.expiresAt) || g.expiresAt < 0)
+        refuse(`${at}.grants[${j}].expiresAt`, g.expiresAt, 'milliseconds since the epoch');
+    });
   });
 }
 
@@ -149,6 +157,9 @@ export function routingMapEntries(table: RoutingTable, backendOf: (poolId: strin
     if (s.preview) entries.push({ key: `P${s.service}/${s.preview.slot}`, value: backendOf(s.preview.id) });
     if (s.live && s.live.slot !== s.preview?.slot)
       entries.push({ key: `P${s.service}/${s.live.slot}`, value: backendOf(s.live.id) });
+    for (const g of s.grants ?? [])
+      if (s.live?.slot === g.slot || s.preview?.slot === g.slot)
+        entries.push({ key: `G${g.id}`, value: `${s.service}/${g.slot}/${Math.floor(g.expiresAt / 1000)}` });
   }
   return entries;
 }

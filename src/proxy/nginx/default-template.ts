@@ -102,10 +102,14 @@ upstream {{name}} {
 {{/upstreams}}
 {{#services}}
 
-# {{service}} on the public listener: the live pool (-503: nothing is live). X-Teal-Slot means
-# nothing there: any client could send it.
-map $host {{variable}} {
+# {{service}} on the public listener: the live pool (-503: nothing is live), or the slot a preview
+# link's cookie grants (teal takes a grant out when it expires). X-Teal-Slot means nothing there:
+# any client could send it.
+map $cookie_teal_preview {{variable}} {
     default {{liveTarget}};
+{{#grants}}
+    ~^{{id}}$ {{target}};
+{{/grants}}
 }
 
 # {{service}} on the preview listener (loopback by default): without X-Teal-Slot, the live pool;
@@ -118,6 +122,23 @@ map $http_x_teal_slot {{previewVariable}} {
 {{/slots}}
 }
 {{/services}}
+
+# Preview links (/.teal/preview?grant=<id>): a grant in the table sets the cookie, anything else 403.
+# Grants are matched as exact, case-sensitive regexes: 64-character keys would outgrow nginx's
+# default map_hash_bucket_size.
+map $arg_grant $teal_preview_expires {
+    default "";
+{{#grants}}
+    ~^{{id}}$ "{{expires}}";
+{{/grants}}
+}
+
+map $arg_grant $teal_preview_to {
+    default /;
+{{#grants}}
+    ~^{{id}}$ {{path}};
+{{/grants}}
+}
 {{#servers}}
 
 server {
@@ -151,6 +172,15 @@ server {
         proxy_pass http://{{variable}};
     }
 {{/locations}}
+{{^preview}}
+
+    location = /.teal/preview {
+        if ($teal_preview_expires = "") { return 403; }
+        add_header Set-Cookie "teal_preview=$arg_grant; Path=/; Expires=$teal_preview_expires; HttpOnly; SameSite=Lax" always;
+        add_header Cache-Control no-store always;
+        return 302 $teal_preview_to;
+    }
+{{/preview}}
 {{#notFound}}
 
     location / {

@@ -24,6 +24,8 @@ export interface TemplateView {
   /** One per distinct pool in the table, live and preview. */
   upstreams: PoolView[];
   services: ServiceView[];
+  /** Every preview grant in the table, for the link path's maps. */
+  grants: LinkView[];
   /**
    * The public servers (for any host first, then one per host some route names), then the same for
    * the preview listener when there is one.
@@ -58,6 +60,17 @@ export interface ServiceView {
   liveTarget: string;
   /** What `X-Teal-Slot: <slot>` gets on the preview listener: that slot's upstream name, or `-404`. */
   slots: { slot: Slot; target: string }[];
+  /** Preview grants: a public request whose `teal_preview` cookie is `id` goes to `target` (an upstream). */
+  grants: { id: string; target: string }[];
+}
+
+export interface LinkView {
+  id: string;
+  service: string;
+  /** When it expires, as an HTTP date (the cookie's Expires). */
+  expires: string;
+  /** Where the link redirects: the service's first route path. */
+  path: string;
 }
 
 export interface ServerView {
@@ -155,6 +168,7 @@ export function buildView(table: RoutingTable, options: RenderOptions): Template
   };
 
   const services: ServiceView[] = [];
+  const links: LinkView[] = [];
   const variables = new Set<string>();
   // Routes by host ('' = any host), then by prefix: the service that claims each.
   const claims = new Map<string, Map<string, ServiceView>>();
@@ -169,7 +183,23 @@ export function buildView(table: RoutingTable, options: RenderOptions): Template
     const preview = pool(s.preview, `${at}.preview`);
     const slotTarget = (slot: Slot) =>
       preview?.slot === slot ? preview.name : live?.slot === slot ? live.name : NOT_FOUND;
+    const grants: ServiceView['grants'] = [];
+    if (s.grants !== undefined && !Array.isArray(s.grants)) refuse(`${at}.grants must be a list`);
+    (s.grants ?? []).forEach((g, j) => {
+      const id = safe.grantId(g.id, `${at}.grants.${j}.id`);
+      const target = slotTarget(g.slot);
+      const expiresAt = safe.integer(g.expiresAt, `${at}.grants.${j}.expiresAt`, 0);
+      if (target === NOT_FOUND) return;
+      grants.push({ id, target });
+      links.push({
+        id,
+        service: name,
+        expires: new Date(expiresAt).toUTCString(),
+        path: safe.routePath(s.routes[0]?.path ?? '/', `${at}.routes.0.path`),
+      });
+    });
     const view: ServiceView = {
+      grants,
       service: name,
       variable,
       previewVariable: `${variable}_preview`,
@@ -223,6 +253,7 @@ export function buildView(table: RoutingTable, options: RenderOptions): Template
     trustedProxies: trustedRanges(options.trustedProxies ?? []),
     upstreams: [...upstreams.values()],
     services,
+    grants: links,
     servers: previewListen === null ? servers(false) : [...servers(false), ...servers(true)],
   };
 }

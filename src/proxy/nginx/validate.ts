@@ -24,6 +24,13 @@ const PATH = /^\/[A-Za-z0-9._~!*+,:@=&/-]*$/;
 const VERSION = /^[A-Za-z0-9._+:~@/-]{0,128}$/;
 const IPV6 = /^[0-9A-Fa-f:.]+$/;
 
+/** A preview grant's id: exactly what teal makes (core/previews.ts), nothing nginx could read as syntax. */
+export function grantId(value: unknown, what: string): string {
+  if (typeof value !== 'string' || !/^[0-9a-f]{64}$/.test(value))
+    refuse(what, value, '64 lower-case hex digits');
+  return value;
+}
+
 export function serviceName(value: unknown, what = 'service name'): string {
   if (typeof value !== 'string' || !SERVICE.test(value))
     refuse(what, value, 'letters, digits, ".", "_" and "-", starting with a letter or digit');

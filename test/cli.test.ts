@@ -69,6 +69,32 @@ describe('teal validate', () => {
     expect(r.stderr).not.toMatch(/\bat .*\.js:\d+/);
   });
 
+  it.each([
+    ['builtin', ''],
+    ['nginx', 'proxy: { kind: nginx, config: /etc/nginx/conf.d/teal.conf }\n'],
+    ['haproxy', 'proxy: { kind: haproxy, socket: /run/haproxy/teal.sock }\n'],
+  ])(
+    'with proxy %s, refuses route hosts and paths a data plane would, by file:line and rule, exit 2',
+    async (kind, proxy) => {
+      const file = write(
+        `routes-${kind}.yml`,
+        `${proxy}services:\n  web:\n    command: [node]\n    routes:\n      - { path: "/a;b" }\n      - { host: "*.example.com" }\n      - { path: /a/../admin }\n`,
+      );
+      const r = await runCli(['validate', '-c', file]);
+      expect(r.code).toBe(2);
+      const line = proxy ? 6 : 5;
+      expect(r.stderr).toContain(
+        `${file}:${line}:17 services.web.routes.0.path: expected a path prefix of letters, digits and`,
+      );
+      expect(r.stderr).toContain(
+        `${file}:${line + 1}:17 services.web.routes.1.host: expected a host name without wildcards`,
+      );
+      expect(r.stderr).toContain(
+        `${file}:${line + 2}:17 services.web.routes.2.path: expected a path prefix without empty, "." or ".." segments`,
+      );
+    },
+  );
+
   it('says how to create the file when there is none', async () => {
     const r = await runCli(['validate'], { cwd: dir });
     expect(r.code).toBe(2);

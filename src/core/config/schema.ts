@@ -3,6 +3,7 @@ import { FLEET_NAME } from '../fleet.js';
 import { ADDRESS, parseAddress } from './address.js';
 import { parseCidr } from './cidr.js';
 import { DURATION_PATTERN, parseDuration } from './duration.js';
+import { type Checked, checkRouteHost, checkRoutePath } from './route.js';
 import { parseSize, SIZE_PATTERN } from './size.js';
 
 export { type Address, parseAddress } from './address.js';
@@ -438,9 +439,30 @@ export const VerifyStep = z
   })
   .meta({ description: 'A check run against the new slot before it takes traffic.' });
 
+/** A route's host or path, checked and normalised by the rules every proxy kind shares (route.ts). */
+const routePart = (check: (value: string) => Checked, example: string) =>
+  z.string({ error: (iss) => `expected ${example}, got ${describe(iss.input)}` }).transform((value, ctx) => {
+    const checked = check(value);
+    if (checked.ok) return checked.value;
+    ctx.issues.push({
+      code: 'custom',
+      input: value,
+      message: `expected ${checked.rule}, got ${describe(value)}`,
+    });
+    return z.NEVER;
+  });
+
 const Route = z.strictObject({
-  host: z.string().min(1).optional().meta({ description: 'Host header to match; any host when absent.' }),
-  path: z.string().startsWith('/', { error: 'expected a path prefix starting with "/"' }).default('/'),
+  host: routePart(checkRouteHost, 'a host name like "www.example.com"').optional().meta({
+    description:
+      'Host header to match (a DNS name or IPv4 address; case and a trailing dot do not matter); any host when absent.',
+  }),
+  path: routePart(checkRoutePath, 'a path prefix like "/api"').default('/').meta({
+    description: 'Path prefix to match, on segment boundaries: letters, digits and ._~!*+,:@=&/-.',
+    // For editors; route.ts has the whole rule (no "//", "." or ".." segments).
+    pattern: '^/[A-Za-z0-9._~!*+,:@=&/-]*$',
+    maxLength: 1024,
+  }),
 });
 
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;

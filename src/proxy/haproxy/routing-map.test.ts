@@ -128,10 +128,11 @@ describe('route normalisation', () => {
     expect(routePrefix('/api//', 'p')).toBe('/api/');
   });
 
-  it('takes a host without port, case or trailing dot', () => {
-    expect(routeHost('Admin.Test:8080', 'h')).toBe('admin.test');
+  it('takes a host without case or trailing dot; a port or an IPv6 literal breaks the rules every kind shares', () => {
+    expect(routeHost('Admin.Test', 'h')).toBe('admin.test');
     expect(routeHost('example.com.', 'h')).toBe('example.com');
-    expect(routeHost('[::1]:80', 'h')).toBe('[::1]');
+    expect(() => routeHost('Admin.Test:8080', 'h')).toThrow(/expected a host name without a port/);
+    expect(() => routeHost('[::1]', 'h')).toThrow(/not an IPv6 address/);
   });
 });
 

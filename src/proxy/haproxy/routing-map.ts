@@ -1,4 +1,5 @@
 import net from 'node:net';
+import { checkRouteHost, checkRoutePath } from '../../core/config/route.js';
 import { TealError } from '../../core/errors.js';
 import type { Pool, RoutingTable } from '../switch.js';
 
@@ -41,26 +42,26 @@ function refuse(what: string, value: unknown, expected: string): never {
   );
 }
 
-/** A route's host as the frontend computes a request's: lower-case, without port or trailing dot. */
+/**
+ * A route's host by the rules every proxy kind shares (core/config/route.ts), in the form the
+ * frontend computes a request's: lower-case, without port or trailing dot.
+ */
 export function routeHost(value: string, what: string): string {
-  let h = value.trim().toLowerCase();
-  if (h.startsWith('[')) {
-    const end = h.indexOf(']');
-    if (end < 0 || !net.isIPv6(h.slice(1, end))) refuse(what, value, 'a host name or [ipv6]');
-    return h.slice(0, end + 1);
-  }
-  h = h.replace(/:\d*$/, '').replace(/\.$/, '');
-  if (h.length === 0 || h.length > 253 || !h.split('.').every((l) => LABEL.test(l)))
+  const checked = checkRouteHost(value);
+  if (!checked.ok) refuse(what, value, checked.rule);
+  // Defence in depth: the map key must hold nothing the runtime API would read as syntax.
+  if (!checked.value.split('.').every((l) => LABEL.test(l)))
     refuse(what, value, 'a host name of letters, digits, "-" and "."');
-  return h;
+  return checked.value;
 }
 
 /** `/api/` and `/api` are the same prefix; the key form ends in `/` (`/` stays `/`). */
 export function routePrefix(value: string, what: string): string {
-  if (!PATH.test(value))
+  const checked = checkRoutePath(value);
+  if (!checked.ok) refuse(what, value, checked.rule);
+  if (!PATH.test(checked.value))
     refuse(what, value, "a path starting with / made of RFC 3986 characters other than ';'");
-  let p = value;
-  while (p.length > 1 && p.endsWith('/')) p = p.slice(0, -1);
+  const p = checked.value;
   return p === '/' ? '/' : `${p}/`;
 }
 

@@ -211,7 +211,7 @@ export function buildView(table: RoutingTable, options: RenderOptions): Template
     services.push(view);
     if (!Array.isArray(s.routes)) refuse(`${at}.routes must be a list`);
     s.routes.forEach((r, j) => {
-      const host = r.host === undefined ? '' : safe.hostName(r.host, `${at}.routes.${j}.host`);
+      const host = r.host === undefined ? '' : safe.routeHost(r.host, `${at}.routes.${j}.host`);
       const path = safe.routePath(r.path, `${at}.routes.${j}.path`);
       const byPath = claims.get(host) ?? new Map<string, ServiceView>();
       claims.set(host, byPath);

@@ -1,3 +1,4 @@
+import { checkRouteHost, checkRoutePath } from '../../core/config/route.js';
 import { TealError } from '../../core/errors.js';
 
 /**
@@ -51,16 +52,21 @@ export function hostName(value: unknown, what: string): string {
   return host;
 }
 
-/** `/api/` and `/api` are the same route prefix; `/` stays `/`. */
+/** A route's host, by the rules every proxy kind shares (core/config/route.ts), in its normal form. */
+export function routeHost(value: unknown, what: string): string {
+  const checked = typeof value === 'string' ? checkRouteHost(value) : undefined;
+  if (!checked?.ok) refuse(what, value, checked?.rule ?? 'a host name');
+  return hostName(checked.value, what);
+}
+
+/** A route's path prefix, by the shared rules: `/api/` and `/api` are the same prefix; `/` stays `/`. */
 export function routePath(value: unknown, what: string): string {
-  if (typeof value !== 'string' || !PATH.test(value))
+  const checked = typeof value === 'string' ? checkRoutePath(value) : undefined;
+  if (!checked?.ok) refuse(what, value, checked?.rule ?? 'a path prefix starting with "/"');
+  // Defence in depth: the shared rules already keep nginx's syntax characters out.
+  if (!PATH.test(checked.value))
     refuse(what, value, 'a path starting with "/" made of letters, digits and ._~!*+,:@=&/-');
-  let p = value;
-  while (p.length > 1 && p.endsWith('/')) p = p.slice(0, -1);
-  // nginx matches the normalised path: a prefix holding "//", "." or ".." segments never matches.
-  if (p.includes('//') || p.split('/').some((seg) => seg === '.' || seg === '..'))
-    refuse(what, value, 'a path without empty, "." or ".." segments');
-  return p;
+  return checked.value;
 }
 
 export function version(value: unknown, what: string): string {

@@ -166,6 +166,22 @@ describe.skipIf(!available)('the dashboard in headless Chromium', () => {
     await expect.poll(() => page.textContent('#live-colour')).toBe('blue');
   });
 
+  it('makes a preview link for the warm slot that opens it through the public port', async () => {
+    await expect.poll(() => page.isDisabled('#preview-link')).toBe(false);
+    await page.click('#preview-link');
+    await expect
+      .poll(() => page.inputValue('#preview-url'))
+      .toMatch(/\/\.teal\/preview\?grant=[0-9a-f]{64}$/);
+    const link = await page.inputValue('#preview-url');
+    expect(link.startsWith(`${daemon.info.proxy}/`)).toBe(true);
+    const opened = await fetch(link, { redirect: 'manual' });
+    expect(opened.status).toBe(302);
+    const cookie = (opened.headers.get('set-cookie') ?? '').split(';')[0]!;
+    expect(cookie).toMatch(/^teal_preview=[0-9a-f]{64}$/);
+    expect(await (await fetch(`${daemon.info.proxy}/`, { headers: { cookie } })).text()).toBe('hello v2\n');
+    expect(await (await fetch(`${daemon.info.proxy}/`)).text()).toBe('hello v1\n');
+  });
+
   it('follows the live instance logs', async () => {
     await page.click('#log-follow');
     expect(await page.getAttribute('#log-follow', 'aria-pressed')).toBe('true');

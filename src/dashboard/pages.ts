@@ -209,6 +209,10 @@ export function servicePage(session: Session, service: string): string {
 <button type="button" id="promote" disabled>Promote</button>
 <button type="button" id="abort" disabled>Abort</button>
 </div>
+<div class="inline">
+<button type="button" id="preview-link" disabled title="A link to the idle slot through the public port, for a tester: it works for an hour">Preview link</button>
+<input id="preview-url" type="text" readonly hidden aria-label="Preview link" spellcheck="false">
+</div>
 <form id="rollback-form" class="inline">
 <label for="rollback-to">Roll back to</label>
 <select id="rollback-to" name="to"><option value="">the warm slot</option></select>

@@ -513,6 +513,10 @@ function service() {
     const last = status.lastDeployment;
     $('promote').disabled = !(last && last.state === 'verified');
     $('abort').disabled = !(last && BEFORE_SWITCH.includes(last.state));
+    // A preview link opens the idle slot the preview route serves: verifying, at the gate, or warm.
+    $('preview-link').disabled = !['blue', 'green'].some(
+      (s) => s !== live && ['verifying', 'warm'].includes(status.slots[s]?.state),
+    );
   }
 
   function renderHistory() {
@@ -671,6 +675,20 @@ function service() {
       {},
     ),
   );
+  $('preview-link').addEventListener('click', async () => {
+    try {
+      const grant = await api('POST', `${base}/previews`, {});
+      const out = $('preview-url');
+      out.value = grant.link;
+      out.hidden = false;
+      out.select();
+      notify(
+        `Preview link for ${svc} ${grant.version} (${grant.slot}), valid until ${when(grant.expiresAt)}`,
+      );
+    } catch (err) {
+      notify(`Preview link failed: ${err.message}`, 'error');
+    }
+  });
   $('abort').addEventListener('click', () =>
     act(`Abort the deployment of ${svc}? The live slot keeps serving.`, 'Abort', 'POST', `${base}/abort`, {}),
   );

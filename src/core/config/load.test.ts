@@ -89,6 +89,36 @@ describe('loadConfig', () => {
     ]);
   });
 
+  it('names an unknown user or group at its line, and refuses user: on a docker service', () => {
+    const problems = problemsOf(
+      'services:\n  web:\n    command: [x]\n    user: no-such-user-teal\n  api:\n    command: [x]\n    routes: [{ path: /api }]\n    user: nobody\n    group: no-such-group-teal\npipelines:\n  p:\n    source: { repo: /r }\n    user: "65534"\n    group: nogroup\n',
+    );
+    expect(problems.map((p) => `${p.line} ${p.path}: ${p.message}`)).toEqual([
+      '4 services.web.user: no user "no-such-user-teal" in /etc/passwd (give a name from it or a numeric uid)',
+      '9 services.api.group: no group "no-such-group-teal" in /etc/group (give a name from it or a numeric gid)',
+    ]);
+    const docker = problemsOf(
+      'services:\n  box:\n    runtime: docker\n    image: x\n    port: 3000\n    user: nobody\n',
+    );
+    expect(docker.map((p) => `${p.line} ${p.path}: ${p.message}`)).toEqual([
+      "6 services.box.user: only for runtime: process (a container runs as its image's USER)",
+    ]);
+  });
+
+  it('keeps the work dir out of the state dir', () => {
+    expect(parseConfig(minimal, '/srv/app/teal.yml').workDir).toBe('/srv/app/.teal-work');
+    expect(parseConfig(`workDir: /var/tmp/w\n${minimal}`, '/srv/app/teal.yml').workDir).toBe('/var/tmp/w');
+    for (const workDir of ['.teal/work', '.teal', '.']) {
+      expect(problemsOf(`workDir: ${workDir}\n${minimal}`)).toEqual([
+        expect.objectContaining({
+          path: 'workDir',
+          line: 1,
+          message: expect.stringContaining('must be outside the state dir'),
+        }),
+      ]);
+    }
+  });
+
   it('turns durations into milliseconds', () => {
     const { config } = parseConfig(
       'services:\n  web:\n    command: [x]\n    drain: 1m30s\n    keepWarm: 1h\n    health: { interval: 250ms, deadline: 1.5s }\n',

@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -234,21 +234,42 @@ describe.skipIf(!available)('DockerRuntime', () => {
     expect((await failure(runtime.start(hostNetwork, { signal }))).code).toBe('TEAL_START_FAILED');
   });
 
-  it('gives the container only the spec’s env, with PORT the container port and HOST 0.0.0.0', async () => {
+  it('gives the container only the spec’s env (fromEnv, file and inheritEnv resolved), with PORT the container port and HOST 0.0.0.0', async () => {
     const runtime = runtimeFor();
     process.env.TEAL_TOKEN = 'secret-token';
+    process.env.TEAL_TEST_SECRET = 'shell-secret';
+    process.env.TEAL_TEST_NAMED = 'named';
+    process.env.TEAL_TEST_INHERITED = 'inherited';
+    const secretFile = path.join(mkdtempSync(path.join(os.tmpdir(), 'teal-docker-env-')), 'key');
+    writeFileSync(secretFile, 'from-a-file\n');
     try {
-      const script = `console.log(['TEAL_TOKEN', 'APP_VERSION', 'PORT', 'HOST'].map((k) => k + '=' + process.env[k]).join(' '));`;
-      const instance = await runtime.start(scriptSpec(script), { signal: AbortSignal.timeout(30_000) });
+      const keys = [
+        'TEAL_TOKEN',
+        'TEAL_TEST_SECRET',
+        'APP_VERSION',
+        'NAMED',
+        'FILE',
+        'TEAL_TEST_INHERITED',
+        'PORT',
+        'HOST',
+      ];
+      const script = `console.log(${JSON.stringify(keys)}.map((k) => k + '=' + process.env[k]).join(' '));`;
+      const spec = {
+        ...scriptSpec(script),
+        envFrom: { NAMED: { fromEnv: 'TEAL_TEST_NAMED' }, FILE: { file: secretFile } },
+        inheritEnv: ['TEAL_TEST_INHERITED'],
+      };
+      const instance = await runtime.start(spec, { signal: AbortSignal.timeout(30_000) });
       expect(await runtime.exited(instance, { signal: AbortSignal.timeout(10_000) })).toEqual({
         code: 0,
         signal: null,
       });
       expect(await runtime.logTail(instance, 5)).toEqual([
-        'TEAL_TOKEN=undefined APP_VERSION=1.2.3 PORT=3000 HOST=0.0.0.0',
+        'TEAL_TOKEN=undefined TEAL_TEST_SECRET=undefined APP_VERSION=1.2.3 NAMED=named FILE=from-a-file TEAL_TEST_INHERITED=inherited PORT=3000 HOST=0.0.0.0',
       ]);
     } finally {
-      delete process.env.TEAL_TOKEN;
+      for (const k of ['TEAL_TOKEN', 'TEAL_TEST_SECRET', 'TEAL_TEST_NAMED', 'TEAL_TEST_INHERITED'])
+        delete process.env[k];
     }
   });
 

@@ -53,6 +53,8 @@ export class ClientConnection implements ClientSide {
   private closeRequested = false;
   private ended = false;
   private pausedBy = 0;
+  /** Answers wait for the client to take the ones before (see `done`). */
+  private awaitingDrain = false;
   /** Inside `parser.execute`: exchanges are started once it returns. */
   private parsing = false;
   /** A head refused by the data plane itself (see RequestHead.refusal), while the parser stops. */
@@ -126,7 +128,7 @@ export class ClientConnection implements ClientSide {
       return;
     }
     this.parsing = false;
-    this.queue[0]?.start();
+    if (!this.awaitingDrain) this.queue[0]?.start();
     if (this.upgradeReq) {
       // The parser stopped after the upgrade's head; what follows belongs to the new protocol.
       this.pendingUpgrade = { req: this.upgradeReq, head: data.subarray(parsed) };
@@ -231,6 +233,27 @@ export class ClientConnection implements ClientSide {
       this.end();
       return;
     }
+    if (this.socket.writableNeedDrain) {
+      // The client has not taken the answers so far: the next request waits, and reading with it,
+      // so a client that pipelines requests and never reads cannot pile answers up in memory (the
+      // send timeout closes it if it never drains).
+      if (!this.awaitingDrain) {
+        this.awaitingDrain = true;
+        this.pauseReading();
+        this.socket.once('drain', this.onDrained);
+      }
+      return;
+    }
+    this.next();
+  }
+
+  private readonly onDrained = (): void => {
+    this.awaitingDrain = false;
+    if (!this.ended) this.next();
+  };
+
+  /** Goes on to the next request queued, the refusal waiting, or the upgrade. */
+  private next(): void {
     // A pipelined request waiting with its body paused the socket: let it flow again.
     while (this.pausedBy > 0) this.resumeReading();
     const next = this.queue[0];

@@ -3,7 +3,7 @@ import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
 import { waitFor } from '../switch.contract.js';
-import { headerValues, planeFixture, type RawClient } from './harness.js';
+import { headerValues, planeFixture, type RawClient, residentBytes } from './harness.js';
 
 /*
  * What a stranger can hold open: a send (write-stall) timeout both ways, and a cap on connections
@@ -113,6 +113,40 @@ describe('the builtin data plane with a 500 ms send timeout', () => {
     // The answer took several send timeouts in all: only a stall counts, not a long transfer.
     expect(took).toBeGreaterThan(2_000);
     expect(seen.finished).toBe(true);
+  });
+
+  it('stops taking pipelined requests from a client that reads none of the answers', async () => {
+    const body = 'p'.repeat(32 * 1024);
+    const up = await f.raw({
+      respond: () =>
+        `HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: ${body.length}\r\n\r\n${body}`,
+    });
+    await f.route(up.port);
+    // 2,000 requests whose answers come to 64 MB, in one go, and nothing read.
+    const c = await deafClient(f.dp.url, 'GET / HTTP/1.1\r\nHost: a\r\n\r\n'.repeat(2_000));
+    f.closers.push(() => c.socket.destroy());
+    const before = await residentBytes(f.dp.pid);
+    let peak = before;
+    const watchUntil = performance.now() + 3_000;
+    while (performance.now() < watchUntil) {
+      peak = Math.max(peak, await residentBytes(f.dp.pid));
+      await sleep(50);
+    }
+    console.log(
+      `pipelined, unread: ${up.heads.length} of 2000 requests went upstream; data plane RSS +${Math.round((peak - before) / MB)} MB`,
+    );
+    // The answers wait for the client to take the ones before: only what the sockets' buffers
+    // hold was asked of the upstream, and the data plane's memory stayed flat.
+    expect(up.heads.length).toBeLessThan(1_000);
+    expect(peak - before).toBeLessThan(24 * MB);
+    // And the send timeout closed it: reading now, the client gets what was buffered, then the end.
+    let got = 0;
+    c.socket.on('data', (d: Buffer) => {
+      got += d.length;
+    });
+    c.socket.resume();
+    await Promise.race([c.closed, sleep(5_000).then(() => Promise.reject(new Error('client not closed')))]);
+    expect(got).toBeLessThan(2_000 * body.length);
   });
 
   it('answers 504 when the upstream never reads the request body, and closes that connection', async () => {

@@ -4,6 +4,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { DeploymentRecord } from '../src/core/records.js';
+import { request } from '../src/proxy/switch.contract.js';
 import { freePort } from '../src/runtimes/ports.js';
 import { haveBinary } from '../src/testing/binaries.js';
 import { helloService, runCli, startTestDaemon, type TestDaemon } from '../src/testing/daemon.js';
@@ -28,7 +29,8 @@ describe.skipIf(!available)('blue-green deploys through haproxy', () => {
   it('haproxy started from `teal haproxy-config`; 10 deploys under keep-alive load: no failed or stale request', async () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'teal-it-haproxy-'));
     const port = await freePort('127.0.0.1');
-    const proxy = `{ kind: haproxy, socket: hap/admin.sock, listen: "127.0.0.1:${port}" }`;
+    const previewPort = await freePort('127.0.0.1');
+    const proxy = `{ kind: haproxy, socket: hap/admin.sock, listen: "127.0.0.1:${port}", preview: { listen: "127.0.0.1:${previewPort}" } }`;
     // As a user would: render the base config from teal.yml, start haproxy with it, then teal up.
     writeFileSync(path.join(dir, 'teal.yml'), `proxy: ${proxy}\nservices:\n  hello:\n${helloService()}\n`);
     const rendered = await runCli(['haproxy-config', '-c', path.join(dir, 'teal.yml')]);
@@ -39,6 +41,7 @@ describe.skipIf(!available)('blue-green deploys through haproxy', () => {
     });
     daemon = await startTestDaemon({ dir, proxy, services: `  hello:\n${helloService()}` });
     expect(daemon.info.proxy).toBe(`http://127.0.0.1:${port}`);
+    expect(daemon.info.preview).toBe(`http://127.0.0.1:${previewPort}`);
 
     const first = await deployAndWait(daemon.client, 'hello', 'v0');
     expect(first.state, first.error?.message).toBe('done');
@@ -67,6 +70,10 @@ describe.skipIf(!available)('blue-green deploys through haproxy', () => {
       live: 'green',
       slots: { green: { version: 'v9', state: 'live' }, blue: { version: 'v10', state: 'warm' } },
     });
+    // The warm v10 is reachable on the preview frontend the rendered config binds, never publicly.
+    const slot = { headers: { 'x-teal-slot': 'blue' } };
+    expect((await request(`${daemon.info.proxy}/`, slot)).body).toBe('hello v9\n');
+    expect((await request(`${daemon.info.preview}/`, slot)).body).toBe('hello v10\n');
   }, 180_000);
 
   it('haproxy-config refuses a teal.yml whose proxy is not haproxy', async () => {

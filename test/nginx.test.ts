@@ -32,8 +32,9 @@ async function start(check?: (dir: string, nginx: NginxInstance) => string) {
   const dir = mkdtempSync(path.join(tmpdir(), 'teal-it-nginx-'));
   nginx = await startNginx(path.join(dir, 'nginx'), `include ${dir}/nginx/teal*.conf;`);
   const port = await freePort('127.0.0.1');
+  const previewPort = await freePort('127.0.0.1');
   const checkCommand = check ? check(dir, nginx) : nginx.commands.check;
-  const proxy = `{ kind: nginx, config: nginx/teal.conf, listen: "127.0.0.1:${port}", pidFile: ${JSON.stringify(nginx.pidFile)}, check: ${JSON.stringify(checkCommand)}, reload: ${JSON.stringify(`echo . >> ${dir}/reloads; ${nginx.commands.reload}`)} }`;
+  const proxy = `{ kind: nginx, config: nginx/teal.conf, listen: "127.0.0.1:${port}", preview: { listen: "127.0.0.1:${previewPort}" }, pidFile: ${JSON.stringify(nginx.pidFile)}, check: ${JSON.stringify(checkCommand)}, reload: ${JSON.stringify(`echo . >> ${dir}/reloads; ${nginx.commands.reload}`)} }`;
   daemon = await startTestDaemon({ dir, proxy, services: `  hello:\n${helloService()}` });
   return { dir, url: `http://127.0.0.1:${port}` };
 }

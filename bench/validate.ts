@@ -3,9 +3,10 @@
  * in two shapes (one mapping of many env keys, which yaml's own duplicate-key check made quadratic;
  * and many services), median of ROUNDS runs each, in one process so the figures compare.
  *   npm run bench:validate          (ROUNDS=3 by default)
- * Fails (exit 1) when 4x the size costs more than 8x the time, or 5 MB takes over 30 s (generous: the machine may be shared).
+ * Fails (exit 1) when 10x the size costs more than 25x the time, or 5 MB takes over 30 s (generous: the machine may be shared).
  * Writes its section of docs/benchmarks.md.
  */
+import os from 'node:os';
 import { parseConfig } from '../src/core/config/load.js';
 import { machine, median, writeSection } from './report.js';
 
@@ -37,6 +38,8 @@ function manyServices(mb: number): string {
   return parts.join('');
 }
 
+// A shared machine slows every row alike; the load says how far from an idle one the figures are.
+const load = os.loadavg()[0]!.toFixed(1);
 const rows: string[] = [];
 let failed = false;
 for (const [shape, generate] of [
@@ -55,17 +58,20 @@ for (const [shape, generate] of [
     times.set(mb, median(runs));
     rows.push(`| ${shape} | ${mb} MB | ${median(runs).toFixed(0)} ms |`);
   }
-  const ratio = times.get(2)! / times.get(0.5)!;
-  rows.push(`| ${shape} | 2 MB / 0.5 MB | ${ratio.toFixed(1)}x (linear: 4x) |`);
-  if (ratio > 8 || times.get(5)! > 30_000) failed = true;
+  // The widest span, so a loaded machine's noise stays far from the bound: linear is 10x,
+  // quadratic (what yaml's duplicate-key check was) 100x.
+  const ratio = times.get(5)! / times.get(0.5)!;
+  rows.push(`| ${shape} | 5 MB / 0.5 MB | ${ratio.toFixed(1)}x (linear: 10x) |`);
+  if (ratio > 25 || times.get(5)! > 30_000) failed = true;
 }
 
 const markdown = `## Config validation
 
 \`npm run bench:validate\`: \`parseConfig\` (what \`teal validate\` runs, without the process start) on
-generated files, median of ${rounds}. Linear means 4x the size costs about 4x the time.
+generated files, median of ${rounds}. Linear means 10x the size costs about 10x the time.
 
-${machine()}
+${machine()}; load average ${load} when it started. Most of the time is the yaml
+library's parse; teal's own passes (bounds, locating problems, routes) add a few percent.
 
 | shape | size | time |
 |---|---|---|

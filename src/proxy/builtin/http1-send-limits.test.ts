@@ -2,6 +2,7 @@ import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
+import { WebSocket, WebSocketServer } from 'ws';
 import { waitFor } from '../switch.contract.js';
 import { headerValues, planeFixture, type RawClient, residentBytes } from './harness.js';
 
@@ -253,5 +254,37 @@ describe('the builtin data plane with a cap of 50 connections', () => {
     next.send('GET / HTTP/1.1\r\nHost: a\r\n\r\n');
     const [served] = await next.finalResponses(1);
     expect(served!.status).toBe(200);
+  });
+
+  it('counts websockets against the cap: they are never closed for room', async () => {
+    const up = await f.serve((_req, res) => res.end('ok'));
+    const wss = new WebSocketServer({ server: up.server });
+    wss.on('connection', (ws) => ws.on('message', (m) => ws.send(`echo:${m.toString()}`)));
+    f.closers.push(() => {
+      for (const ws of wss.clients) ws.terminate();
+    });
+    await f.route(up.port);
+    const sockets: WebSocket[] = [];
+    f.closers.push(() => {
+      for (const ws of sockets) ws.terminate();
+    });
+    for (let i = 0; i < 50; i++) {
+      const ws = new WebSocket(`${f.dp.url.replace('http', 'ws')}/ws`);
+      sockets.push(ws);
+      await new Promise<void>((resolve, reject) => {
+        ws.once('open', () => resolve());
+        ws.once('error', reject);
+      });
+    }
+    const refused = await f.client();
+    refused.send('GET / HTTP/1.1\r\nHost: a\r\n\r\n');
+    await refused.waitForClose(3_000);
+    expect(refused.responses().map((r) => r.status)).toEqual([503]);
+    // Every websocket still works.
+    const last = sockets[49]!;
+    const echoed = new Promise<string>((resolve) => last.once('message', (m) => resolve(m.toString())));
+    last.send('still here');
+    expect(await echoed).toBe('echo:still here');
+    expect(sockets.every((ws) => ws.readyState === WebSocket.OPEN)).toBe(true);
   });
 });

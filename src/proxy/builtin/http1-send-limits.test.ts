@@ -150,6 +150,34 @@ describe('the builtin data plane with a 500 ms send timeout', () => {
     expect(got).toBeLessThan(2_000 * body.length);
   });
 
+  it('closes a websocket whose client stopped reading, and its upstream side', async () => {
+    const up = await f.serve((_req, res) => res.end('ok'));
+    const wss = new WebSocketServer({ server: up.server });
+    let upstreamClosed = false;
+    wss.on('connection', (ws) => {
+      // Streams 1 MB messages for as long as the data plane takes them.
+      const chunk = Buffer.alloc(1024 * 1024, 119);
+      const timer = setInterval(() => {
+        if (ws.bufferedAmount < 8 * MB) ws.send(chunk);
+      }, 5);
+      ws.on('close', () => {
+        clearInterval(timer);
+        upstreamClosed = true;
+      });
+    });
+    f.closers.push(() => {
+      for (const ws of wss.clients) ws.terminate();
+    });
+    await f.route(up.port);
+    const c = await deafClient(
+      f.dp.url,
+      'GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n' +
+        'Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n',
+    );
+    f.closers.push(() => c.socket.destroy());
+    await waitFor('the upstream side of the websocket to be closed', () => upstreamClosed, 8_000);
+  });
+
   it('answers 504 when the upstream never reads the request body, and closes that connection', async () => {
     let upstreamClosed = false;
     const sockets = new Set<net.Socket>();

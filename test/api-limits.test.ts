@@ -92,7 +92,7 @@ describe('the control API against strangers', () => {
   beforeAll(async () => {
     daemon = await startTestDaemon({
       services: `  web:\n${helloService()}`,
-      api: '{ listen: 127.0.0.1:0, timeouts: { headers: 1s, request: 1500ms }, limits: { authFailures: 5 } }',
+      api: '{ listen: 127.0.0.1:0, timeouts: { headers: 1s, request: 1500ms }, limits: { authFailures: 5, maxConnections: 100 } }',
       extraConfig: 'webhooks: { generic: { secretEnv: TEAL_LIMITS_SECRET } }\n',
       env: { TEAL_LIMITS_SECRET: SECRET },
     });
@@ -241,6 +241,21 @@ describe('the control API against strangers', () => {
     expect(log).toContain('refusing a client after repeated wrong credentials');
     expect(log).not.toContain('guess-number-');
     expect(log).not.toContain('login-guess-');
+  });
+
+  it('closes connections past the cap at once, and serves again once the idle ones time out', async () => {
+    const held = await Promise.all(Array.from({ length: 100 }, () => raw(base, '127.0.0.7')));
+    await sleep(100);
+    const extra = await raw(base, '127.0.0.8');
+    extra.socket.write(
+      `GET /v1/services HTTP/1.1\r\nHost: teal\r\nAuthorization: Bearer ${daemon.token}\r\n\r\n`,
+    );
+    await until('the connection past the cap to be closed', () => extra.state.closed, 3_000);
+    expect(extra.state.text).toBe('');
+    // The held ones sent nothing: the header timeout (1 s) frees their places.
+    await until('the held connections to time out', () => held.every((c) => c.state.closed), 5_000);
+    const after = await call(base, { path: '/v1/services', token: daemon.token, localAddress: '127.0.0.8' });
+    expect(after.status).toBe(200);
   });
 
   it('answers 400 naming the segment to malformed percent-encoding, without a log line each', async () => {

@@ -7,6 +7,8 @@ import type { DeploymentRecord } from '../src/core/records.js';
 import { statePaths } from '../src/daemon/files.js';
 import { teardown } from '../src/daemon/teardown.js';
 import { cliEntry } from '../src/paths.js';
+import { dataPlaneInfo } from '../src/proxy/builtin/launcher.js';
+import { request } from '../src/proxy/switch.contract.js';
 import { etcdStore } from '../src/stores/etcd.js';
 import type { Store } from '../src/stores/store.js';
 import { haveBinary } from '../src/testing/binaries.js';
@@ -53,6 +55,8 @@ describe.runIf(hasEtcd)('teal on etcd, with edges', () => {
         '--id',
         id,
         '--listen',
+        '127.0.0.1:0',
+        '--preview-listen',
         '127.0.0.1:0',
         '--state-dir',
         dir,
@@ -121,6 +125,14 @@ describe.runIf(hasEtcd)('teal on etcd, with edges', () => {
     expect(serving.map((r) => r.id).sort()).toEqual(['edge-1', 'edge-2']);
     // The store's keys are DESIGN's, under the prefix, for a confd user to read.
     expect((await store.get('/services/hello/live'))?.value).toBe('green');
+    // Each edge has its own loopback preview listener: the warm v3 there, never on its public port.
+    for (const e of edges) {
+      const info = await dataPlaneInfo(statePaths(e.dir).proxySocket);
+      expect(info?.preview, e.id).toMatch(/^127\.0\.0\.1:\d+$/);
+      const slot = { headers: { 'x-teal-slot': 'blue' } };
+      expect((await request(`http://${info!.preview}/`, slot)).body, e.id).toBe('hello v3\n');
+      expect((await request(`${e.url}/`, slot)).body, e.id).toBe('hello v4\n');
+    }
   }, 120_000);
 
   it('the analysis after a switch counts what went through the edges: a release failing only there is switched back', async () => {

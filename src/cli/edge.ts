@@ -7,6 +7,7 @@ import { type ConfigOption, withConfig } from './options.js';
 interface EdgeFlags extends ConfigOption {
   id?: string;
   listen?: string;
+  previewListen?: string;
   stateDir?: string;
   logFormat?: string;
   leaseTtl: string;
@@ -21,6 +22,10 @@ export function edgeCommand(program: Command): void {
       )
       .option('--id <name>', "this edge's name in the store (default: the host name)")
       .option('--listen <host:port>', "where users connect (default: teal.yml's proxy.listen)")
+      .option(
+        '--preview-listen <host:port>',
+        "this edge's preview listener, where X-Teal-Slot chooses the slot (default: teal.yml's proxy.preview.listen, else 127.0.0.1 on the public port + 1)",
+      )
       .option('--state-dir <dir>', "this edge's own state dir (default: teal.yml's stateDir)")
       .option('--log-format <format>', 'json or pretty (default: pretty on a terminal, else json)')
       .option(
@@ -63,6 +68,13 @@ Examples:
           proxy.listen = parseAddress(opts.listen);
         } catch (err) {
           throw new TealError('TEAL_USAGE', `--listen: ${(err as Error).message}`);
+        }
+      }
+      if (opts.previewListen) {
+        try {
+          proxy.preview = { listen: parseAddress(opts.previewListen) };
+        } catch (err) {
+          throw new TealError('TEAL_USAGE', `--preview-listen: ${(err as Error).message}`);
         }
       }
       const pretty = opts.logFormat ? opts.logFormat === 'pretty' : Boolean(process.stdout.isTTY);

@@ -5,6 +5,7 @@ import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { distEntry, packageRoot } from '../src/paths.js';
 import { ProcessRuntime } from '../src/runtimes/process.js';
+import { HELLO_DIR } from '../src/testing/paths.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'teal-demo-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -17,7 +18,7 @@ describe('the main job (scripts/demo.sh runs dist/demo/main.js)', () => {
       .replace('listen: 127.0.0.1:8080', 'listen: 127.0.0.1:0')
       .replace('listen: 127.0.0.1:7070', 'listen: 127.0.0.1:0')
       .replace(/\n\s+ports: \{[^}]*\}/, '')
-      .replace('cwd: .', `cwd: ${path.join(packageRoot(), 'examples/hello')}`);
+      .replace('cwd: .', `cwd: ${HELLO_DIR}`);
     const file = path.join(dir, 'teal.yml');
     writeFileSync(file, config);
     const { code, stdout, stderr } = await new Promise<{ code: number; stdout: string; stderr: string }>(

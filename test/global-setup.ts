@@ -1,12 +1,14 @@
 import { execFileSync } from 'node:child_process';
+import { rmSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { reachableExample } from '../src/reachable-copy.js';
 
 /**
  * Tests start real teal processes (the daemon, the data plane, helpers) from dist/, so build it
  * once before any test runs: a stale dist/ would test yesterday's code.
  */
-export default function setup(): void {
+export default function setup(): () => void {
   const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
   try {
     execFileSync(
@@ -21,30 +23,28 @@ export default function setup(): void {
     // tsc still emitted; type errors fail `npm run typecheck`, which the test script runs first.
     process.stderr.write('global-setup: tsc reported type errors (see above); testing what it emitted\n');
   }
-  assertNobodyCanRunTheApp(root);
+  useReachableExample(root);
+  return teardown;
 }
 
 /**
- * Run as root (as CI does), teal runs the apps, stages and hooks the tests deploy as nobody: the
- * example app and node must be reachable for nobody, which a clone under /root (0700) is not.
- * Said once, here, rather than as every deploy's TEAL_START_FAILED.
+ * Run as root (as CI does), teal runs the apps, stages and hooks the tests deploy as nobody, who
+ * cannot enter a clone under /root (0700). The tests then deploy a copy of examples/hello that
+ * the user nobody can read (reachable-copy.ts), named in TEAL_TEST_HELLO_DIR for every test worker (they
+ * are forked after this and inherit the environment); it is removed when the run ends.
  */
-function assertNobodyCanRunTheApp(root: string): void {
-  if (process.getuid?.() !== 0) return;
-  try {
-    execFileSync(
-      process.execPath,
-      ['-e', `require('fs').readFileSync(${JSON.stringify(path.join(root, 'examples/hello/server.js'))})`],
-      {
-        uid: 65534,
-        gid: 65534,
-        cwd: '/',
-        stdio: 'pipe',
-      },
-    );
-  } catch (err) {
-    throw new Error(
-      `the tests run as root, so teal runs their apps as nobody, who cannot run ${process.execPath} on ${root}/examples/hello/server.js: clone teal where others may read it (not under /root), or make the folders on the way searchable (chmod o+x). ${(err as { stderr?: Buffer }).stderr?.toString().trim() ?? ''}`,
-    );
-  }
+let copied: string | undefined;
+
+function useReachableExample(root: string): void {
+  const example = reachableExample(path.join(root, 'examples/hello'), 'teal-test-hello-');
+  if (!example.copied) return;
+  copied = example.dir;
+  process.env.TEAL_TEST_HELLO_DIR = example.dir;
+  process.stderr.write(
+    `global-setup: nobody cannot reach ${root}; the tests deploy a copy of examples/hello in ${example.dir}\n`,
+  );
+}
+
+function teardown(): void {
+  if (copied) rmSync(copied, { recursive: true, force: true });
 }

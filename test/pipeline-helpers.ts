@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -24,6 +24,8 @@ export interface TestRepo {
 /** A bare repository and a working copy of the example app, with real git. */
 export function makeRepo(): TestRepo {
   const dir = mkdtempSync(path.join(tmpdir(), 'teal-git-'));
+  // Stages run as nobody under root (users.ts): a file a test stage waits for must be reachable.
+  chmodSync(dir, 0o755);
   const bare = path.join(dir, 'app.git');
   const work = path.join(dir, 'work');
   const git = (args: string[], cwd = work) =>

@@ -5,16 +5,16 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { silentLogger } from '../core/deps.js';
 import { isTealError } from '../core/errors.js';
 import { fleetKeys, type InstanceReport } from '../core/fleet.js';
-import { packageRoot } from '../paths.js';
 import { FleetRuntime } from '../runtimes/fleet.js';
 import { ProcessRuntime } from '../runtimes/process.js';
 import { answers, get, testLabels, waitFor } from '../runtimes/runtime.contract.js';
 import type { InstanceSpec } from '../runtimes/runtime.js';
 import { memoryStore } from '../stores/memory.js';
 import type { Store } from '../stores/store.js';
+import { HELLO_DIR } from '../testing/paths.js';
 import { runAgent } from './agent.js';
 
-const hello = path.join(packageRoot(), 'examples/hello/server.js');
+const hello = path.join(HELLO_DIR, 'server.js');
 
 function spec(overrides: Partial<InstanceSpec> = {}): InstanceSpec {
   return {

@@ -4,11 +4,11 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { HttpProbe } from '../health/http.js';
-import { packageRoot } from '../paths.js';
 import { ProcessRuntime } from '../runtimes/process.js';
 import { memoryStore } from '../stores/memory.js';
 import type { Store } from '../stores/store.js';
 import { FakeSwitch } from '../testing/fake-switch.js';
+import { HELLO_DIR } from '../testing/paths.js';
 import { StepVerifier } from '../verify/steps.js';
 import { parseConfig } from './config/load.js';
 import { type EngineDeps, silentLogger } from './deps.js';
@@ -17,7 +17,7 @@ import { reconcile } from './reconcile.js';
 import { type DeploymentRecord, keys, readDeployment, readServiceState } from './records.js';
 import { WarmReaper } from './warm.js';
 
-const hello = path.join(packageRoot(), 'examples/hello/server.js');
+const hello = path.join(HELLO_DIR, 'server.js');
 
 interface Variant {
   command?: string[];

@@ -4,7 +4,7 @@
  * while a keep-alive load generator sends requests through the proxy, and report what happened.
  * Run by scripts/demo.sh (which does the set-up first). `--exit` ends after the report (tests).
  */
-import { appendFileSync } from 'node:fs';
+import { appendFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { ApiClient } from '../cli/client.js';
@@ -20,11 +20,14 @@ import { ensureStateDir, statePaths } from '../daemon/files.js';
 import { createLogger } from '../daemon/log.js';
 import { teardown } from '../daemon/teardown.js';
 import { packageRoot } from '../paths.js';
+import { reachableExample } from '../reachable-copy.js';
 import { type LoadSample, runLoad } from '../verify/load.js';
+
+const EXAMPLE = path.join(packageRoot(), 'examples/hello/teal.yml');
 
 const { values: args } = parseArgs({
   options: {
-    config: { type: 'string', default: path.join(packageRoot(), 'examples/hello/teal.yml') },
+    config: { type: 'string', default: EXAMPLE },
     connections: { type: 'string', default: '32' },
     exit: { type: 'boolean', default: false },
     keep: { type: 'boolean', default: false },
@@ -59,11 +62,21 @@ async function deploy(client: ApiClient, service: string, version: string): Prom
 }
 
 async function main(): Promise<void> {
-  const configFile = path.resolve(args.config!);
+  const asked = path.resolve(args.config!);
+  // Run as root, teal runs the app as nobody, who cannot enter a clone under /root (0700): the
+  // bundled example then runs from a copy nobody can read, rather than failing its first start.
+  const example =
+    asked === EXAMPLE ? reachableExample(path.dirname(asked), 'teal-demo-') : { dir: '', copied: false };
+  const configFile = example.copied ? path.join(example.dir, path.basename(asked)) : asked;
   const connections = Number(args.connections);
-  const shown = path.relative(process.cwd(), configFile) || configFile;
+  const shown = path.relative(process.cwd(), asked) || asked;
   say(c.bold('teal demo: a blue-green deploy with zero downtime, on the embedded defaults'));
   say(`  config     ${shown}`);
+  if (example.copied) {
+    say(
+      `  copy       ${example.dir}: teal runs as root, so the app runs as nobody, who cannot reach ${path.dirname(asked)}`,
+    );
+  }
 
   const t0 = performance.now();
   // The daemon's own log goes to its file, so the demo's output stays the story of the deploy.
@@ -95,7 +108,10 @@ async function main(): Promise<void> {
     if (stopping) return;
     stopping = true;
     await daemon.close();
-    if (!args.keep) await teardown(daemon.paths);
+    if (!args.keep) {
+      await teardown(daemon.paths);
+      if (example.copied) rmSync(example.dir, { recursive: true, force: true });
+    }
   };
 
   try {

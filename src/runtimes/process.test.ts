@@ -6,14 +6,15 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import { isTealError } from '../core/errors.js';
-import { distEntry, packageRoot } from '../paths.js';
+import { distEntry } from '../paths.js';
+import { HELLO_DIR } from '../testing/paths.js';
 import { leaderState, procStat } from './liveness.js';
 import { ProcessRuntime } from './process.js';
 import { type InstanceRecord, RecordStore } from './records.js';
 import { answers, get, runtimeContract, testLabels, waitFor } from './runtime.contract.js';
 import type { Instance, InstanceSpec } from './runtime.js';
 
-const hello = path.join(packageRoot(), 'examples/hello/server.js');
+const hello = path.join(HELLO_DIR, 'server.js');
 
 function appSpec(overrides: Partial<InstanceSpec> = {}): InstanceSpec {
   return {

@@ -15,8 +15,9 @@ import path from 'node:path';
 import { ApiClient } from '../cli/client.js';
 import { type DaemonInfo, readDaemonInfo, type StatePaths, statePaths } from '../daemon/files.js';
 import { teardown } from '../daemon/teardown.js';
-import { cliEntry, packageRoot } from '../paths.js';
+import { cliEntry } from '../paths.js';
 import { pidAlive } from '../proc.js';
+import { HELLO_DIR } from './paths.js';
 
 /**
  * A real `teal up` for integration tests: its own temp dir, config and state, started as a separate
@@ -56,7 +57,7 @@ export interface CliResult {
   stderr: string;
 }
 
-export const HELLO = path.join(packageRoot(), 'examples/hello/server.js');
+export const HELLO = path.join(HELLO_DIR, 'server.js');
 
 /** The example app as a service, with fast health checks; fields override the defaults. */
 export function helloService(overrides: Record<string, string> = {}): string {

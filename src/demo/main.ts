@@ -37,6 +37,11 @@ const { values: args } = parseArgs({
 const out = process.stdout;
 const c = paint(out);
 const say = (text = '') => out.write(`${text}\n`);
+/** A path as short as it can be said: relative when it is below here, else absolute. */
+const near = (file: string) => {
+  const rel = path.relative(process.cwd(), file);
+  return rel && !rel.startsWith('..') ? rel : file;
+};
 
 async function deploy(client: ApiClient, service: string, version: string): Promise<DeploymentRecord> {
   const record = await client.request<DeploymentRecord>('POST', `/v1/services/${service}/deployments`, {
@@ -177,17 +182,14 @@ async function main(): Promise<void> {
     );
 
     say(`\n${c.bold('Look at it')}`);
-    say(
-      `  dashboard ${daemon.apiUrl}/       log in with the token: cat ${path.relative(process.cwd(), daemon.paths.token)}`,
-    );
+    say(`  dashboard ${daemon.apiUrl}/       log in with the token: cat ${near(daemon.paths.token)}`);
     say(`  proxy     ${daemon.proxyUrl}/            curl ${daemon.proxyUrl}/  -> hello v2`);
     say(`  warm v1   curl -H 'X-Teal-Slot: ${record.fromSlot}' ${daemon.previewUrl}/`);
-    say(
-      `  API       ${daemon.apiUrl}/v1/services/${service}  (Bearer token in ${path.relative(process.cwd(), daemon.paths.token)})`,
-    );
-    say(`  try       npx teal status -c ${shown}`);
-    say(`            npx teal rollback ${service} -c ${shown}`);
-    say(`            npx teal deploy ${service} --version v3 -c ${shown}`);
+    say(`  API       ${daemon.apiUrl}/v1/services/${service}  (Bearer token in ${near(daemon.paths.token)})`);
+    const runningConfig = near(configFile);
+    say(`  try       npx teal status -c ${runningConfig}`);
+    say(`            npx teal rollback ${service} -c ${runningConfig}`);
+    say(`            npx teal deploy ${service} --version v3 -c ${runningConfig}`);
     if (report.failed > 0 || oldAfter > 0) process.exitCode = 1;
   } catch (err) {
     await cleanup();

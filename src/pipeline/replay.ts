@@ -3,6 +3,17 @@ import path from 'node:path';
 import { isTealError, TealError } from '../core/errors.js';
 import { git, isSha } from './workspace.js';
 
+/** A signed push to judge: which pipeline, where its repository is, and what production runs. */
+export interface Push {
+  pipeline: string;
+  repo: string;
+  branch: string;
+  commit: string;
+  /** What production runs now: the version (a sha for pipeline releases) of its live slot. */
+  production?: string;
+  signal?: AbortSignal;
+}
+
 /**
  * Whether a signed push is news. A signature proves the provider sent the body once, not that it is
  * sent now: whoever captured a delivery (a proxy log, a leaked request dump) can post it again with a
@@ -32,15 +43,7 @@ export class PushCheck {
   }
 
   /** Why this push must start nothing, or undefined when it is the branch's new head. */
-  skipReason(check: {
-    pipeline: string;
-    repo: string;
-    branch: string;
-    commit: string;
-    /** What production runs now: the version (a sha for pipeline releases) of its live slot. */
-    production?: string;
-    signal?: AbortSignal;
-  }): Promise<string | undefined> {
+  skipReason(check: Push): Promise<string | undefined> {
     const before = this.#chains.get(check.pipeline) ?? Promise.resolve();
     const result = before.catch(() => undefined).then(() => this.#check(check));
     const chain = result.catch(() => undefined);
@@ -51,14 +54,7 @@ export class PushCheck {
     return result;
   }
 
-  async #check(c: {
-    pipeline: string;
-    repo: string;
-    branch: string;
-    commit: string;
-    production?: string;
-    signal?: AbortSignal;
-  }): Promise<string | undefined> {
+  async #check(c: Push): Promise<string | undefined> {
     // Both come from a signed payload; they reach git as arguments only after these checks.
     if (!/^[0-9a-f]{40}$/.test(c.commit))
       throw new TealError('TEAL_BAD_REQUEST', 'the push names no commit (expected 40 hex digits)');

@@ -1,4 +1,4 @@
-import { chmodSync, copyFileSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { assertReachable, type RunUser, resolveRunUser } from './users.js';
@@ -22,24 +22,38 @@ export function reachableByDefaultUser(dir: string, user: RunUser = resolveRunUs
 }
 
 /**
- * `dir` itself when the default run user can reach it, else a copy of its plain files (not its
- * sub-folders: the example has none that matter, and a state dir inside must not be copied) in a
- * new folder under the system's temp dir. `copied` says which; the caller removes a copy.
+ * `dir` itself when the default run user can reach it, else a copy of its plain files in a new
+ * folder under the system's temp dir; sub-folders only with `recursive` (an example's state dir
+ * must not be copied). `copied` says which; the caller removes a copy.
  */
-export function reachableExample(dir: string, prefix: string): { dir: string; copied: boolean } {
+export function reachableExample(
+  dir: string,
+  prefix: string,
+  options: { recursive?: boolean } = {},
+): { dir: string; copied: boolean } {
   if (reachableByDefaultUser(dir)) return { dir, copied: false };
   const copy = mkdtempSync(path.join(tmpdir(), prefix));
   try {
-    chmodSync(copy, 0o755);
-    for (const entry of readdirSync(dir, { withFileTypes: true })) {
-      if (!entry.isFile()) continue;
-      const to = path.join(copy, entry.name);
-      copyFileSync(path.join(dir, entry.name), to);
-      chmodSync(to, 0o644);
-    }
+    copyInto(dir, copy, options.recursive ?? false);
   } catch (err) {
     rmSync(copy, { recursive: true, force: true });
     throw err;
   }
   return { dir: copy, copied: true };
+}
+
+/** Plain files (and with `recursive`, folders) of `from` into `to`: folders 0755, files 0644. */
+function copyInto(from: string, to: string, recursive: boolean): void {
+  chmodSync(to, 0o755);
+  for (const entry of readdirSync(from, { withFileTypes: true })) {
+    const source = path.join(from, entry.name);
+    const target = path.join(to, entry.name);
+    if (entry.isFile()) {
+      copyFileSync(source, target);
+      chmodSync(target, 0o644);
+    } else if (recursive && entry.isDirectory()) {
+      mkdirSync(target);
+      copyInto(source, target, true);
+    }
+  }
 }

@@ -34,6 +34,8 @@ export async function* watchPrefix<T = Json>(
   // As a local store's: a watch on a closed store, like one the close interrupts, just ends.
   if (signal.aborted || store.isClosed()) return;
   let last = options.afterRevision ?? (await store.revision());
+  // An abort or a close while the revision was read came before anything below listens for it.
+  if (signal.aborted || store.isClosed()) return;
   const key = store.key(prefix);
   const queue: Change<T>[] = [];
   const stop = new AbortController();

@@ -167,6 +167,19 @@ export function storeContract(name: string, impl: StoreUnderTest): void {
       expect(got).toEqual([]);
     });
 
+    it('watch ends when its signal aborts while the watch is still starting', async () => {
+      // Aborted in the same tick as the first read: before the watch has read the revision it starts
+      // from (what a slow store or a loaded machine makes of any early abort).
+      const ac = new AbortController();
+      const first = store.watch('/q/', { signal: ac.signal })[Symbol.asyncIterator]().next();
+      ac.abort();
+      const ended = await Promise.race([
+        first,
+        new Promise<'still waiting'>((r) => setTimeout(() => r('still waiting'), 3_000)),
+      ]);
+      expect(ended).toEqual({ done: true, value: undefined });
+    });
+
     it('keys on a lease vanish when the lease is revoked, and watchers see it', async () => {
       const lease = await store.grant(5_000);
       await store.put('/ephemeral', 'here', { lease: lease.id });

@@ -247,7 +247,7 @@ describe.runIf(hasEtcd && netns.ok)(
       }
       await leader.restart();
       // The live slot is one instance on each host, at the host's own address.
-      const live = await slot('green');
+      const live = await slot(d.targetSlot!);
       expect(live.state).toBe('live');
       expect(live.instances.map((i) => [i.hostId, i.host]).sort()).toEqual(
         hosts.map((h) => [`h${h.index}`, h.address]),
@@ -384,7 +384,7 @@ describe.runIf(hasEtcd && netns.ok)(
     }, 120_000);
 
     it('a host killed while the release starts fails the deployment: nothing is switched, what started is stopped, no request fails', async () => {
-      const before = await store!.get<string>('/services/hello/live');
+      const before = await store!.get<'blue' | 'green'>('/services/hello/live');
       const urls = [daemon!.info.proxy, ...edges.map((e) => e.url)];
       const loads = urls.map((url) => backgroundLoad(`${url}/`, 8));
       await new Promise((r) => setTimeout(r, 300));
@@ -416,7 +416,12 @@ describe.runIf(hasEtcd && netns.ok)(
       expect(d.error?.message).toMatch(/h3/);
       expect(d.switchedAt).toBeUndefined();
       expect(await store!.get<string>('/services/hello/live')).toMatchObject({ value: before!.value });
-      expect((await slot('green')).state).toBe('empty');
+      // The slot v6 was starting in, whichever it is after the deployments before (one that failed
+      // leaves the slots the other way round), is empty again; the live one was never touched.
+      expect(d.targetSlot).toBeDefined();
+      expect(d.targetSlot).not.toBe(before!.value);
+      expect((await slot(d.targetSlot!)).state).toBe('empty');
+      expect((await slot(before!.value)).state).toBe('live');
       // Nothing of v6 is left assigned or running on the surviving hosts.
       for (const host of ['h1', 'h2', 'h3']) {
         const left = (

@@ -296,14 +296,17 @@ export class Exchange implements Flight, UpstreamUser {
   /**
    * An upstream may close an idle kept-alive connection just as it is reused; the request then fails
    * before any answer. A bodiless request with a safe method is retried once on a fresh connection
-   * (another endpoint if there is one), so the client never sees that race. A bodiless request that
-   * could not connect at all reached no instance: it is retried on another one, whatever its method.
-   * (A body is not kept for a replay.)
+   * (another endpoint if there is one), so the client never sees that race. The same request cut
+   * before any answer on a fresh connection (the instance was killed while it ran) is retried on
+   * another instance when the pool has one, as nginx's `proxy_next_upstream error` does for safe
+   * methods. A bodiless request that could not connect at all reached no instance: it is retried on
+   * another one, whatever its method. (A body is not kept for a replay.)
    */
   private canRetry(code: string, answered: boolean, reused: boolean): boolean {
     if (this.attempt > 0 || answered || this.bodyBytes > 0 || hasBody(this.req)) return false;
-    if (!reused && NOT_CONNECTED.has(code)) return this.pool!.endpoints.length > 1;
-    return reused && RETRY_METHODS.has(this.req.method) && RETRY_CODES.has(code);
+    const another = this.pool!.endpoints.length > 1;
+    if (!reused && NOT_CONNECTED.has(code)) return another;
+    return (reused || another) && RETRY_METHODS.has(this.req.method) && RETRY_CODES.has(code);
   }
 
   cork(): void {

@@ -43,6 +43,30 @@ describe('the builtin data plane speaking HTTP/1.1', () => {
     }
   });
 
+  it('an instance that dies while it holds a GET: the GET is answered by the other instance; a DELETE is not replayed', async () => {
+    // "dying" reads each request and drops the connection before any answer: what a SIGKILLed
+    // instance does to the requests it holds. Its connections are always fresh ones.
+    const dying = { gets: 0, deletes: 0 };
+    const killed = await f.serve((req) => {
+      if (req.method === 'GET') dying.gets++;
+      else dying.deletes++;
+      req.socket.destroy();
+    });
+    const alive = await f.serve((_req, res) => res.end('alive'));
+    await f.route(killed.port, alive.port);
+    for (let i = 0; i < 10; i++)
+      expect(await request(`${f.dp.url}/`)).toMatchObject({ status: 200, body: 'alive' });
+    expect(dying.gets).toBeGreaterThan(0);
+
+    // A request that is not safe to send twice may have done its work on the dead instance.
+    const statuses: number[] = [];
+    for (let i = 0; i < 10; i++) statuses.push((await request(`${f.dp.url}/`, { method: 'DELETE' })).status);
+    expect(dying.deletes).toBeGreaterThan(0);
+    expect(statuses.filter((s) => s === 502)).toHaveLength(dying.deletes);
+    await killed.close();
+    await alive.close();
+  });
+
   it('sends new requests to the instance with fewer outstanding ones', async () => {
     const held: http.ServerResponse[] = [];
     const slow = await f.serve((_req, res) => {

@@ -3,7 +3,7 @@ import { Etcd3 } from 'etcd3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isTealError } from '../core/errors.js';
 import { haveBinary } from '../testing/binaries.js';
-import { type EtcdInstance, startEtcd } from '../testing/etcd.js';
+import { type EtcdCluster, type EtcdInstance, startEtcd, startEtcdCluster } from '../testing/etcd.js';
 import { etcdStore } from './etcd.js';
 import { openStore } from './open.js';
 import { storeContract } from './store.contract.js';
@@ -327,4 +327,43 @@ describe.runIf(available)('etcd store', () => {
       }
     }, 20_000);
   });
+
+  describe('on a cluster of three with one member hung', () => {
+    it('every call is answered by the others within the call budget (a hung member gets only its share)', async () => {
+      const cluster = await startEtcdCluster(3);
+      const prefix = fresh();
+      const store = etcdStore({ endpoints: cluster.endpoints, prefix, callTimeoutMs: 5_000 });
+      let hung: number | undefined;
+      try {
+        await store.put('/k', 'v');
+        // A follower, so the others keep their leader: SIGSTOP makes it hold every call sent to it
+        // without an answer or a reset, as a member does while it shuts down or stalls on its disk.
+        const follower = await followerOf(cluster);
+        hung = follower.pid();
+        process.kill(hung!, 'SIGSTOP');
+        for (let i = 0; i < 12; i++) {
+          await store.put('/k', `v${i}`);
+          expect((await store.get<string>('/k'))?.value).toBe(`v${i}`);
+        }
+      } finally {
+        if (hung) process.kill(hung, 'SIGCONT');
+        await store.close();
+        await cluster.close();
+      }
+    }, 120_000);
+  });
 });
+
+/** A member that is not the leader, from its own status. */
+async function followerOf(cluster: EtcdCluster): Promise<EtcdCluster['members'][number]> {
+  for (const m of cluster.members) {
+    const client = new Etcd3({ hosts: m.endpoint });
+    try {
+      const status = await client.maintenance.status();
+      if (status.header.member_id !== status.leader) return m;
+    } finally {
+      client.close();
+    }
+  }
+  throw new Error('every member says it is the leader');
+}

@@ -69,7 +69,13 @@ export class EtcdStore implements Store {
     this.#timeoutMs = config.callTimeoutMs ?? 5_000;
     const options: IOptions = {
       hosts: config.endpoints,
-      defaultCallOptions: (context) => (context.isStream ? {} : { deadline: Date.now() + this.#timeoutMs }),
+      // Each member gets its share of the call's budget: a member that hangs (a leader shutting
+      // down holds calls until its own request timeout, ~7 s) would otherwise take the whole budget
+      // and leave none for the members that answer. etcd elects a new leader within about a second.
+      defaultCallOptions: (context) =>
+        context.isStream
+          ? {}
+          : { deadline: Date.now() + attemptBudget(this.#timeoutMs, config.endpoints.length) },
       faultHandling: { global: tryEachMember(config.endpoints.length), host: () => passThrough },
       grpcOptions: {
         // Reconnect within a second of etcd coming back (gRPC's default backoff grows to 2 minutes),
@@ -254,4 +260,9 @@ export class EtcdStore implements Store {
     this.#leases.close();
     this.#client.close();
   }
+}
+
+/** One member's share of a call's budget: the whole of it with one member, never under a second. */
+export function attemptBudget(timeoutMs: number, members: number): number {
+  return members <= 1 ? timeoutMs : Math.max(1_000, Math.floor(timeoutMs / members));
 }

@@ -10,6 +10,7 @@ import { type DeploymentRecord, keys, readDeployment, readServiceState } from '.
 import { slotInstances } from '../core/slots.js';
 import { isTerminal } from '../core/state.js';
 import { serviceHistory, serviceStatus, summarize } from '../core/status.js';
+import { supervisionMetrics } from '../core/supervision-metrics.js';
 import { pipelineMetrics } from '../pipeline/metrics.js';
 import { renderPrometheus, slotTraffic } from '../proxy/metrics.js';
 import type { TrafficSwitch } from '../proxy/switch.js';
@@ -101,7 +102,7 @@ export function apiRoutes(ctx: ApiContext): Router {
     } catch {
       proxy = '';
     }
-    const text = `${proxy || 'teal_proxy_up 0\n'}${await deploymentMetrics(store, Object.keys(engine.serviceConfigs()))}${await pipelineMetrics(store)}`;
+    const text = `${proxy || 'teal_proxy_up 0\n'}${await deploymentMetrics(store, Object.keys(engine.serviceConfigs()))}${await supervisionMetrics(store, Object.keys(engine.serviceConfigs()))}${await pipelineMetrics(store)}`;
     res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4', 'cache-control': 'no-store' });
     res.end(text);
   });

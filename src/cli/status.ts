@@ -40,8 +40,9 @@ Examples:
             v.instances.length === 0
               ? '-'
               : `${running}/${v.instances.length} up (${v.instances.map((i) => i.port).join(', ')})`;
-          const state =
+          const shownState =
             v.state === 'warm' && v.warmUntil ? `warm until ${v.warmUntil.slice(11, 19)}` : v.state;
+          const state = v.supervision?.degraded ? `${shownState} ${c.red('degraded')}` : shownState;
           rows.push([
             s.live === slot ? c.green('●') : ' ',
             slot,
@@ -53,6 +54,20 @@ Examples:
           ]);
         }
         process.stdout.write(`${table(rows)}\n`);
+        for (const slot of SLOTS) {
+          const sup = s.slots[slot].supervision;
+          if (!sup || (s.slots[slot].state !== 'live' && s.slots[slot].state !== 'warm')) continue;
+          const last = sup.last;
+          const why = last
+            ? `; last: #${last.index} ${last.detail} ${ago(last.at)}${last.code === null ? '' : ` (exit code ${last.code})`}`
+            : '';
+          const head = sup.degraded
+            ? c.red(`${slot} is degraded (crash loop): restarted ${sup.restarts} time(s)${why}`)
+            : `${slot}: restarted ${sup.restarts} time(s)${why}`;
+          process.stdout.write(`${head}\n`);
+          if (sup.degraded && last && last.log.length > 0)
+            process.stdout.write(`  last log lines:\n    ${last.log.slice(-10).join('\n    ')}\n`);
+        }
         const d = s.lastDeployment;
         if (d) {
           const shown = outcome(c, d.state);

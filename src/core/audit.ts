@@ -12,7 +12,18 @@ export interface AuditEntry {
   n: number;
   at: string;
   service: string;
-  action: 'deploy' | 'rollback' | 'promote' | 'abort' | 'lock.release' | 'preview.grant' | 'preview.revoke';
+  action:
+    | 'deploy'
+    | 'rollback'
+    | 'promote'
+    | 'abort'
+    | 'lock.release'
+    | 'preview.grant'
+    | 'preview.revoke'
+    /** teal's supervision (heal.ts): an instance restarted, a slot in a crash loop or out of it. */
+    | 'instance.restart'
+    | 'slot.degraded'
+    | 'slot.recovered';
   /**
    * What people read: "token", "dashboard session 1a2b3c4d", "pipeline web run #12", or a name the
    * request gave for itself, marked: "alice@laptop (cli) [claimed; auth: token]".

@@ -71,6 +71,32 @@ export interface SlotRecord {
   since: string;
   /** For a warm slot: when it will be stopped. */
   warmUntil?: string;
+  /** What teal's supervision (heal.ts) did to this slot's instances; absent until it restarted one. */
+  supervision?: SlotSupervision;
+}
+
+/**
+ * Restarts of a live or warm slot's instances. `degraded` is a field rather than a slot state: a
+ * crash-looping live slot is still the live slot (the switch, rollback and the table treat it so),
+ * it only says teal keeps retrying it at the longest backoff.
+ */
+export interface SlotSupervision {
+  /** Restarts started since the slot's release started (a new deploy into the slot clears it). */
+  restarts: number;
+  degraded: boolean;
+  /** When degraded last changed. */
+  degradedSince?: string;
+  /** The latest failure: which instance, why, its exit code and the last lines of its output. */
+  last?: {
+    instance: string;
+    index: number;
+    at: string;
+    reason: 'exited' | 'liveness' | 'restart-failed';
+    code: number | null;
+    signal: string | null;
+    detail: string;
+    log: string[];
+  };
 }
 
 export type StepName =

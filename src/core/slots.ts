@@ -13,6 +13,8 @@ export async function writeSlot(
   assertSlotMove(`${service} ${current.slot}`, current.state, next.state);
   const record: SlotRecord = { ...current, ...next, since: new Date().toISOString() };
   if (next.state !== 'warm') delete record.warmUntil;
+  // Restarts belong to the instances the slot runs; a new release in it starts with none.
+  if (next.state === 'empty' || next.state === 'starting') delete record.supervision;
   if (next.state === 'empty') {
     record.instances = [];
     record.release = null;

@@ -7,6 +7,7 @@ import {
   lockName,
   readServiceState,
   type SlotRecord,
+  type SlotSupervision,
 } from './records.js';
 import { slotInstances } from './slots.js';
 
@@ -29,6 +30,8 @@ export interface SlotView {
   since: string;
   warmUntil?: string;
   instances: InstanceStatusView[];
+  /** Restarts by teal's supervision, `degraded` in a crash loop, with the last exit and log lines. */
+  supervision?: SlotSupervision;
 }
 
 export type DeploymentSummary = Omit<DeploymentRecord, 'events'> & { steps: number };
@@ -78,6 +81,7 @@ export async function serviceStatus(store: Store, runtime: Runtime, svc: string)
       instances,
     };
     if (slot.warmUntil) out.warmUntil = slot.warmUntil;
+    if (slot.supervision) out.supervision = slot.supervision;
     return out;
   };
   const last = deployments[deployments.length - 1];

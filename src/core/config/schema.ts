@@ -353,9 +353,54 @@ export const HealthConfig = z
       description: 'Consecutive passing probes before an instance counts as healthy.',
     }),
     deadline: duration('60s', 'Give up on an instance that is not healthy by then.').prefault('60s'),
+    liveness: z
+      .strictObject({
+        enabled: z.boolean().default(true).meta({ description: 'Probe running instances at all.' }),
+        interval: duration('5s', 'Time between liveness probes of one instance.').prefault('5s'),
+        timeout: duration('2s', 'Time one liveness probe may take.').prefault('2s'),
+        failureThreshold: z.number().int().min(1).default(3).meta({
+          description: 'Consecutive failed liveness probes before the instance is restarted.',
+        }),
+      })
+      .prefault({})
+      .meta({
+        description:
+          "The same path probed on the live and warm slots' running instances; one that fails failureThreshold times in a row is restarted.",
+      }),
   })
   .prefault({})
   .meta({ description: 'The HTTP readiness probe; any 2xx passes.' });
+
+export const RestartConfig = z
+  .strictObject({
+    enabled: z.boolean().default(true).meta({
+      description: 'Restart instances of the live and warm slots that exit or fail their liveness probe.',
+    }),
+    initialBackoff: duration(
+      '100ms',
+      'Wait before the first restart; doubled for each failure in a row.',
+    ).prefault('100ms'),
+    maxBackoff: duration(
+      '30s',
+      'The longest wait between restarts (a degraded slot is retried at this).',
+    ).prefault('30s'),
+    resetAfter: duration(
+      '1m',
+      'An instance that ran this long since its restart starts the backoff over.',
+    ).prefault('1m'),
+    crashLoop: z
+      .strictObject({
+        restarts: z.number().int().min(1).default(5).meta({
+          description: 'Restarts within the window that mark the slot degraded.',
+        }),
+        window: duration('60s', 'The window the restarts are counted in.').prefault('60s'),
+      })
+      .prefault({}),
+  })
+  .prefault({})
+  .meta({
+    description: "teal's supervision of running instances: restart with backoff, crash loops bounded.",
+  });
 
 const JSON_PATH = /^[A-Za-z_$][\w$-]*(\[\d+\])*(\.[A-Za-z_$][\w$-]*(\[\d+\])*)*$/;
 
@@ -723,6 +768,7 @@ export const ServiceConfig = z
       .prefault([{}])
       .meta({ description: 'Host and path prefixes routed to this service; the longest prefix wins.' }),
     health: HealthConfig,
+    restart: RestartConfig,
     verify: z.array(VerifyStep).default([]),
     drain: duration(
       '30s',
@@ -1009,6 +1055,7 @@ export type TealConfig = z.output<typeof TealConfig>;
 export type ServiceConfig = z.output<typeof ServiceConfig>;
 export type DockerConfig = z.output<typeof DockerConfig>;
 export type HealthConfig = z.output<typeof HealthConfig>;
+export type RestartConfig = z.output<typeof RestartConfig>;
 export type VerifyStep = z.output<typeof VerifyStep>;
 export type RouteConfig = z.output<typeof Route>;
 export type PipelineConfig = z.output<typeof PipelineConfig>;

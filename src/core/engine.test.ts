@@ -13,8 +13,9 @@ import { StepVerifier } from '../verify/steps.js';
 import { parseConfig } from './config/load.js';
 import { type EngineDeps, silentLogger } from './deps.js';
 import { Engine } from './engine.js';
+import { Supervisor } from './heal.js';
 import { reconcile } from './reconcile.js';
-import { type DeploymentRecord, keys, readDeployment, readServiceState } from './records.js';
+import { type DeploymentRecord, keys, readDeployment, readServiceState, type SlotRecord } from './records.js';
 import { WarmReaper } from './warm.js';
 
 const hello = path.join(HELLO_DIR, 'server.js');
@@ -335,17 +336,52 @@ describe('Engine rollback', () => {
 });
 
 describe('reconcile', () => {
-  it('empties a warm slot whose processes died while no control plane was running', async () => {
+  it('empties a warm slot whose processes died and whose window passed while no control plane was running', async () => {
     await deploy('v1');
     await deploy('v2');
     const warm = (await readServiceState(store, 'hello')).slots.blue.instances[0]!;
     process.kill(-warm.pid!, 'SIGKILL');
     await new Promise((r) => setTimeout(r, 200));
+    const blue = (await store.get<SlotRecord>(keys.slot('hello', 'blue')))!.value;
+    await store.put(keys.slot('hello', 'blue'), {
+      ...blue,
+      warmUntil: new Date(Date.now() - 1).toISOString(),
+    } as never);
     await reconcile(deps, engine.tables);
     const state = await readServiceState(store, 'hello');
     expect(state.slots.blue.state).toBe('empty');
     expect(state.live).toBe('green');
     expect((await runtime.list()).map((i) => `${i.labels.slot}:${i.labels.version}`)).toEqual(['green:v2']);
+  });
+
+  it('keeps a warm slot whose processes died within its window, and the start-up restore runs it again', async () => {
+    await deploy('v1');
+    await deploy('v2');
+    const state = await readServiceState(store, 'hello');
+    const dead = [state.slots.blue.instances[0]!, state.slots.green.instances[0]!];
+    for (const i of dead) process.kill(-i.pid!, 'SIGKILL');
+    await new Promise((r) => setTimeout(r, 200));
+    await reconcile(deps, engine.tables);
+    expect((await readServiceState(store, 'hello')).slots.blue.state).toBe('warm');
+    const supervisor = new Supervisor(deps, engine.tables);
+    try {
+      const [result] = await supervisor.restore();
+      expect(result).toMatchObject({ service: 'hello', restored: 2, failed: [] });
+    } finally {
+      await supervisor.close();
+    }
+    const after = await readServiceState(store, 'hello');
+    expect(after.live).toBe('green');
+    expect(after.slots.blue.state).toBe('warm');
+    for (const s of [after.slots.green, after.slots.blue]) {
+      expect(s.instances).toHaveLength(1);
+      expect(dead.map((d) => d.id)).not.toContain(s.instances[0]!.id);
+      expect(await get(s.instances[0]!.port)).toBe(`hello ${s.version}`);
+    }
+    // The data plane was given the replacements.
+    expect(traffic.applied.at(-1)?.services[0]?.live?.endpoints).toEqual([
+      { host: '127.0.0.1', port: after.slots.green.instances[0]!.port },
+    ]);
   });
 
   it('records a deployment the previous control plane left running as interrupted and stops what it started', async () => {

@@ -143,11 +143,17 @@ async function settleService(
       await stopAll(runtime, slotInstances(svc, slot), config.stopTimeout);
       if (slot.state !== 'stopping') slot = await writeSlot(store, svc, slot, { state: 'stopping' });
       await writeSlot(store, svc, slot, { state: 'empty' });
-    } else if ((slot.state === 'warm' || slot.state === 'draining') && (await allDead(deps, svc, slot))) {
-      // Its processes died while no control plane watched (a reboot, a teardown): nothing to keep warm.
+    } else if (
+      slot.state === 'warm' &&
+      Date.parse(slot.warmUntil ?? '') <= Date.now() &&
+      (await allDead(deps, svc, slot))
+    ) {
+      // Its processes died while no control plane watched (a reboot) and its window has passed:
+      // nothing to keep warm (the reaper would stop it now anyway).
       await stopAll(runtime, slotInstances(svc, slot), config.stopTimeout);
       await writeSlot(store, svc, slot, { state: 'empty' });
     } else if (slot.state === 'draining') {
+      // Warm (its dead instances, if any, are restored at start-up, heal.ts) or stopped.
       await keepWarmOrStop(deps, svc, slot, config);
     }
   }

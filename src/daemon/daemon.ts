@@ -8,6 +8,7 @@ import { type LoadedConfig, loadConfig } from '../core/config/load.js';
 import type { Logger } from '../core/deps.js';
 import { Engine } from '../core/engine.js';
 import { TealError, toTealError } from '../core/errors.js';
+import { Supervisor } from '../core/heal.js';
 import { endpointText } from '../core/model.js';
 import { reconcile } from '../core/reconcile.js';
 import { CoordinatorWatch } from '../core/takeover.js';
@@ -161,12 +162,30 @@ export async function startDaemon(options: { configFile: string; log: Logger }):
       config: loaded.file,
     });
     closers.unshift(async () => removeDaemonInfo(paths));
-    log.info('teal is up', {
+
+    // After a reboot nothing of the apps runs: the live slots (and warm ones within their window)
+    // are started again before teal says it is up. The API answers meanwhile, so `teal status`
+    // shows the restore truthfully (0/1 up, then 1/1).
+    const supervisor = new Supervisor(deps, engine.tables);
+    closers.push(() => supervisor.close());
+    const restored = await supervisor.restore((message) => log.info(message));
+    for (const r of restored) {
+      if (r.restored > 0) log.info(`restored ${r.service}: ${r.restored} instance(s) serving in ${r.ms} ms`);
+    }
+    supervisor.start();
+    const down = restored.flatMap((r) =>
+      r.failed.map((f) => `${r.service} (${f.slot}, ${f.instance}): ${f.error.split('\n')[0]}`),
+    );
+    const fields = {
       api: apiUrl,
       proxy: proxyUrl,
       preview: previewUrl,
       services: Object.keys(config.services).join(', '),
-    });
+    };
+    // Still serving the rest: exiting would take the API and every other service down with it
+    // (and a supervisor restarting teal would only loop). Supervision keeps retrying these.
+    if (down.length > 0) log.error('teal is up, but these slots could not be restored', { ...fields, down });
+    else log.info('teal is up', fields);
 
     let closed: Promise<void> | undefined;
     return {

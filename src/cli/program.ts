@@ -15,6 +15,7 @@ import { proxyCommand } from './proxy.js';
 import { restartProxyCommand } from './restart-proxy.js';
 import { rollbackCommand } from './rollback.js';
 import { run } from './run.js';
+import { serviceCommand } from './service.js';
 import { statusCommand } from './status.js';
 import { upCommand } from './up.js';
 import { validateCommand } from './validate.js';
@@ -38,7 +39,8 @@ Examples:
   teal status                              which slot is live, what runs where
   teal rollback web                        switch back to the previous release
   teal pipeline run web                    run web's pipeline on its branch's head
-  teal validate                            check teal.yml`,
+  teal validate                            check teal.yml
+  sudo teal service install                start teal up at boot under systemd`,
   );
 
 upCommand(program);
@@ -55,6 +57,7 @@ validateCommand(program);
 downCommand(program);
 edgeCommand(program);
 agentCommand(program);
+serviceCommand(program);
 restartProxyCommand(program);
 proxyCommand(program);
 haproxyConfigCommand(program);

@@ -62,6 +62,8 @@ export const CATALOGUE = {
   TEAL_STAGE_FAILED: { title: 'pipeline stage failed', exit: EXIT.failed, http: 500 },
   TEAL_PIPELINE_FAILED: { title: 'pipeline run failed', exit: EXIT.failed, http: 500 },
   TEAL_SECRET_UNAVAILABLE: { title: 'configured value unavailable', exit: EXIT.failed, http: 500 },
+  TEAL_UNIT_CHANGED: { title: 'unit file changed', exit: EXIT.failed, http: 409 },
+  TEAL_UNIT_ENABLED: { title: 'unit still enabled', exit: EXIT.failed, http: 409 },
   TEAL_INTERNAL: { title: 'internal error', exit: EXIT.failed, http: 500 },
 } as const satisfies Record<string, Kind>;
 

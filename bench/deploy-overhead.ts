@@ -80,11 +80,11 @@ const rows = [
   ['the app alone: spawn to first 200 on /health', appMs],
   ['teal deploy: API request to deployment end', deployMs],
   ['**overhead** (deploy - app)', deployMs - appMs],
-  ['  of which: stop the old warm slot first (clear)', step('clear')],
-  ['  start (spawn, records)', step('start')],
+  ['  of which: start (spawn, records; beside the warm slot, which is not stopped first)', step('start')],
   ["  health (includes the app's own readiness; probes every 50 ms, 2 passes)", step('health')],
   ['  verify (one http step)', step('verify')],
   ['  switch (store CAS + data plane apply)', step('switch')],
+  ['  stop the displaced warm release, after the switch', step('stop')],
   ['  drain the old slot', step('drain')],
   [
     'instant rollback (flip to the warm slot): API request to deployment end',
@@ -99,7 +99,7 @@ const md = `## Deploy overhead
 
 \`npm run bench:deploy\`, ${rounds} rounds, medians. Machine: ${machine()}. ${new Date().toISOString().slice(0, 10)}.
 Config: example app, \`health: { interval: 50ms, healthyThreshold: 2 }\`, one http verify step, keepWarm 1m
-(each deploy first stops the warm slot it lands on), then ${rounds} instant rollbacks back and forth;
+(each deploy starts beside the warm release in the slot it lands on and stops it after the switch), then ${rounds} instant rollbacks back and forth;
 4 keep-alive connections of load throughout (${failed} failed requests).
 
 | what | ms |

@@ -149,6 +149,11 @@ export function apiRoutes(ctx: ApiContext): Router {
     sendJson(res, 202, record);
   });
 
+  // Every release, newest first, with whether `rollback --to` may go to it (only ones that served).
+  router.add('GET', '/v1/services/:svc/releases', async (_req, res, { svc }) => {
+    sendJson(res, 200, await engine.releases(svc!));
+  });
+
   router.add('POST', '/v1/services/:svc/rollback', async (req, res, { svc }) => {
     const body = await readJson(req);
     const waitMs = waitOf(body.wait);

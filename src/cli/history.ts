@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import type { AuditEntry } from '../core/audit.js';
 import { formatDuration } from '../core/config/duration.js';
+import type { ReleaseView } from '../core/rollback-targets.js';
 import type { DeploymentSummary } from '../core/status.js';
 import { type ConfigOption, withConfig } from './options.js';
 import { ago, outcome, paint, printJson, table } from './output.js';
@@ -39,10 +40,13 @@ Examples:
           else printAudit(service, entries);
           return;
         }
-        const list = await client.request<DeploymentSummary[]>(
-          'GET',
-          `/v1/services/${encodeURIComponent(service)}/deployments?limit=${encodeURIComponent(opts.limit)}`,
-        );
+        const [list, releases] = await Promise.all([
+          client.request<DeploymentSummary[]>(
+            'GET',
+            `/v1/services/${encodeURIComponent(service)}/deployments?limit=${encodeURIComponent(opts.limit)}`,
+          ),
+          client.request<ReleaseView[]>('GET', `/v1/services/${encodeURIComponent(service)}/releases`),
+        ]);
         if (opts.json) {
           printJson(list);
           return;
@@ -75,6 +79,16 @@ Examples:
         const failed = list.find((d) => d.error);
         if (failed?.error)
           process.stdout.write(c.dim(`#${failed.n}: ${failed.error.message.split('\n')[0]}\n`));
+        // Only releases that served users are rollback targets (core/rollback-targets.ts).
+        const targets = releases.filter((r) => r.target);
+        process.stdout.write(
+          `roll back to: ${targets.length === 0 ? 'nothing yet' : targets.map((r) => `${r.n} (${r.version}${r.running === 'warm' ? ', warm' : ''})`).join(', ')}\n`,
+        );
+        const never = releases.filter((r) => !r.wentLive);
+        if (never.length > 0)
+          process.stdout.write(
+            c.dim(`never went live: ${never.map((r) => `${r.n} (${r.version})`).join(', ')}\n`),
+          );
         const decided = list.filter((d) => d.decidedBy);
         for (const d of decided)
           process.stdout.write(

@@ -152,10 +152,13 @@ describe('Engine deploy', () => {
     expect(traffic.live('hello')).toBe('hello/green/r2');
     expect(await running()).toEqual(['blue:v1', 'green:v2']);
 
-    // The third deploy goes to blue: the warm v1 there is stopped first.
+    // The third deploy goes to blue beside the warm v1, which is stopped only after the switch.
     const third = await deploy('v3');
-    expect(third.events.some((e) => e.step === 'clear' && e.status === 'done')).toBe(true);
+    expect(third.events.some((e) => e.step === 'clear')).toBe(false);
+    const steps = third.events.map((e) => `${e.step}:${e.status}`);
+    expect(steps.indexOf('stop:done')).toBeGreaterThan(steps.indexOf('switch:done'));
     expect(await running()).toEqual(['blue:v3', 'green:v2']);
+    expect((await readServiceState(store, 'hello')).candidate).toBeUndefined();
   });
 
   it('keeps the live slot when verification fails, and stops what it started', async () => {

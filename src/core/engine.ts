@@ -20,6 +20,7 @@ import {
   lockName,
   readServiceState,
 } from './records.js';
+import { assertRollbackTarget, type ReleaseView, releaseViews } from './rollback-targets.js';
 import { applyPlan } from './run.js';
 import { slotInstances } from './slots.js';
 import { isTerminal } from './state.js';
@@ -110,8 +111,23 @@ export class Engine {
     );
   }
 
+  /** The service's releases, newest first, with whether a rollback may go to each (and why not). */
+  async releases(svc: string): Promise<ReleaseView[]> {
+    this.serviceConfig(svc);
+    const { store } = this.#deps;
+    const [state, releases, deployments] = await Promise.all([
+      readServiceState(store, svc),
+      listReleases(store, svc),
+      listDeployments(store, svc),
+    ]);
+    return releaseViews(state, releases, deployments);
+  }
+
   async rollback(svc: string, options: RollbackOptions): Promise<DeploymentRecord> {
     const config = this.serviceConfig(svc);
+    // Refuse a release that never served before anything is recorded (the plan checks it again
+    // under the lock).
+    if (options.to !== undefined) assertRollbackTarget(svc, options.to, await this.releases(svc));
     return this.#begin(svc, 'rollback', null, options, async (rec) => {
       const { store } = this.#deps;
       const [state, releases, deployments, hosts] = await Promise.all([

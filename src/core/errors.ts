@@ -51,6 +51,7 @@ export const CATALOGUE = {
   TEAL_DEPLOY_FAILED: { title: 'deployment failed', exit: EXIT.failed, http: 500 },
   TEAL_ABORTED: { title: 'aborted', exit: EXIT.failed, http: 409 },
   TEAL_NOTHING_TO_ROLL_BACK: { title: 'nothing to roll back to', exit: EXIT.failed, http: 409 },
+  TEAL_NEVER_LIVE: { title: 'release never went live', exit: EXIT.failed, http: 409 },
   TEAL_NOTHING_TO_PREVIEW: { title: 'nothing to preview', exit: EXIT.failed, http: 409 },
   TEAL_RUNTIME_FAILED: { title: 'runtime failed', exit: EXIT.failed, http: 500 },
   TEAL_HOST_UNAVAILABLE: { title: 'fleet host unavailable', exit: EXIT.failed, http: 503 },

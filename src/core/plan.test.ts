@@ -107,8 +107,44 @@ describe('planDeploy', () => {
       releases: [],
     });
     expect(plan).toMatchObject({ targetSlot: 'green', fromSlot: 'blue', fromRelease: 2, fromVersion: 'v2' });
-    expect(plan.clear.map((i) => i.id)).toEqual(['old']);
-    expect(plan.steps[0]).toBe('stop the 1 instance(s) left in green');
+    // The warm v1 is a rollback target: the new release starts beside it, and it goes after the switch.
+    expect(plan.clear).toEqual([]);
+    expect(plan.warm).toEqual({ release: 1, version: 'v1', instances: 1, how: 'beside' });
+    expect(plan.steps[0]).toMatch(
+      /^start 1 instance\(s\) of web v3 in green beside the warm release 1 \(v1\), which stays the instant rollback until the switch/,
+    );
+    const switchAt = plan.steps.findIndex((s) => s.startsWith('switch web'));
+    expect(plan.steps[switchAt + 1]).toBe(
+      'stop the release 1 (v1) that was warm in green: v3 took its place',
+    );
+
+    // What a crash left in a slot (not warm) is no rollback target: stopped first, as before.
+    const leftover = planDeploy({
+      service: 'web',
+      config: service(),
+      configDir: '/srv',
+      version: 'v3',
+      state: { ...live, slots: { ...live.slots, green: { ...live.slots.green, state: 'stopping' } } },
+      releases: [],
+    });
+    expect(leftover.warm).toBe(null);
+    expect(leftover.clear.map((i) => i.id)).toEqual(['old']);
+    expect(leftover.steps[0]).toBe('stop the 1 instance(s) left in green');
+
+    // Fixed ports are the warm instances' own: the plan says plainly that the warm release goes first.
+    const fixed = planDeploy({
+      service: 'web',
+      config: service('    ports: { blue: 9001, green: 9002 }\n'),
+      configDir: '/srv',
+      version: 'v3',
+      state: live,
+      releases: [],
+    });
+    expect(fixed.warm).toMatchObject({ release: 1, how: 'replace' });
+    expect(fixed.clear.map((i) => i.id)).toEqual(['old']);
+    expect(fixed.steps[0]).toBe(
+      "the green slot's ports are fixed (9002): stop the warm release 1 (v1) to start v3; after a failure nothing is warm",
+    );
   });
 
   it('uses the fixed ports of the target slot, one per instance', () => {
@@ -228,10 +264,40 @@ describe('planRollback', () => {
       config: service(),
       state: warm,
       releases: [release(1, 'v1'), release(2, 'v2'), release(3, 'v0')],
-      deployments: [],
+      deployments: [done(1, 3, null)],
       to: 3,
     });
-    expect(plan).toMatchObject({ mode: 'start', releaseN: 3, clear: [{ id: 'b0' }] });
+    // Started beside the warm release 1, which stays until the switch (the same rule as deploys).
+    expect(plan).toMatchObject({
+      mode: 'start',
+      releaseN: 3,
+      clear: [],
+      warm: { release: 1, how: 'beside' },
+    });
+  });
+
+  it('refuses a release that never went live, with the reason and the ones that served', () => {
+    const failed: DeploymentRecord = {
+      ...done(3, 3, 2),
+      state: 'failed',
+      events: [
+        { at: '', t: 0, step: 'health', status: 'failed', message: 'x' },
+        { at: '', t: 0, step: 'stop', status: 'done', message: 'y' },
+      ],
+      error: { code: 'TEAL_HEALTH_FAILED', message: '/health never passed\nmore' },
+    };
+    const request = {
+      service: 'web',
+      config: service(),
+      state: warm,
+      releases: [release(1, 'v1'), release(2, 'v2'), release(3, 'v3')],
+      deployments: [done(1, 1, null), done(2, 2, 1), failed],
+    };
+    expect(() => planRollback({ ...request, to: 3 })).toThrow(
+      'release 3 (v3) of web never went live: its deployment #3 failed at health (/health never passed); roll back to a release that served: 1 (v1)',
+    );
+    // The warm release is still the default target.
+    expect(planRollback(request)).toMatchObject({ mode: 'flip', releaseN: 1 });
   });
 
   it('explains when there is nothing to go back to', () => {

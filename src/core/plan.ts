@@ -7,6 +7,7 @@ import { type HostRecord, placeHosts } from './fleet.js';
 import { otherSlot, type Slot } from './model.js';
 import type { DeploymentRecord, InstanceRef, ReleaseRecord, ServiceState } from './records.js';
 import { findSameRelease, type ReleaseDraft, resolveRelease } from './release.js';
+import { assertRollbackTarget, releaseViews } from './rollback-targets.js';
 
 /**
  * Planning is pure: from the service's state in the store and its config, decide what a deploy or
@@ -23,6 +24,13 @@ export interface InstancePlan {
   portSource?: string;
 }
 
+export interface WarmInTarget {
+  release: number;
+  version: string;
+  instances: number;
+  how: 'beside' | 'replace';
+}
+
 export interface DeployPlan {
   service: string;
   kind: 'deploy' | 'rollback';
@@ -36,8 +44,15 @@ export interface DeployPlan {
   fromSlot: Slot | null;
   fromRelease: number | null;
   fromVersion: string | null;
-  /** Instances left in the target slot (an older warm release): stopped before starting. */
+  /** Instances left in the target slot: stopped before starting (not a warm release kept beside). */
   clear: InstanceRef[];
+  /**
+   * The warm release in the target slot (an instant rollback), and what this plan does to it:
+   * `beside` starts the new release beside it and stops it only once the switch has moved the new
+   * instances into the slot, so a failure leaves it warm; `replace` stops it first, because the
+   * slot's fixed ports are the ones it holds.
+   */
+  warm: WarmInTarget | null;
   instances: InstancePlan[];
   /** Address the instances bind (docker: publish) on and the proxy reaches them at. */
   host: string;
@@ -136,6 +151,7 @@ export function planRollback(req: RollbackRequest): DeployPlan {
       `${req.service} has no release ${target} (see teal history ${req.service})`,
     );
   }
+  assertRollbackTarget(req.service, target, releaseViews(state, req.releases, req.deployments));
   const { n: _n, createdAt: _c, ...draft } = release;
   if (!req.cold && idle.state === 'warm' && idle.release === target && idle.instances.length > 0) {
     return flipPlan(req.service, req.config, state, draft, target);
@@ -191,7 +207,18 @@ function startPlan(
 ): DeployPlan {
   const target: Slot = state.live ? otherSlot(state.live) : 'blue';
   const base = common(service, config, state);
-  const clear = state.slots[target].instances;
+  const slot = state.slots[target];
+  const warm: WarmInTarget | null =
+    slot.state === 'warm' && slot.release !== null && slot.instances.length > 0
+      ? {
+          release: slot.release,
+          version: slot.version ?? '?',
+          instances: slot.instances.length,
+          // Fixed ports are the warm instances' own: the new ones cannot bind them beside.
+          how: config.ports ? 'replace' : 'beside',
+        }
+      : null;
+  const clear = warm?.how === 'beside' ? [] : slot.instances;
   const instances = placeInstances(service, config, target, hosts);
   const plan: DeployPlan = {
     ...base,
@@ -201,6 +228,7 @@ function startPlan(
     releaseN,
     targetSlot: target,
     clear,
+    warm,
     instances,
     ...(image ? { image } : {}),
     // A rollback restores a known release: it neither waits at a gate nor is analysed.
@@ -261,6 +289,7 @@ function flipPlan(
     releaseN,
     targetSlot: target,
     clear: [],
+    warm: null,
     instances: state.slots[target].instances.map((i) => ({
       index: i.index,
       port: i.port,
@@ -280,7 +309,9 @@ function describeStart(plan: DeployPlan): string[] {
   const { service, targetSlot: target, release } = plan;
   const ports = plan.instances.map((i) => (i.port ? String(i.port) : 'a free port')).join(', ');
   const steps: string[] = [];
-  if (plan.clear.length > 0) steps.push(`stop the ${plan.clear.length} instance(s) left in ${target}`);
+  const warm = plan.warm;
+  if (warm?.how === 'replace') steps.push(replaceWarmText(plan, warm));
+  else if (plan.clear.length > 0) steps.push(`stop the ${plan.clear.length} instance(s) left in ${target}`);
   const what = release.container
     ? plan.image
       ? `container of ${plan.image.id.slice(0, 19)} (${release.container.image}, as it ran; not pulled)`
@@ -289,8 +320,12 @@ function describeStart(plan: DeployPlan): string[] {
   const placed = [...new Set(plan.instances.flatMap((i) => (i.hostId ? [i.hostId] : [])))];
   const where =
     placed.length > 0 ? `fleet host(s) ${placed.join(', ')} on port(s) ${ports}` : `${plan.host}:${ports}`;
+  const beside =
+    warm?.how === 'beside'
+      ? ` beside the warm release ${warm.release} (${warm.version}), which stays the instant rollback until the switch`
+      : '';
   steps.push(
-    `start ${plan.instances.length} instance(s) of ${service} ${release.version} in ${target} on ${where}: ${what}`,
+    `start ${plan.instances.length} instance(s) of ${service} ${release.version} in ${target}${beside} on ${where}: ${what}`,
     `wait until ${plan.health.path} passes ${plan.health.healthyThreshold} times in a row (every ${formatDuration(plan.health.interval)}, up to ${formatDuration(plan.health.deadline)})`,
   );
   const vars = { version: release.version, service, slot: target };
@@ -321,6 +356,11 @@ function describeStart(plan: DeployPlan): string[] {
   if (plan.fromSlot) {
     steps.push(
       `switch ${service} from ${plan.fromSlot} (${plan.fromVersion}) to ${target} (${release.version})`,
+      ...(warm?.how === 'beside'
+        ? [
+            `stop the release ${warm.release} (${warm.version}) that was warm in ${target}: ${release.version} took its place`,
+          ]
+        : []),
       ...(plan.analysis
         ? [
             `watch ${target} for ${formatDuration(plan.analysis.window)}: errors at most ${plan.analysis.maxErrorRate * 100}%${plan.analysis.maxP99 === undefined ? '' : `, p99 at most ${formatDuration(plan.analysis.maxP99)}`}${plan.analysis.maxP99Ratio === undefined ? '' : `, p99 at most ${plan.analysis.maxP99Ratio}x ${plan.fromSlot}'s`}; on failure switch back to ${plan.fromSlot}`,
@@ -335,4 +375,11 @@ function describeStart(plan: DeployPlan): string[] {
     steps.push(`switch ${service} live to ${target} (first release)`);
   }
   return steps;
+}
+
+/** The plain warning a fixed-ports plan gives before it stops the warm release (issue 14). */
+export function replaceWarmText(plan: DeployPlan, warm: WarmInTarget): string {
+  const ports = plan.instances.map((i) => i.port).filter((p) => p !== undefined);
+  const fixed = ports.length > 0 ? ` (${[...new Set(ports)].join(', ')})` : '';
+  return `the ${plan.targetSlot} slot's ports are fixed${fixed}: stop the warm release ${warm.release} (${warm.version}) to start ${plan.release.version}; after a failure nothing is warm`;
 }

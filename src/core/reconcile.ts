@@ -1,5 +1,6 @@
 import { hostname } from 'node:os';
 import type { Lock } from '../stores/store.js';
+import { dropCandidate } from './candidate.js';
 import type { ServiceConfig } from './config/schema.js';
 import type { EngineDeps } from './deps.js';
 import { TealError, toTealError } from './errors.js';
@@ -132,6 +133,9 @@ async function settleService(
     if (isTerminal(d.state) || !pick(d)) continue;
     report.unfinished.push(await settle(deps, tables, d, config));
   }
+  // A release started beside a warm one whose deployment never switched (candidate.ts): stop it.
+  // The warm slot it stood beside was never touched, so it stays the instant rollback.
+  report.strays.push(...(await dropCandidate(store, runtime, svc, config.stopTimeout)));
   // Slots left mid-transition by a crash with no deployment to blame.
   const state = await readServiceState(store, svc);
   for (const s of SLOTS) {

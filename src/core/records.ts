@@ -15,6 +15,7 @@ export const keys = {
   live: (svc: string) => `/services/${svc}/live`,
   url: (svc: string) => `/services/${svc}/url`,
   slot: (svc: string, slot: Slot) => `/services/${svc}/slots/${slot}`,
+  candidate: (svc: string) => `/services/${svc}/candidate`,
   releases: (svc: string) => `/services/${svc}/releases/`,
   release: (svc: string, n: number) => `/services/${svc}/releases/${n}`,
   deployments: (svc: string) => `/services/${svc}/deployments/`,
@@ -99,6 +100,24 @@ export interface SlotSupervision {
   };
 }
 
+/**
+ * A release starting beside the warm one in the slot it will take (candidate.ts). Its instances
+ * belong to the deployment, not to the slot: the slot record still says warm with its own
+ * instances (the rollback target, which the supervisor keeps running) until the switch moves these
+ * into it in the same transaction. A key of its own, so the warm record is never rewritten while
+ * the candidate starts, and a failure leaves it exactly as it was.
+ */
+export interface CandidateRecord {
+  /** The slot it is starting in, beside that slot's warm release. */
+  slot: Slot;
+  state: 'starting' | 'verifying';
+  release: number;
+  version: string;
+  deployment: number;
+  instances: InstanceRef[];
+  since: string;
+}
+
 export type StepName =
   | 'lock'
   | 'plan'
@@ -165,6 +184,8 @@ export interface ServiceState {
   live: Slot | null;
   liveRevision: number;
   slots: Record<Slot, SlotRecord & { revision: number }>;
+  /** A release starting beside the warm slot's (absent when none is). */
+  candidate?: CandidateRecord & { revision: number };
 }
 
 export function emptySlot(slot: Slot): SlotRecord {
@@ -180,12 +201,14 @@ export function emptySlot(slot: Slot): SlotRecord {
 }
 
 export async function readServiceState(store: Store, svc: string): Promise<ServiceState> {
-  const [live, blue, green] = await Promise.all([
+  const [live, blue, green, candidate] = await Promise.all([
     store.get<Slot>(keys.live(svc)),
     store.get<SlotRecord>(keys.slot(svc, 'blue')),
     store.get<SlotRecord>(keys.slot(svc, 'green')),
+    store.get<CandidateRecord>(keys.candidate(svc)),
   ]);
   return {
+    ...(candidate ? { candidate: { ...candidate.value, revision: candidate.revision } } : {}),
     service: svc,
     live: live?.value ?? null,
     liveRevision: live?.revision ?? 0,

@@ -1,5 +1,6 @@
 import type { Instance, InstanceSpec } from '../runtimes/runtime.js';
 import { watchNewSlot } from './analysis.js';
+import { dropCandidate, writeCandidate } from './candidate.js';
 import { formatDuration } from './config/duration.js';
 import type { VerifyStep } from './config/schema.js';
 import type { EngineDeps, VerifyResult, VerifyTarget } from './deps.js';
@@ -9,13 +10,20 @@ import type { Gates } from './gate.js';
 import { waitHealthy } from './healthy.js';
 import { runHook } from './hooks.js';
 import { endpointText, type Slot } from './model.js';
-import type { DeployPlan } from './plan.js';
+import { type DeployPlan, replaceWarmText } from './plan.js';
 import type { Recorder } from './recorder.js';
-import { createNumbered, keys, type ReleaseRecord, readServiceState, type SlotRecord } from './records.js';
+import {
+  type CandidateRecord,
+  createNumbered,
+  keys,
+  type ReleaseRecord,
+  readServiceState,
+  type SlotRecord,
+} from './records.js';
 import { commandEnvOf, forInstance } from './release.js';
 import { pruneImages } from './retention.js';
 import { refOf, slotInstances, stopAll, writeSlot } from './slots.js';
-import { retireOld, switchBack, switchTraffic } from './switchover.js';
+import { retireOld, stopDisplaced, switchBack, switchTraffic } from './switchover.js';
 import type { TableSync } from './table.js';
 import { poolOf } from './table.js';
 
@@ -37,6 +45,8 @@ export interface RunContext {
 interface Progress {
   started: Instance[];
   switched: boolean;
+  /** The new instances started beside the target slot's warm release (candidate.ts), not in the slot. */
+  beside?: boolean;
 }
 
 /**
@@ -49,8 +59,9 @@ export async function applyPlan(ctx: RunContext): Promise<void> {
   try {
     await runHook(ctx, 'preDeploy', hookTarget(ctx, progress));
     if (ctx.plan.mode === 'start') await startTarget(ctx, progress);
-    await switchTraffic(ctx);
+    const displaced = await switchTraffic(ctx);
     progress.switched = true;
+    if (displaced) await stopDisplaced(ctx, displaced);
     await runHook(ctx, 'postSwitch', hookTarget(ctx, progress));
     if (ctx.plan.analysis && ctx.plan.fromSlot && !(await analyse(ctx, progress))) return;
     await retireOld(ctx);
@@ -165,12 +176,23 @@ async function startTarget(ctx: RunContext, progress: Progress): Promise<void> {
     ).n;
   await rec.update({ release });
 
-  let slot: SlotRecord = (await readServiceState(store, svc)).slots[target];
-  if (slot.state !== 'empty') {
+  const now = await readServiceState(store, svc);
+  let slot: SlotRecord = now.slots[target];
+  // Beside the warm release when the plan says so and it is still there (the lock kept it so).
+  const beside = plan.warm?.how === 'beside' && slot.state === 'warm' && slot.instances.length > 0;
+  progress.beside = beside;
+  if (now.candidate) {
+    // Left by a deployment that died without a restart settling it: nothing refers to it but this key.
+    await dropCandidate(store, runtime, svc, plan.stopTimeoutMs);
+  }
+  if (slot.state !== 'empty' && !beside) {
     const stale = slotInstances(svc, slot);
+    const warm = plan.warm?.how === 'replace' && slot.state === 'warm' ? plan.warm : null;
     await rec.step(
       'clear',
-      `stop ${stale.length} instance(s) of ${slot.version ?? '?'} left in ${target}`,
+      warm
+        ? replaceWarmText(plan, warm)
+        : `stop ${stale.length} instance(s) of ${slot.version ?? '?'} left in ${target}`,
       async () => {
         // Already stopping when an earlier clear failed half way (the runtime out of reach).
         if (slot.state !== 'stopping') slot = await writeSlot(store, svc, slot, { state: 'stopping' });
@@ -182,13 +204,54 @@ async function startTarget(ctx: RunContext, progress: Progress): Promise<void> {
   }
 
   await rec.moveTo('starting');
-  slot = await writeSlot(store, svc, slot, {
-    state: 'starting',
-    release,
-    version: plan.release.version,
-    deployment: rec.n,
-    instances: [],
-  });
+  // Where the new instances are recorded: the target slot itself, or, beside a warm release, the
+  // candidate key (candidate.ts), which leaves the warm slot record exactly as it is.
+  let candidate: (CandidateRecord & { revision: number }) | undefined;
+  const record = async (next: { state: 'starting' | 'verifying'; add?: Instance }): Promise<void> => {
+    const instances = next.add ? [refOf(next.add)] : [];
+    if (candidate) {
+      candidate = await writeCandidate(
+        store,
+        svc,
+        {
+          ...candidate,
+          state: next.state,
+          instances: [...candidate.instances, ...instances],
+          since: new Date().toISOString(),
+        },
+        candidate.revision,
+      );
+    } else {
+      slot = await writeSlot(store, svc, slot, {
+        state: next.state,
+        instances: [...slot.instances, ...instances],
+      });
+    }
+  };
+  if (beside) {
+    candidate = await writeCandidate(
+      store,
+      svc,
+      {
+        slot: target,
+        state: 'starting',
+        release,
+        version: plan.release.version,
+        deployment: rec.n,
+        instances: [],
+        since: new Date().toISOString(),
+      },
+      0,
+    );
+  } else {
+    slot = await writeSlot(store, svc, slot, {
+      state: 'starting',
+      release,
+      version: plan.release.version,
+      deployment: rec.n,
+      instances: [],
+    });
+  }
   const { command, env } = forInstance(plan.release, target);
   failpoint('before-start'); // tests only (failpoints.ts)
   await rec.step(
@@ -219,10 +282,7 @@ async function startTarget(ctx: RunContext, progress: Progress): Promise<void> {
         const instance = await runtime.start(spec, { signal });
         progress.started.push(instance);
         if (progress.started.length === 1) failpoint('starting'); // tests only (failpoints.ts)
-        slot = await writeSlot(store, svc, slot, {
-          state: 'starting',
-          instances: [...slot.instances, refOf(instance)],
-        });
+        await record({ state: 'starting', add: instance });
       }
     },
     () =>
@@ -239,7 +299,7 @@ async function startTarget(ctx: RunContext, progress: Progress): Promise<void> {
     () => `${progress.started.length} instance(s) healthy`,
   );
 
-  slot = await writeSlot(store, svc, slot, { state: 'verifying' });
+  await record({ state: 'verifying' });
   await rec.moveTo('verifying');
   // The preview route (X-Teal-Slot on the preview listener) reaches the new slot from here on.
   await ctx.tables.sync();
@@ -362,7 +422,28 @@ async function fail(ctx: RunContext, progress: Progress, err: unknown): Promise<
     await rec.finish(end, error);
     return;
   }
-  if (plan.mode === 'start') {
+  if (plan.mode === 'start' && progress.beside && plan.warm) {
+    try {
+      await rec.step(
+        'stop',
+        `stop what this deployment started beside the warm ${plan.targetSlot} (release ${plan.warm.release}, ${plan.warm.version}); ${plan.fromSlot ?? 'nothing'} stays live and ${plan.targetSlot} stays warm`,
+        async () => {
+          const state = await readServiceState(deps.store, plan.service);
+          // A candidate that is not this deployment's is not ours to stop (it cannot be: the lock).
+          const ours = state.candidate === undefined || state.candidate.deployment === rec.n;
+          if (ours)
+            await dropCandidate(deps.store, deps.runtime, plan.service, plan.stopTimeoutMs, progress.started);
+          await ctx.tables.sync();
+        },
+      );
+    } catch (cleanupErr) {
+      deps.log.error('cleanup after a failed deployment failed', {
+        service: plan.service,
+        deployment: rec.n,
+        error: toTealError(cleanupErr).message,
+      });
+    }
+  } else if (plan.mode === 'start') {
     try {
       await rec.step(
         'stop',

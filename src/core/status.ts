@@ -44,6 +44,15 @@ export interface ServiceStatus {
   lastDeployment: DeploymentSummary | null;
   /** Who holds the deploy lock, if anyone. */
   lock: Json | null;
+  /** A release starting beside the warm slot's (its slot stays warm until the switch). */
+  candidate?: {
+    slot: Slot;
+    state: string;
+    release: number;
+    version: string;
+    deployment: number;
+    instances: InstanceStatusView[];
+  };
 }
 
 export function summarize(d: DeploymentRecord): DeploymentSummary {
@@ -85,12 +94,25 @@ export async function serviceStatus(store: Store, runtime: Runtime, svc: string)
     return out;
   };
   const last = deployments[deployments.length - 1];
+  const c = state.candidate;
   return {
     service: svc,
     live: state.live,
     slots: { blue: await view(state.slots.blue), green: await view(state.slots.green) },
     lastDeployment: last ? summarize(last) : null,
     lock: lock ?? null,
+    ...(c
+      ? {
+          candidate: {
+            slot: c.slot,
+            state: c.state,
+            release: c.release,
+            version: c.version,
+            deployment: c.deployment,
+            instances: (await view({ ...c, state: 'starting' })).instances,
+          },
+        }
+      : {}),
   };
 }
 

@@ -1,6 +1,6 @@
 import type { TxnOp } from '../stores/store.js';
 import { formatDuration } from './config/duration.js';
-import { TealError, toTealError } from './errors.js';
+import { isTealError, TealError, toTealError } from './errors.js';
 import { failpoint } from './failpoints.js';
 import { endpointText } from './model.js';
 import { keys, readServiceState, type SlotRecord } from './records.js';
@@ -23,79 +23,154 @@ export function urlOf(slot: SlotRecord): string {
  * url, in one transaction), then make the data plane serve it. If the data plane does not take it,
  * the store is put back, so store and traffic never disagree for longer than the attempt.
  */
-export async function switchTraffic(ctx: RunContext): Promise<void> {
-  const { deps, plan, rec } = ctx;
-  const { store } = deps;
+export async function switchTraffic(ctx: RunContext): Promise<SlotRecord | null> {
+  const { plan, rec } = ctx;
   const svc = plan.service;
   const target = plan.targetSlot;
   await rec.moveTo('switching');
+  let displaced: SlotRecord | null = null;
   await rec.step(
     'switch',
     plan.fromSlot ? `switch ${svc} from ${plan.fromSlot} to ${target}` : `switch ${svc} live to ${target}`,
     async () => {
-      const state = await readServiceState(store, svc);
-      if (state.live !== plan.fromSlot) {
-        throw new TealError(
-          'TEAL_STORE_CONFLICT',
-          `${svc} went live on ${state.live} while this deployment ran; not switching`,
-        );
+      // The supervisor may replace a dead instance of either slot (a compare-and-swap on its
+      // record) between the read and the transaction: read again and retry; that is no reason to fail.
+      for (let attempt = 1; ; attempt++) {
+        try {
+          displaced = await switchOnce(ctx);
+          return;
+        } catch (err) {
+          if (!isTealError(err, 'TEAL_STORE_CONFLICT') || err.details?.retry !== true || attempt >= 5)
+            throw err;
+        }
       }
-      const to = state.slots[target];
-      assertSlotMove(`${svc} ${target}`, to.state, 'live');
-      const ops: TxnOp[] = [
-        { op: 'put', key: keys.live(svc), value: target, ifRevision: state.liveRevision },
-        {
-          op: 'put',
-          key: keys.slot(svc, target),
-          value: { ...withState(to, 'live'), deployment: rec.n } as never,
-          ifRevision: to.revision,
-        },
-        { op: 'put', key: keys.url(svc), value: urlOf(to) },
-      ];
-      const from = plan.fromSlot ? state.slots[plan.fromSlot] : null;
-      if (from) {
-        assertSlotMove(`${svc} ${from.slot}`, from.state, 'draining');
-        ops.push({
-          op: 'put',
-          key: keys.slot(svc, from.slot),
-          value: withState(from, 'draining') as never,
-          ifRevision: from.revision,
-        });
-      }
-      await store.txn(ops);
-      failpoint('after-store-switch'); // tests only (failpoints.ts)
-      try {
-        await ctx.tables.sync();
-      } catch (err) {
-        const undo: TxnOp[] = [
-          plan.fromSlot
-            ? { op: 'put', key: keys.live(svc), value: plan.fromSlot }
-            : { op: 'delete', key: keys.live(svc) },
-          { op: 'put', key: keys.slot(svc, target), value: withState(to, to.state) as never },
-          from ? { op: 'put', key: keys.url(svc), value: urlOf(from) } : { op: 'delete', key: keys.url(svc) },
-        ];
-        if (from)
-          undo.push({
-            op: 'put',
-            key: keys.slot(svc, from.slot),
-            value: withState(from, from.state) as never,
-          });
-        await store.txn(undo);
-        await ctx.tables.sync().catch((syncErr: unknown) =>
-          deps.log.error('re-applying the table after a failed switch failed', {
-            service: svc,
-            error: toTealError(syncErr).message,
-          }),
-        );
-        throw new TealError(
-          'TEAL_PROXY_FAILED',
-          `the data plane did not take the switch, so ${svc} stays on ${plan.fromSlot ?? 'nothing'}: ${toTealError(err).message}`,
-        );
-      }
-      await rec.update({ switchedAt: Date.now() });
     },
     () => `${svc} ${plan.release.version} is taking traffic on ${target}`,
   );
+  return displaced;
+}
+
+/**
+ * One attempt at the switch's transaction and apply. Returns the warm release the new one
+ * displaced from the target slot (started beside it, candidate.ts), whose instances the
+ * transaction took out of the record: the caller stops them.
+ */
+async function switchOnce(ctx: RunContext): Promise<SlotRecord | null> {
+  const { deps, plan, rec } = ctx;
+  const { store } = deps;
+  const svc = plan.service;
+  const target = plan.targetSlot;
+  const state = await readServiceState(store, svc);
+  if (state.live !== plan.fromSlot) {
+    throw new TealError(
+      'TEAL_STORE_CONFLICT',
+      `${svc} went live on ${state.live} while this deployment ran; not switching`,
+    );
+  }
+  const to = state.slots[target];
+  assertSlotMove(`${svc} ${target}`, to.state, 'live');
+  const candidate = state.candidate?.deployment === rec.n ? state.candidate : undefined;
+  // Beside a warm release, the slot takes the candidate's instances in this same transaction: the
+  // warm release stays the rollback target up to the moment traffic moves.
+  const next: SlotRecord = candidate
+    ? {
+        slot: target,
+        state: 'live',
+        release: candidate.release,
+        version: candidate.version,
+        instances: candidate.instances,
+        deployment: rec.n,
+        since: new Date().toISOString(),
+      }
+    : { ...withState(to, 'live'), deployment: rec.n };
+  const ops: TxnOp[] = [
+    { op: 'put', key: keys.live(svc), value: target, ifRevision: state.liveRevision },
+    { op: 'put', key: keys.slot(svc, target), value: next as never, ifRevision: to.revision },
+    { op: 'put', key: keys.url(svc), value: urlOf(next) },
+  ];
+  if (candidate) ops.push({ op: 'delete', key: keys.candidate(svc), ifRevision: candidate.revision });
+  const from = plan.fromSlot ? state.slots[plan.fromSlot] : null;
+  if (from) {
+    assertSlotMove(`${svc} ${from.slot}`, from.state, 'draining');
+    ops.push({
+      op: 'put',
+      key: keys.slot(svc, from.slot),
+      value: withState(from, 'draining') as never,
+      ifRevision: from.revision,
+    });
+  }
+  try {
+    await store.txn(ops);
+  } catch (err) {
+    if (!isTealError(err, 'TEAL_STORE_CONFLICT')) throw err;
+    throw new TealError('TEAL_STORE_CONFLICT', err.message, { retry: true });
+  }
+  failpoint('after-store-switch'); // tests only (failpoints.ts)
+  try {
+    await ctx.tables.sync();
+  } catch (err) {
+    const undo: TxnOp[] = [
+      plan.fromSlot
+        ? { op: 'put', key: keys.live(svc), value: plan.fromSlot }
+        : { op: 'delete', key: keys.live(svc) },
+      // Beside a warm release, its record goes back exactly as it was, and the candidate with it.
+      {
+        op: 'put',
+        key: keys.slot(svc, target),
+        value: (candidate ? bare(to) : withState(to, to.state)) as never,
+      },
+      from ? { op: 'put', key: keys.url(svc), value: urlOf(from) } : { op: 'delete', key: keys.url(svc) },
+    ];
+    if (candidate) undo.push({ op: 'put', key: keys.candidate(svc), value: bare(candidate) as never });
+    if (from)
+      undo.push({
+        op: 'put',
+        key: keys.slot(svc, from.slot),
+        value: withState(from, from.state) as never,
+      });
+    await store.txn(undo);
+    await ctx.tables.sync().catch((syncErr: unknown) =>
+      deps.log.error('re-applying the table after a failed switch failed', {
+        service: svc,
+        error: toTealError(syncErr).message,
+      }),
+    );
+    throw new TealError(
+      'TEAL_PROXY_FAILED',
+      `the data plane did not take the switch, so ${svc} stays on ${plan.fromSlot ?? 'nothing'}: ${toTealError(err).message}`,
+    );
+  }
+  await rec.update({ switchedAt: Date.now() });
+  return candidate ? bare(to) : null;
+}
+
+/** A record as stored, without the revision bookkeeping readServiceState adds. */
+function bare<T extends object>(record: T & { revision?: number }): T {
+  const { revision: _r, ...rest } = record;
+  return rest as T;
+}
+
+/**
+ * After a switch that displaced a warm release (started beside it): stop its instances, which the
+ * switch's transaction already took out of the slot record. Traffic moved already, so a failure
+ * here only warns: the instances are strays a restart stops.
+ */
+export async function stopDisplaced(ctx: RunContext, old: SlotRecord): Promise<void> {
+  const { deps, plan, rec } = ctx;
+  const instances = slotInstances(plan.service, old);
+  try {
+    await rec.step(
+      'stop',
+      `stop the release ${old.release} (${old.version}) that was warm in ${old.slot}: ${plan.release.version} took its place`,
+      () => stopAll(deps.runtime, instances, plan.stopTimeoutMs),
+    );
+  } catch (err) {
+    deps.log.warn('stopping the displaced warm release failed', {
+      service: plan.service,
+      instances: instances.map((i) => i.id),
+      error: toTealError(err).message,
+    });
+  }
 }
 
 /** After the switch: drain the old slot, then keep it warm for a rollback or stop it. */

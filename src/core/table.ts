@@ -44,7 +44,13 @@ export function buildTable(
     const live = state.live ? poolOf(state.service, state.slots[state.live]) : null;
     const idle = SLOTS.filter((s) => s !== state.live).map((s) => state.slots[s]);
     const previewSlot = idle.find((s) => PREVIEWABLE.has(s.state));
-    const preview = previewSlot ? poolOf(state.service, previewSlot) : null;
+    // A release verifying beside a warm one (candidate.ts) is what the preview route is for then.
+    const candidate = state.candidate?.state === 'verifying' ? state.candidate : undefined;
+    const preview = candidate
+      ? poolOf(state.service, { ...candidate, state: 'verifying' })
+      : previewSlot
+        ? poolOf(state.service, previewSlot)
+        : null;
     const routed = [live, preview].filter((p) => p !== null);
     const granted = tableGrants(grants.get(state.service) ?? [], routed, now);
     return {

@@ -452,6 +452,7 @@ function service() {
   const base = `/v1/services/${encodeURIComponent(svc)}`;
   let status = null;
   let history = [];
+  let releases = [];
   const rates = {};
   let lastSample = null;
   let historyKey = null;
@@ -536,16 +537,22 @@ function service() {
           ),
         ),
       );
-    // Releases to roll back to: each one a deployment of this history started, newest first.
+    // Releases to roll back to: only those that served users (the API says which), newest first.
+    // One that never went live is listed disabled with the reason, so it is plain why it is missing.
     const select = $('rollback-to');
     const chosen = select.value;
-    const liveRelease = status?.live ? status.slots[status.live].release : null;
-    const seen = new Set();
     const options = [h('option', { value: '' }, 'the warm slot')];
-    for (const d of history) {
-      if (d.release === null || seen.has(d.release) || d.release === liveRelease) continue;
-      seen.add(d.release);
-      options.push(h('option', { value: d.release }, `release ${d.release} (${d.version})`));
+    for (const r of releases) {
+      if (r.running === 'live') continue;
+      options.push(
+        r.target
+          ? h('option', { value: r.n }, `release ${r.n} (${r.version})`)
+          : h(
+              'option',
+              { value: r.n, disabled: true, title: r.why ?? '' },
+              `release ${r.n} (${r.version}): never went live`,
+            ),
+      );
     }
     select.replaceChildren(...options);
     select.value = [...select.options].some((o) => o.value === chosen) ? chosen : '';
@@ -559,7 +566,10 @@ function service() {
     const key = last ? `${last.n}:${last.state}` : '';
     if (key !== historyKey) {
       historyKey = key;
-      history = await api('GET', `${base}/deployments?limit=20`);
+      [history, releases] = await Promise.all([
+        api('GET', `${base}/deployments?limit=20`),
+        api('GET', `${base}/releases`),
+      ]);
       renderHistory();
     }
   }

@@ -5,6 +5,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { silentLogger } from '../core/deps.js';
 import { isTealError } from '../core/errors.js';
 import { fleetKeys, type InstanceReport } from '../core/fleet.js';
+import type { RestartPolicy } from '../core/supervisor.js';
 import { FleetRuntime } from '../runtimes/fleet.js';
 import { ProcessRuntime } from '../runtimes/process.js';
 import { answers, get, testLabels, waitFor } from '../runtimes/runtime.contract.js';
@@ -13,6 +14,14 @@ import { memoryStore } from '../stores/memory.js';
 import type { Store } from '../stores/store.js';
 import { HELLO_DIR } from '../testing/paths.js';
 import { runAgent } from './agent.js';
+
+/** Restarts far enough away that a test can look at the exited instance first. */
+const LATER: RestartPolicy = {
+  initialBackoffMs: 60_000,
+  maxBackoffMs: 60_000,
+  resetAfterMs: 60_000,
+  crashLoop: { restarts: 5, windowMs: 60_000 },
+};
 
 const hello = path.join(HELLO_DIR, 'server.js');
 
@@ -36,7 +45,11 @@ describe('teal agent and the fleet runtime, through one store', () => {
     cleanups.length = 0;
   });
 
-  function agent(store: Store, stateDir: string, options: { capacity?: number } = {}) {
+  function agent(
+    store: Store,
+    stateDir: string,
+    options: { capacity?: number; restart?: RestartPolicy } = {},
+  ) {
     const stop = new AbortController();
     const runtime = new ProcessRuntime({ stateDir });
     const done = runAgent({
@@ -49,6 +62,7 @@ describe('teal agent and the fleet runtime, through one store', () => {
       log: silentLogger,
       signal: stop.signal,
       leaseTtlMs: 2_000,
+      ...(options.restart ? { restart: options.restart } : {}),
     });
     const stopAgent = async () => {
       stop.abort();
@@ -107,7 +121,7 @@ describe('teal agent and the fleet runtime, through one store', () => {
 
   it('tells a waiting health check that the instance exited, with the tail the agent published', async () => {
     const { dir, store, fleet } = setup();
-    agent(store, dir);
+    agent(store, dir, { restart: LATER });
     await waitFor(() => store.get(fleetKeys.host('h1')), 'the agent to register');
     const instance = await fleet.start(
       spec({
@@ -149,6 +163,69 @@ describe('teal agent and the fleet runtime, through one store', () => {
       'the unassigned instance to be stopped',
     );
     expect((await get(kept.host, kept.port)).status).toBe(200);
+  });
+
+  it('restarts an assigned instance that exits, on the same port, and reports the restart', async () => {
+    const { dir, store, fleet } = setup();
+    agent(store, dir);
+    await waitFor(() => store.get(fleetKeys.host('h1')), 'the agent to register');
+    const instance = await fleet.start(spec(), { signal: AbortSignal.timeout(10_000) });
+    await answers(instance);
+    const first = (await store.get<InstanceReport>(fleetKeys.report('h1', instance.id)))!.value;
+    process.kill(first.pid!, 'SIGKILL');
+    const again = await waitFor(async () => {
+      const r = (await store.get<InstanceReport>(fleetKeys.report('h1', instance.id)))?.value;
+      return r?.state === 'running' && r.pid !== first.pid ? r : undefined;
+    }, 'the agent to restart the killed instance');
+    expect(again).toMatchObject({ port: instance.port, restarts: 1, degraded: false });
+    // Same id and port: the slot record's endpoint in the control plane is still right.
+    expect((await answers(instance)).body).toMatch(/^hello 1\.2\.3/);
+    expect(await fleet.status(instance)).toEqual({ state: 'running' });
+  });
+
+  it('a restarted agent starts again an assigned instance that died while it was away (a reboot)', async () => {
+    const { dir, store, fleet } = setup();
+    const first = agent(store, dir);
+    await waitFor(() => store.get(fleetKeys.host('h1')), 'the agent to register');
+    const instance = await fleet.start(spec(), { signal: AbortSignal.timeout(10_000) });
+    await answers(instance);
+    const before = (await store.get<InstanceReport>(fleetKeys.report('h1', instance.id)))!.value;
+    await first.stop();
+    process.kill(before.pid!, 'SIGKILL');
+    await waitFor(
+      () =>
+        get(instance.host, instance.port).then(
+          () => false,
+          () => true,
+        ),
+      'the instance to be down',
+    );
+    agent(store, dir);
+    const report = await waitFor(async () => {
+      const r = (await store.get<InstanceReport>(fleetKeys.report('h1', instance.id)))?.value;
+      return r?.state === 'running' && r.pid !== before.pid ? r : undefined;
+    }, 'the restarted agent to start the dead instance again');
+    expect(report.port).toBe(instance.port);
+    expect((await answers(instance)).body).toMatch(/^hello 1\.2\.3/);
+  });
+
+  it('stops restarting an instance the control plane asks to stop', async () => {
+    const { dir, store, fleet } = setup();
+    agent(store, dir);
+    await waitFor(() => store.get(fleetKeys.host('h1')), 'the agent to register');
+    const instance = await fleet.start(
+      spec({ command: [process.execPath, '-e', 'setTimeout(() => process.exit(3), 200)'] }),
+      { signal: AbortSignal.timeout(10_000) },
+    );
+    await waitFor(async () => {
+      const r = (await store.get<InstanceReport>(fleetKeys.report('h1', instance.id)))?.value;
+      return (r?.restarts ?? 0) >= 2 ? r : undefined;
+    }, 'a few restarts');
+    await fleet.stop(instance, { timeoutMs: 2_000 });
+    await new Promise((r) => setTimeout(r, 1_500));
+    expect(await store.get(fleetKeys.report('h1', instance.id))).toBeUndefined();
+    const leftovers = await new ProcessRuntime({ stateDir: dir }).list();
+    expect(leftovers.filter((l) => l.status.state === 'running')).toEqual([]);
   });
 
   it('refuses an instance past its capacity', async () => {

@@ -2,6 +2,15 @@ import { hostname } from 'node:os';
 import type { Logger } from '../core/deps.js';
 import { TealError, toTealError } from '../core/errors.js';
 import { type Assignment, fleetKeys, type HostRecord, type InstanceReport } from '../core/fleet.js';
+import {
+  DEFAULT_POLICY,
+  freshHistory,
+  isSettled,
+  onFailure,
+  onRunning,
+  type RestartHistory,
+  type RestartPolicy,
+} from '../core/supervisor.js';
 import type { Instance, InstanceLabels, InstanceSpec, ListedInstance, Runtime } from '../runtimes/runtime.js';
 import type { Lease, Store } from '../stores/store.js';
 
@@ -25,6 +34,8 @@ export interface AgentOptions {
   leaseTtlMs?: number;
   /** How often the tail of a running instance's log is published again when it changed (default 5 s). */
   logRefreshMs?: number;
+  /** How an exited instance is restarted (default: a service's default `restart:` settings). */
+  restart?: RestartPolicy;
 }
 
 interface Entry {
@@ -36,6 +47,8 @@ interface Entry {
   /** Operations on one instance run in order: a stop never overtakes its start. */
   chain: Promise<void>;
   stopping: boolean;
+  /** What the restart policy remembers of this instance's failures. */
+  history: RestartHistory;
 }
 
 const LOG_LINES = 20;
@@ -94,6 +107,48 @@ export async function runAgent(o: AgentOptions): Promise<void> {
 
   const tail = async (instance: Instance) => runtime.logTail(instance, LOG_LINES).catch(() => []);
 
+  const policy = o.restart ?? DEFAULT_POLICY;
+
+  /**
+   * An assigned instance exited (or was found exited): it is started again after the policy's
+   * backoff, on the same port, so the endpoint in the control plane's slot record stays right
+   * (the data plane's passive health takes it out meanwhile). Only `stop` (the control plane's
+   * ask, or the assignment gone) ends that.
+   */
+  const restartLater = (entry: Entry, dead: Instance) => {
+    const decision = onFailure(policy, entry.history, Date.now());
+    entry.history = decision.history;
+    const restarts = (entry.report.restarts ?? 0) + 1;
+    if (decision.degraded && !entry.report.degraded)
+      log.error('crash loop: restarting at the longest backoff', { instance: entry.report.id, restarts });
+    void publish(entry, { restarts, degraded: decision.degraded || (entry.report.degraded ?? false) });
+    void pause(decision.delayMs, entry.ac.signal).then(() =>
+      enqueue(entry, async () => {
+        if (entry.stopping || entry.ac.signal.aborted) return;
+        // Whatever is left of its process group (or container) goes first: the port must be free.
+        await runtime.stop(dead, { timeoutMs: 2_000 });
+        const { hostId: _h, ...rest } = entry.assignment.spec;
+        const spec: InstanceSpec = { ...rest, host: o.address, port: dead.port };
+        try {
+          const local = await runtime.start(spec, { signal: entry.ac.signal });
+          entry.history = onRunning(entry.history, Date.now());
+          log.info('restarted an assigned instance', {
+            instance: entry.report.id,
+            endpoint: `${local.host}:${local.port}`,
+            restarts,
+          });
+          await running(entry, local);
+        } catch (err) {
+          if (entry.stopping || entry.ac.signal.aborted) return;
+          const error = toTealError(err).message;
+          log.warn('could not restart an assigned instance', { instance: entry.report.id, error });
+          await publish(entry, { state: 'exited', error });
+          restartLater(entry, dead);
+        }
+      }),
+    );
+  };
+
   const running = (entry: Entry, local: Instance) => {
     entry.local = local;
     void runtime.exited(local, { signal: entry.ac.signal }).then(
@@ -101,6 +156,7 @@ export async function runAgent(o: AgentOptions): Promise<void> {
         if (entry.stopping) return;
         log.warn('instance exited', { instance: entry.report.id, code: exit.code, signal: exit.signal });
         await publish(entry, { state: 'exited', exit, log: await tail(local) });
+        restartLater(entry, local);
       },
       () => undefined,
     );
@@ -140,6 +196,7 @@ export async function runAgent(o: AgentOptions): Promise<void> {
       ac: new AbortController(),
       chain: Promise.resolve(),
       stopping: false,
+      history: freshHistory(),
     };
     known.set(a.id, entry);
     return entry;
@@ -242,7 +299,7 @@ export async function runAgent(o: AgentOptions): Promise<void> {
       await running(entry, local);
       return;
     }
-    // It ran and stopped while nobody watched: say so, and let the control plane decide.
+    // It ran and stopped while nobody watched (the host rebooted): say so, and start it again.
     entry.local = local;
     const exit =
       local.status.state === 'exited'
@@ -257,6 +314,7 @@ export async function runAgent(o: AgentOptions): Promise<void> {
       ...(local.image === undefined ? {} : { image: local.image }),
       log: await tail(local),
     });
+    restartLater(entry, local);
   };
 
   // A lease lost while the store was away is taken again, with every report.
@@ -267,6 +325,9 @@ export async function runAgent(o: AgentOptions): Promise<void> {
     for (const entry of known.values()) {
       const { local } = entry;
       if (!local || entry.report.state !== 'running') continue;
+      // Out of its crash loop once it ran long enough since the last restart.
+      if (entry.report.degraded && isSettled(policy, entry.history, Date.now()))
+        void publish(entry, { degraded: false });
       void tail(local).then((lines) => {
         if (lines.join('\n') !== entry.report.log.join('\n')) return publish(entry, { log: lines });
       });
@@ -313,4 +374,18 @@ export async function runAgent(o: AgentOptions): Promise<void> {
 /** An instance is one (service, slot, release, deployment, index): how a restarted agent matches its own. */
 function labelKey(labels: InstanceLabels, index: number): string {
   return `${labels.service}/${labels.slot}/${labels.release}/${labels.deployment}/${index}`;
+}
+
+/** Waits `ms`, or less if the signal aborts (then the caller sees it aborted). */
+function pause(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const timer = setTimeout(done, ms);
+    function done() {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    }
+    signal.addEventListener('abort', done, { once: true });
+  });
 }

@@ -84,6 +84,10 @@ export interface InstanceReport {
   error?: string;
   /** The last lines of its output, as the agent last published them. */
   log: string[];
+  /** Times the agent restarted it after it exited (its supervision, core/supervisor.ts). */
+  restarts?: number;
+  /** In a crash loop: the agent keeps restarting it at the longest backoff. */
+  degraded?: boolean;
   at: string;
 }
 

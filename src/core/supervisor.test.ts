@@ -1,5 +1,15 @@
 import { describe, expect, it } from 'vitest';
-import { backoff, freshHistory, isSettled, onFailure, onRunning, type RestartPolicy } from './supervisor.js';
+import { RestartConfig } from './config/schema.js';
+import {
+  backoff,
+  DEFAULT_POLICY,
+  freshHistory,
+  isSettled,
+  onFailure,
+  onRunning,
+  policyOf,
+  type RestartPolicy,
+} from './supervisor.js';
 
 const policy: RestartPolicy = {
   initialBackoffMs: 100,
@@ -59,5 +69,9 @@ describe('the restart policy', () => {
   it('is not settled while no replacement runs', () => {
     const d = onFailure(policy, freshHistory(), 0);
     expect(isSettled(policy, d.history, 10 ** 9)).toBe(false);
+  });
+
+  it("the agent's default policy is the schema's defaults", () => {
+    expect(policyOf(RestartConfig.parse({}))).toEqual(DEFAULT_POLICY);
   });
 });

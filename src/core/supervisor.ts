@@ -72,6 +72,18 @@ export function backoff(policy: RestartPolicy, n: number): number {
   return Math.min(doubled, policy.maxBackoffMs);
 }
 
+/**
+ * The defaults of a service's `restart:` settings (schema.ts RestartConfig; a test keeps them
+ * equal): what `teal agent` applies, since an assignment carries the instance, not the service's
+ * settings.
+ */
+export const DEFAULT_POLICY: RestartPolicy = {
+  initialBackoffMs: 100,
+  maxBackoffMs: 30_000,
+  resetAfterMs: 60_000,
+  crashLoop: { restarts: 5, windowMs: 60_000 },
+};
+
 /** The policy of a service's `restart:` settings (schema.ts RestartConfig). */
 export function policyOf(restart: {
   initialBackoff: number;

@@ -38,6 +38,27 @@ export interface OpenedSwitch {
   url: string;
   /** The preview listener, where X-Teal-Slot chooses the slot: http://127.0.0.1:8081 */
   previewUrl: string;
+  /**
+   * Applies changed proxy settings (limits, timeouts, trusted proxies) without a restart of teal up;
+   * absent where the switch cannot (nginx and haproxy were set up from them at start).
+   */
+  reconfigure?: (config: TealConfig['proxy']) => Promise<void>;
+}
+
+type BuiltinConfig = Extract<TealConfig['proxy'], { kind: 'builtin' }>;
+
+/** The builtin data plane's settings (`teal proxy` flags) as teal.yml's proxy section gives them. */
+export function builtinSettings(config: BuiltinConfig) {
+  return {
+    maxBodyBytes: config.maxBodySize,
+    connectTimeoutMs: config.timeouts.connect,
+    responseTimeoutMs: config.timeouts.response,
+    idleTimeoutMs: config.timeouts.idle,
+    headersTimeoutMs: config.timeouts.headers,
+    sendTimeoutMs: config.timeouts.send,
+    maxConnections: config.limits.maxConnections,
+    trustedProxies: config.trustedProxies,
+  };
 }
 
 /**
@@ -59,16 +80,7 @@ export async function openTrafficSwitch(
         adminSocket: paths.proxySocket,
         stateFile: paths.proxyState,
         logFile: paths.proxyLog,
-        settings: {
-          maxBodyBytes: config.maxBodySize,
-          connectTimeoutMs: config.timeouts.connect,
-          responseTimeoutMs: config.timeouts.response,
-          idleTimeoutMs: config.timeouts.idle,
-          headersTimeoutMs: config.timeouts.headers,
-          sendTimeoutMs: config.timeouts.send,
-          maxConnections: config.limits.maxConnections,
-          trustedProxies: config.trustedProxies,
-        },
+        settings: builtinSettings(config),
       });
       log.info(plane.started ? 'started the data plane' : 're-attached to the running data plane', {
         pid: plane.pid,
@@ -91,6 +103,13 @@ export async function openTrafficSwitch(
         traffic: new BuiltinSwitch({ adminSocket: paths.proxySocket }),
         url: localUrl(plane.listen),
         previewUrl: localUrl(plane.preview ?? previewAddress(config)),
+        // The data plane reads its settings once, at start: a successor started with the new ones
+        // takes the sockets over (the restart without a gap), so no connection is refused.
+        reconfigure: async (next) => {
+          if (next.kind !== 'builtin') throw new Error('the builtin data plane takes only builtin settings');
+          const moved = await restartDataPlane(paths.proxySocket, builtinSettings(next));
+          log.info('the data plane took the new proxy settings', { from: moved.from, to: moved.to });
+        },
       };
     }
     case 'nginx': {

@@ -3,6 +3,7 @@ import { TealError, toTealError } from '../../core/errors.js';
 import { renderPrometheus } from '../metrics.js';
 import type { DrainResult, RoutingTable, TrafficStats } from '../switch.js';
 import type { EventLog } from './log.js';
+import { type DataPlaneSettings, parseSettings } from './settings.js';
 import { parseDrainRequest, parseTable } from './table-shape.js';
 
 /** What `teal proxy` reports about itself on `GET /v1/info`. */
@@ -28,13 +29,14 @@ export interface AdminTarget {
   apply(table: RoutingTable): Promise<void>;
   stats(): TrafficStats;
   drain(pool: string, timeoutMs: number, signal: AbortSignal): Promise<DrainResult>;
-  /** Starts a fresh data plane process on the same sockets and retires this one. */
-  handoff(): Promise<{ from: number; to: number }>;
+  /** Starts a fresh data plane process on the same sockets (with these settings, else the same) and retires this one. */
+  handoff(settings?: Partial<DataPlaneSettings>): Promise<{ from: number; to: number }>;
 }
 
 const MAX_BODY = 16 * 1024 * 1024;
 
-function readJson(req: http.IncomingMessage): Promise<unknown> {
+/** The request's JSON body; with `optional`, an empty body is undefined rather than an error. */
+function readJson(req: http.IncomingMessage, options: { optional?: boolean } = {}): Promise<unknown> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
@@ -50,7 +52,8 @@ function readJson(req: http.IncomingMessage): Promise<unknown> {
     req.on('error', reject);
     req.on('end', () => {
       try {
-        resolve(JSON.parse(Buffer.concat(chunks).toString()));
+        const text = Buffer.concat(chunks).toString();
+        resolve(options.optional && text.trim() === '' ? undefined : JSON.parse(text));
       } catch (err) {
         reject(new TealError('TEAL_BAD_REQUEST', `request body is not JSON: ${(err as Error).message}`));
       }
@@ -72,7 +75,8 @@ function send(res: http.ServerResponse, status: number, body: unknown): void {
  *   PUT  /v1/table   RoutingTable -> {revision}, answered once new requests use it
  *   GET  /v1/stats   -> TrafficStats
  *   GET  /metrics    -> the same counters in Prometheus text format
- *   POST /v1/handoff -> {from, to}: a fresh process took over the sockets; this one retires
+ *   POST /v1/handoff [{settings}] -> {from, to}: a fresh process took over the sockets (with
+ *                    these settings, else this one's); this one retires
  *   POST /v1/drain   {pool, timeoutMs} -> DrainResult, answered when the drain ends (long poll)
  *
  * Errors are `{error: {code, message}}` with the catalogue's HTTP status.
@@ -125,8 +129,18 @@ async function handle(
       });
       return send(res, 200, await target.drain(pool, timeoutMs, gone.signal));
     }
-    case 'POST /v1/handoff':
-      return send(res, 200, await target.handoff());
+    case 'POST /v1/handoff': {
+      const body = await readJson(req, { optional: true });
+      let settings: Partial<DataPlaneSettings> | undefined;
+      if (body !== undefined) {
+        try {
+          settings = parseSettings((body as { settings?: unknown }).settings ?? {});
+        } catch (err) {
+          throw new TealError('TEAL_BAD_REQUEST', (err as Error).message);
+        }
+      }
+      return send(res, 200, await target.handoff(settings));
+    }
     default:
       throw new TealError('TEAL_NOT_FOUND', `no admin endpoint ${route}`);
   }

@@ -34,8 +34,11 @@ export interface DataPlaneOptions {
   state: string;
   log: EventLog;
   settings?: Partial<DataPlaneSettings>;
-  /** Replaces this process with a fresh one without a gap (POST /v1/handoff); see handoff.ts. */
-  handoff?: () => Promise<HandoffResult>;
+  /**
+   * Replaces this process with a fresh one without a gap (POST /v1/handoff); see handoff.ts. With
+   * settings, the successor runs with them instead of this one's (how a reload of teal.yml applies them).
+   */
+  handoff?: (settings?: Partial<DataPlaneSettings>) => Promise<HandoffResult>;
 }
 
 export interface HandoffResult {
@@ -337,7 +340,7 @@ export class DataPlane implements AdminTarget, PlaneContext {
     if (this.admin.listening) this.admin.close();
   }
 
-  handoff(): Promise<HandoffResult> {
+  handoff(settings?: Partial<DataPlaneSettings>): Promise<HandoffResult> {
     if (!this.opts.handoff) {
       return Promise.reject(
         new TealError(
@@ -346,7 +349,7 @@ export class DataPlane implements AdminTarget, PlaneContext {
         ),
       );
     }
-    return this.opts.handoff();
+    return this.opts.handoff(settings);
   }
 
   /**

@@ -236,9 +236,15 @@ export async function stopDataPlane(
  * Replaces the running data plane with a fresh `teal proxy` process (the teal installed now) without
  * refusing or failing a request: see handoff.ts. Resolves once the successor answers the admin API.
  */
-export async function restartDataPlane(adminSocket: string): Promise<{ from: number; to: number }> {
+export async function restartDataPlane(
+  adminSocket: string,
+  settings?: DataPlaneSettings,
+): Promise<{ from: number; to: number }> {
   ensurePrivateDir(path.dirname(adminSocket));
   const info = await dataPlaneInfo(adminSocket);
   if (info) assertOurDataPlane(info.pid, adminSocket);
-  return adminCall<{ from: number; to: number }>(adminSocket, 'POST', '/v1/handoff', { timeoutMs: 45_000 });
+  return adminCall<{ from: number; to: number }>(adminSocket, 'POST', '/v1/handoff', {
+    timeoutMs: 45_000,
+    ...(settings ? { body: { settings } } : {}),
+  });
 }

@@ -33,13 +33,13 @@ export async function runDataPlaneProcess(options: DataPlaneProcessOptions): Pro
   const { DataPlane } = await import('./dataplane.js');
   const { handOff, takeOver } = await import('./handoff.js');
   let plane: Awaited<ReturnType<typeof DataPlane.start>>;
-  const handoff = async () => {
+  const handoff = async (settings?: Partial<DataPlaneSettings>) => {
     const result = await handOff(plane, {
       listen: options.listen,
       ...(options.previewListen === undefined ? {} : { previewListen: options.previewListen }),
       admin: options.admin,
       state: options.state,
-      settings: plane.settings,
+      settings: { ...plane.settings, ...settings },
       log,
     });
     // Answer the admin request first, then retire and exit.

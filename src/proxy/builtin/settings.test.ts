@@ -1,6 +1,12 @@
 import { parseArgs } from 'node:util';
 import { describe, expect, it } from 'vitest';
-import { DEFAULT_SETTINGS, SETTINGS_OPTIONS, settingsArgs, settingsFromFlags } from './settings.js';
+import {
+  DEFAULT_SETTINGS,
+  parseSettings,
+  SETTINGS_OPTIONS,
+  settingsArgs,
+  settingsFromFlags,
+} from './settings.js';
 
 const parsed = (args: string[]) => parseArgs({ args, options: SETTINGS_OPTIONS, strict: true }).values;
 
@@ -21,5 +27,21 @@ describe('data plane settings as `teal proxy` flags', () => {
     expect(() => settingsFromFlags(parsed(['--trusted-proxies', '10.0.0.0/8,lan']))).toThrow(
       '--trusted-proxies: expected an IP address or a CIDR range like "10.0.0.0/8" or "fd00::/8", got "lan" (not an IP address)',
     );
+  });
+});
+
+describe('settings sent with a handoff (a reload of teal.yml)', () => {
+  it('takes known settings and refuses anything else, naming the key', () => {
+    expect(parseSettings({ idleTimeoutMs: 1000, trustedProxies: ['10.0.0.0/8'] })).toEqual({
+      idleTimeoutMs: 1000,
+      trustedProxies: ['10.0.0.0/8'],
+    });
+    expect(() => parseSettings({ idleTimeoutMs: -1 })).toThrow(
+      'settings.idleTimeoutMs: expected a positive whole number',
+    );
+    expect(() => parseSettings({ idleTimeoutMs: '1s' })).toThrow('settings.idleTimeoutMs');
+    expect(() => parseSettings({ trustedProxies: ['nope'] })).toThrow('settings.trustedProxies');
+    expect(() => parseSettings({ listen: '0.0.0.0:80' })).toThrow('settings.listen: unknown setting');
+    expect(() => parseSettings([])).toThrow('settings: expected an object');
   });
 });

@@ -101,6 +101,34 @@ export function settingsFromFlags(values: Record<string, string | boolean | unde
   return out;
 }
 
+/**
+ * Settings sent with `POST /v1/handoff` (a reload of teal.yml): each key optional, numbers positive
+ * whole ones, trustedProxies CIDRs. Throws naming the key; the successor gets them as flags.
+ */
+export function parseSettings(input: unknown): Partial<DataPlaneSettings> {
+  if (typeof input !== 'object' || input === null || Array.isArray(input))
+    throw new Error('settings: expected an object');
+  const out: Partial<DataPlaneSettings> = {};
+  for (const [key, value] of Object.entries(input)) {
+    if (key === 'trustedProxies') {
+      if (!Array.isArray(value) || !value.every((v) => typeof v === 'string'))
+        throw new Error('settings.trustedProxies: expected a list of CIDRs');
+      out.trustedProxies = value.map((v) => {
+        try {
+          return parseCidr(v).text;
+        } catch (err) {
+          throw new Error(`settings.trustedProxies: ${(err as Error).message}`);
+        }
+      });
+    } else if (key in FLAGS) {
+      if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1)
+        throw new Error(`settings.${key}: expected a positive whole number, got ${JSON.stringify(value)}`);
+      out[key as keyof typeof FLAGS] = value;
+    } else throw new Error(`settings.${key}: unknown setting`);
+  }
+  return out;
+}
+
 function count(raw: string): number {
   const n = Number(raw);
   if (!/^\d+$/.test(raw) || n < 1)

@@ -135,6 +135,7 @@ describe('teal without a daemon', () => {
       'validate',
       'down',
       'restart-proxy',
+      'reload',
       'proxy',
     ]) {
       const r = await runCli([verb, '--help']);

@@ -1,6 +1,8 @@
 import type { Command } from 'commander';
+import { toTealError } from '../core/errors.js';
 import { SLOTS } from '../core/model.js';
 import type { ServiceStatus } from '../core/status.js';
+import type { ConfigState } from '../daemon/config-source.js';
 import { type ConfigOption, withConfig } from './options.js';
 import { ago, outcome, paint, printJson, table } from './output.js';
 
@@ -10,14 +12,21 @@ export function statusCommand(program: Command): void {
       .command('status')
       .description('show which slot is live, what runs in each slot, and the last deployment')
       .argument('[service]', 'one service (default: all)')
-      .option('--json', 'print JSON: {service, live, slots: {blue: {version, state}, green: {...}}, ...}'),
+      .option(
+        '--json',
+        'print JSON: {service, live, slots: {blue: {version, state}, green: {...}}, config: {differs, ...}, ...}',
+      ),
   )
     .addHelpText(
       'after',
       `
+When teal.yml on disk is not the file teal up applied, status says so (and whether the file
+validates); \`teal reload\` applies it, and so does the next deploy.
+
 Examples:
   teal status
-  teal status web --json | jq -r .live`,
+  teal status web --json | jq -r .live
+  teal status web --json | jq .config.differs`,
     )
     .action(async (service: string | undefined, opts: ConfigOption & { json?: boolean }) => {
       const { clientFor } = await import('./context.js');
@@ -25,8 +34,14 @@ Examples:
       const statuses = service
         ? [await client.request<ServiceStatus>('GET', `/v1/services/${encodeURIComponent(service)}`)]
         : await client.request<ServiceStatus[]>('GET', '/v1/services');
+      // A teal up from before `teal reload` existed has no /v1/config: status without the drift line.
+      const config = await client.request<ConfigState>('GET', '/v1/config').catch((err: unknown) => {
+        if (toTealError(err).code === 'TEAL_NOT_FOUND') return undefined;
+        throw err;
+      });
       if (opts.json) {
-        printJson(service ? statuses[0] : statuses);
+        const withConfig = statuses.map((s) => (config ? { ...s, config } : s));
+        printJson(service ? withConfig[0] : withConfig);
         return;
       }
       const c = paint(process.stdout);
@@ -81,5 +96,27 @@ Examples:
           );
         process.stdout.write('\n');
       }
+      if (config) process.stdout.write(driftText(config, c));
     });
+}
+
+/** The lines saying the file on disk is not what runs (nothing when it is). */
+export function driftText(config: ConfigState, c: ReturnType<typeof paint>): string {
+  const lines: string[] = [];
+  if (config.differs) {
+    lines.push(
+      c.yellow(
+        `${config.file} has changed since it was applied (${ago(config.applied.appliedAt)}): run \`teal reload\` to apply it (the next deploy also does)`,
+      ),
+    );
+    if (config.onDisk.error)
+      lines.push(c.red(`  and it would be refused as it is: ${config.onDisk.error.replace(/\n/g, '\n  ')}`));
+  }
+  if (config.needsRestart.length > 0)
+    lines.push(
+      c.yellow(
+        `needs a restart of teal up to take effect: ${config.needsRestart.join(', ')} (running values kept)`,
+      ),
+    );
+  return lines.length > 0 ? `${lines.join('\n')}\n` : '';
 }

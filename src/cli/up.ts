@@ -1,6 +1,7 @@
 import path from 'node:path';
 import type { Command } from 'commander';
 import { TealError } from '../core/errors.js';
+import type { Daemon } from '../daemon/daemon.js';
 import { createLogger } from '../daemon/log.js';
 import { type ConfigOption, withConfig } from './options.js';
 
@@ -16,6 +17,8 @@ export function upCommand(program: Command): void {
       `
 teal up runs in the foreground; stop it with Ctrl-C or SIGTERM. The data plane and the app
 instances keep serving while it is stopped, and it re-attaches to them when started again.
+SIGHUP (or \`teal reload\`) makes it re-read teal.yml and apply it without a restart; each deploy
+re-reads it too.
 
 Examples:
   teal up
@@ -31,8 +34,22 @@ Examples:
       }
       const pretty = opts.logFormat ? opts.logFormat === 'pretty' : Boolean(process.stdout.isTTY);
       const log = createLogger({ pretty });
+      // SIGHUP re-reads teal.yml (as `teal reload` does). Caught from the start: its default action
+      // would end teal up, and one that comes while it starts is applied once it is up.
+      let daemon: Daemon | undefined;
+      let hupWhileStarting = false;
+      const reload = () => {
+        if (!daemon) {
+          hupWhileStarting = true;
+          return;
+        }
+        // The reload logs what it applied or why the file was refused; the running config stays.
+        daemon.config.reload('SIGHUP').catch(() => undefined);
+      };
+      process.on('SIGHUP', reload);
       const { startDaemon } = await import('../daemon/daemon.js');
-      const daemon = await startDaemon({ configFile: path.resolve(opts.config), log });
+      daemon = await startDaemon({ configFile: path.resolve(opts.config), log });
+      if (hupWhileStarting) reload();
       if (pretty) {
         process.stdout.write(
           `\n  proxy      ${daemon.proxyUrl}\n  preview    ${daemon.previewUrl}  (X-Teal-Slot chooses the slot here)\n  API        ${daemon.apiUrl}  (token in ${daemon.paths.token} or TEAL_TOKEN)\n  state dir  ${daemon.paths.dir}\n\n`,

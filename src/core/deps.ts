@@ -4,6 +4,7 @@ import type { TrafficSwitch } from '../proxy/switch.js';
 import type { Runtime } from '../runtimes/runtime.js';
 import type { Json, Store } from '../stores/store.js';
 import type { LoadedConfig } from './config/load.js';
+import type { ConfigStamp } from './config/reload.js';
 import type { HealthConfig, VerifyStep } from './config/schema.js';
 import type { Endpoint, Slot } from './model.js';
 
@@ -75,7 +76,13 @@ export interface EngineDeps {
   previewUrl?: string;
   probe: (health: HealthConfig) => Probe;
   verifier: Verifier;
-  /** The configuration as last loaded (the daemon may reload it). */
+  /** The configuration as last applied (the daemon reloads it): read it here each time, never keep it. */
   config: () => LoadedConfig;
+  /**
+   * Re-reads teal.yml and applies it (daemon/config-source.ts), called when a deploy or rollback is
+   * asked for, so it runs with the file as it is then; throws TEAL_CONFIG_INVALID (the running
+   * config stays). Returns which file the deployment uses. Absent: `config()` as it is.
+   */
+  refreshConfig?: (reason: string) => Promise<ConfigStamp>;
   log: Logger;
 }

@@ -2,6 +2,7 @@ import { hostname } from 'node:os';
 import { pidAlive } from '../proc.js';
 import { lockKey } from '../stores/lock.js';
 import type { Json, Lock } from '../stores/store.js';
+import type { ConfigStamp } from './config/reload.js';
 import type { ServiceConfig } from './config/schema.js';
 import type { EngineDeps } from './deps.js';
 import { TealError, toTealError } from './errors.js';
@@ -80,9 +81,13 @@ export class Engine {
     return config;
   }
 
-  /** What `deploy` would do now, without doing it (--dry-run). */
-  async planDeploy(svc: string, version: string, options: { cwd?: string } = {}): Promise<DeployPlan> {
-    const config = this.serviceConfig(svc);
+  /** What `deploy` would do now, without doing it (--dry-run); `config`: the service's config to plan with. */
+  async planDeploy(
+    svc: string,
+    version: string,
+    options: { cwd?: string; config?: ServiceConfig } = {},
+  ): Promise<DeployPlan> {
+    const config = options.config ?? this.serviceConfig(svc);
     const { store } = this.#deps;
     const [state, releases, hosts] = await Promise.all([
       readServiceState(store, svc),
@@ -102,11 +107,15 @@ export class Engine {
   }
 
   async deploy(svc: string, options: DeployOptions): Promise<DeploymentRecord> {
-    this.serviceConfig(svc);
-    const overrides = options.cwd === undefined ? {} : { cwd: options.cwd };
+    const stamp = await this.#refreshConfig(`deploy of ${svc}`);
+    // The service's config as the file had it when asked for, even if the deploy waits for the lock.
+    const overrides = {
+      config: this.serviceConfig(svc),
+      ...(options.cwd === undefined ? {} : { cwd: options.cwd }),
+    };
     // Refuse a bad version before anything is recorded.
     await this.planDeploy(svc, options.version, overrides);
-    return this.#begin(svc, 'deploy', options.version, options, () =>
+    return this.#begin(svc, 'deploy', options.version, { ...options, config: stamp }, () =>
       this.planDeploy(svc, options.version, overrides),
     );
   }
@@ -124,11 +133,12 @@ export class Engine {
   }
 
   async rollback(svc: string, options: RollbackOptions): Promise<DeploymentRecord> {
+    const stamp = await this.#refreshConfig(`rollback of ${svc}`);
     const config = this.serviceConfig(svc);
     // Refuse a release that never served before anything is recorded (the plan checks it again
     // under the lock).
     if (options.to !== undefined) assertRollbackTarget(svc, options.to, await this.releases(svc));
-    return this.#begin(svc, 'rollback', null, options, async (rec) => {
+    return this.#begin(svc, 'rollback', null, { ...options, config: stamp }, async (rec) => {
       const { store } = this.#deps;
       const [state, releases, deployments, hosts] = await Promise.all([
         readServiceState(store, svc),
@@ -303,6 +313,11 @@ export class Engine {
     return grants.length;
   }
 
+  /** The file as it is now, applied (TEAL_CONFIG_INVALID refuses the deployment before it is recorded). */
+  async #refreshConfig(reason: string): Promise<ConfigStamp | undefined> {
+    return this.#deps.refreshConfig?.(reason);
+  }
+
   async #warmAnswers(plan: DeployPlan): Promise<boolean> {
     const { runtime, store } = this.#deps;
     const slot = (await readServiceState(store, plan.service)).slots[plan.targetSlot];
@@ -319,7 +334,7 @@ export class Engine {
     svc: string,
     kind: 'deploy' | 'rollback',
     version: string | null,
-    options: { actor: string; waitMs?: number },
+    options: { actor: string; waitMs?: number; config?: ConfigStamp | undefined },
     makePlan: (rec: Recorder) => Promise<DeployPlan>,
   ): Promise<DeploymentRecord> {
     if (this.#closing.signal.aborted) throw new TealError('TEAL_ABORTED', 'the control plane is stopping');
@@ -338,6 +353,7 @@ export class Engine {
       mode: null,
       actor: options.actor,
       createdAt: new Date().toISOString(),
+      ...(options.config ? { config: options.config } : {}),
       events: [],
     }));
     const rec = new Recorder(store, record);

@@ -25,6 +25,7 @@ interface Kind {
 export const CATALOGUE = {
   TEAL_CONFIG_INVALID: { title: 'invalid configuration', exit: EXIT.usage, http: 400 },
   TEAL_CONFIG_NOT_FOUND: { title: 'configuration file not found', exit: EXIT.usage, http: 400 },
+  TEAL_CONFIG_REFUSED: { title: 'configuration cannot be applied now', exit: EXIT.usage, http: 409 },
   TEAL_USAGE: { title: 'bad usage', exit: EXIT.usage, http: 400 },
   TEAL_BAD_REQUEST: { title: 'bad request', exit: EXIT.usage, http: 400 },
   TEAL_UNAUTHORIZED: { title: 'unauthorized', exit: EXIT.usage, http: 401 },

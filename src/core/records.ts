@@ -1,6 +1,7 @@
 import type { EnvSource } from '../child-env.js';
 import type { ContainerSpec, InstanceImage } from '../runtimes/runtime.js';
 import type { Json, Store } from '../stores/store.js';
+import type { ConfigStamp } from './config/reload.js';
 import type { ErrorCode } from './errors.js';
 import type { Slot } from './model.js';
 import type { DeploymentState, SlotState } from './state.js';
@@ -175,6 +176,8 @@ export interface DeploymentRecord {
   analysis?: { ok: boolean; detail: string };
   /** For a container release: the image the instances ran, as the engine resolved it (id and digest). */
   image?: InstanceImage;
+  /** The teal.yml it ran with (re-read when it was asked for): path, sha256 and mtime. */
+  config?: ConfigStamp;
   error?: { code: ErrorCode; message: string; details?: Json };
   events: DeploymentEvent[];
 }

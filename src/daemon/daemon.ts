@@ -1,10 +1,11 @@
 import { once } from 'node:events';
 import type http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { configRoutes } from '../api/config-routes.js';
 import { pipelineRoutes } from '../api/pipelines.js';
 import { apiRoutes } from '../api/routes.js';
 import { createApiServer } from '../api/server.js';
-import { type LoadedConfig, loadConfig } from '../core/config/load.js';
+import type { LoadedConfig } from '../core/config/load.js';
 import type { Logger } from '../core/deps.js';
 import { Engine } from '../core/engine.js';
 import { TealError, toTealError } from '../core/errors.js';
@@ -21,6 +22,7 @@ import type { Store } from '../stores/store.js';
 import { resolveRunUser } from '../users.js';
 import { StepVerifier } from '../verify/steps.js';
 import { packageVersion } from '../version.js';
+import { ConfigSource } from './config-source.js';
 import {
   assertNotRunning,
   ensureStateDir,
@@ -43,6 +45,8 @@ export interface Daemon {
   paths: StatePaths;
   engine: Engine;
   store: Store;
+  /** The applied teal.yml; `config.reload(reason)` re-reads and applies it (SIGHUP, `teal reload`). */
+  config: ConfigSource;
   /** Stops the control plane: the API, running deployments (they end interrupted), timers, the store. The data plane and the app instances keep serving. */
   close(): Promise<void>;
 }
@@ -53,9 +57,10 @@ export interface Daemon {
  */
 export async function startDaemon(options: { configFile: string; log: Logger }): Promise<Daemon> {
   const { log } = options;
-  const loaded: LoadedConfig = loadConfig(options.configFile);
+  // The file as it is now; SIGHUP, `teal reload` and each deploy read it again (config-source.ts).
+  const source = new ConfigSource(options.configFile, { log, check: assertRunUsers });
+  const loaded: LoadedConfig = source.current();
   const { config } = loaded;
-  assertRunUsers(loaded);
   const paths = statePaths(loaded.stateDir);
   ensureStateDir(paths);
   assertNotRunning(paths);
@@ -73,6 +78,7 @@ export async function startDaemon(options: { configFile: string; log: Logger }):
       traffic,
       url: proxyUrl,
       previewUrl,
+      reconfigure,
     } = await openTrafficSwitch(config.proxy, { ...paths, configDir: loaded.dir }, log);
     closers.push(() => traffic.close());
 
@@ -84,11 +90,16 @@ export async function startDaemon(options: { configFile: string; log: Logger }):
       previewUrl,
       probe: (h: { path: string; timeout: number }) => new HttpProbe({ path: h.path, timeoutMs: h.timeout }),
       verifier: new StepVerifier(),
-      config: () => loaded,
+      config: () => source.current(),
+      refreshConfig: async (reason: string) => {
+        await source.reload(reason);
+        return source.stamp();
+      },
       log,
     };
     const engine = new Engine(deps);
     closers.push(() => engine.close());
+    source.wire({ store, tables: engine.tables, ...(reconfigure ? { reconfigureProxy: reconfigure } : {}) });
 
     // Another control plane on the same store that dies mid-deploy is taken over (core/takeover.ts).
     // Watching from before the start-up reconciliation: a lock that ends meanwhile is not missed.
@@ -112,7 +123,13 @@ export async function startDaemon(options: { configFile: string; log: Logger }):
     }
 
     // Closed before the engine (closers run in reverse): its runs stop, then the deploys they started.
-    const pipelines = new PipelineRunner({ store, engine, config: () => loaded, stateDir: paths.dir, log });
+    const pipelines = new PipelineRunner({
+      store,
+      engine,
+      config: () => source.current(),
+      stateDir: paths.dir,
+      log,
+    });
     await pipelines.start();
     closers.push(() => pipelines.close());
 
@@ -123,14 +140,17 @@ export async function startDaemon(options: { configFile: string; log: Logger }):
     const closing = new AbortController();
     const version = packageVersion();
     const server = createApiServer({
-      router: pipelineRoutes(
-        apiRoutes({ engine, store, runtime, traffic, version, proxyUrl, closing: closing.signal }),
-        {
-          runner: pipelines,
-          store,
-          closing: closing.signal,
-          maxDeliveryBytes: config.api.limits.webhookBody,
-        },
+      router: configRoutes(
+        pipelineRoutes(
+          apiRoutes({ engine, store, runtime, traffic, version, proxyUrl, closing: closing.signal }),
+          {
+            runner: pipelines,
+            store,
+            closing: closing.signal,
+            maxDeliveryBytes: config.api.limits.webhookBody,
+          },
+        ),
+        { config: source },
       ),
       token,
       log,
@@ -196,6 +216,7 @@ export async function startDaemon(options: { configFile: string; log: Logger }):
       paths,
       engine,
       store,
+      config: source,
       close: () => {
         closed ??= unwind().then(() =>
           log.info('control plane stopped; the data plane and instances keep serving'),

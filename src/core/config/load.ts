@@ -45,6 +45,11 @@ function invalid(file: string, problems: Problem[]): TealError {
 
 /** Reads, parses and validates a teal.yml; throws TEAL_CONFIG_INVALID listing every problem. */
 export function loadConfig(file: string): LoadedConfig {
+  return loadConfigText(file).loaded;
+}
+
+/** loadConfig, with the exact text it validated: a reload hashes what it applies. */
+export function loadConfigText(file: string): { loaded: LoadedConfig; text: string } {
   const abs = path.resolve(file);
   if (!existsSync(abs)) {
     throw new TealError(
@@ -53,7 +58,8 @@ export function loadConfig(file: string): LoadedConfig {
       { file: abs },
     );
   }
-  return parseConfig(readBounded(abs), abs);
+  const text = readBounded(abs);
+  return { loaded: parseConfig(text, abs), text };
 }
 
 /** The file's text, refusing what is not a regular file or is over the size bound before reading it. */

@@ -76,6 +76,15 @@ describe('a deploy uses teal.yml as it is when asked for', () => {
         verify: '[{ http: { path: /, body: "hello {{version}}-edited" } }]',
       })}`,
     });
+    // --dry-run plans with the file as it is, and applies nothing.
+    const dry = await daemon.client.request<{ plan: { release: { env: Record<string, string> } } }>(
+      'POST',
+      '/v1/services/web/deployments',
+      { version: 'v2', dryRun: true },
+    );
+    expect(dry.plan.release.env.APP_VERSION).toBe('v2-edited');
+    expect((await daemon.client.request<ConfigState>('GET', '/v1/config')).differs).toBe(true);
+
     const v2 = await deployAndWait(daemon.client, 'web', 'v2');
     expect(v2.state, v2.error?.message).toBe('done');
     expect(await body(`${daemon.info.proxy}/`)).toBe('hello v2-edited');

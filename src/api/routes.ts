@@ -1,6 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { audited, listAudit } from '../core/audit.js';
 import { parseDuration } from '../core/config/duration.js';
+import type { LoadedConfig } from '../core/config/load.js';
 import { deploymentMetrics } from '../core/deploy-metrics.js';
 import type { Engine } from '../core/engine.js';
 import { TealError } from '../core/errors.js';
@@ -30,6 +31,8 @@ export interface ApiContext {
   proxyUrl?: string;
   /** Aborts every open stream when the daemon stops. */
   closing: AbortSignal;
+  /** teal.yml as a reload would apply it now (daemon/config-source.ts), for --dry-run. */
+  previewConfig?: () => LoadedConfig;
 }
 
 function waitOf(value: unknown): number | undefined {
@@ -129,7 +132,11 @@ export function apiRoutes(ctx: ApiContext): Router {
       throw new TealError('TEAL_BAD_REQUEST', 'version: expected a string like "v2"');
     }
     if (body.dryRun === true) {
-      sendJson(res, 200, { plan: await engine.planDeploy(svc!, body.version) });
+      // The file as it is now, as the deploy itself would read it, but nothing applied.
+      const fresh = ctx.previewConfig?.().config.services[svc!];
+      sendJson(res, 200, {
+        plan: await engine.planDeploy(svc!, body.version, fresh ? { config: fresh } : {}),
+      });
       return;
     }
     const waitMs = waitOf(body.wait);

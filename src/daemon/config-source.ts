@@ -180,6 +180,18 @@ export class ConfigSource {
     };
   }
 
+  /**
+   * The config a reload would apply now, without applying it (`teal deploy --dry-run` plans with
+   * the file as it is); throws TEAL_CONFIG_INVALID when the file does not validate.
+   */
+  preview(): LoadedConfig {
+    const { loaded, text } = loadConfigText(this.#current.file);
+    if (stampOf(loaded.file, text).sha256 === this.#stamp.sha256) return this.#current;
+    this.#check(loaded);
+    const plan = planReload(this.#current.config, loaded.config, {}, { proxyLive: true });
+    return { ...loaded, config: plan.config };
+  }
+
   /** The applied file against the one on disk: `teal status` says when they differ. */
   state(): ConfigState {
     const file = this.#current.file;

@@ -142,7 +142,16 @@ export async function startDaemon(options: { configFile: string; log: Logger }):
     const server = createApiServer({
       router: configRoutes(
         pipelineRoutes(
-          apiRoutes({ engine, store, runtime, traffic, version, proxyUrl, closing: closing.signal }),
+          apiRoutes({
+            engine,
+            store,
+            runtime,
+            traffic,
+            version,
+            proxyUrl,
+            closing: closing.signal,
+            previewConfig: () => source.preview(),
+          }),
           {
             runner: pipelines,
             store,

@@ -27,7 +27,9 @@ export function rollbackCommand(program: Command): void {
       `
 Inside the keep-warm window (keepWarm in teal.yml) the old slot is still running, so a rollback only
 flips the switch back after a quick health check. After it, the release is started again through
-every step of a deploy (health checks and verification included).
+every step of a deploy (health checks and verification included), beside the warm release if there
+is one, which stays until the switch. Only releases that went live are targets: one whose
+deployments all failed or were aborted is refused with the reason (teal history lists the targets).
 
 Examples:
   teal rollback web              back to the release live before this one

@@ -83,6 +83,14 @@ Examples:
           if (sup.degraded && last && last.log.length > 0)
             process.stdout.write(`  last log lines:\n    ${last.log.slice(-10).join('\n    ')}\n`);
         }
+        if (s.candidate) {
+          // A release starting beside the warm one: the slot row above is still the rollback target.
+          const k = s.candidate;
+          const up = k.instances.filter((i) => i.status === 'running').length;
+          process.stdout.write(
+            `${k.slot}: ${k.version} (release ${k.release}, deployment #${k.deployment}) ${k.state} beside the warm release, ${up}/${k.instances.length} up\n`,
+          );
+        }
         const d = s.lastDeployment;
         if (d) {
           const shown = outcome(c, d.state);

@@ -65,7 +65,8 @@ export function releaseViews(
 function neverLive(deployments: DeploymentRecord[]): string {
   const d = deployments[deployments.length - 1];
   if (!d) return 'no deployment of it ever switched traffic to it';
-  const failedStep = [...d.events].reverse().find((e) => e.status === 'failed')?.step;
+  // The step that failed; the closing `done` event a restarted control plane writes names none.
+  const failedStep = [...d.events].reverse().find((e) => e.status === 'failed' && e.step !== 'done')?.step;
   const detail = d.error?.message.split('\n')[0];
   const short = detail && detail.length > 160 ? `${detail.slice(0, 157)}...` : detail;
   const what =

@@ -33,6 +33,21 @@ export function verifyUnit(file: string, options: { user?: boolean } = {}): Prom
  * $. A lone `%` (or `$` in an argument) would be expanded by systemd: it throws, nothing is guessed.
  */
 export function execWords(line: string): string[] {
+  // The executable is taken as written but for specifiers; arguments also expand variables.
+  return splitWords(line, (index) => (index === 0 ? '%' : '%$'));
+}
+
+/** A list that unquotes (Environment=, RequiresMountsFor=): only specifiers are expanded. */
+export function listWords(line: string): string[] {
+  return splitWords(line, () => '%');
+}
+
+/** A path setting that takes the rest of the line (WorkingDirectory=, EnvironmentFile=). */
+export function pathValue(value: string): string {
+  return unescapeWord(value, value, '%');
+}
+
+function splitWords(line: string, special: (index: number) => string): string[] {
   const words: string[] = [];
   let i = 0;
   while (i < line.length) {
@@ -50,8 +65,7 @@ export function execWords(line: string): string[] {
     } else {
       while (i < line.length && line[i] !== ' ') raw += line[i++];
     }
-    // The executable is taken as written but for specifiers; arguments also expand variables.
-    words.push(unescapeWord(raw, line, words.length === 0 ? '%' : '%$'));
+    words.push(unescapeWord(raw, line, special(words.length)));
   }
   return words;
 }

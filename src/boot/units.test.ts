@@ -73,6 +73,7 @@ describe('systemd units for teal up, agent and edge', () => {
     expect(setting(text, 'WorkingDirectory')).toEqual([path.dirname(file).replaceAll('%', '%%')]);
     expect(text).toContain('KillMode=process\n');
     expect(text).toContain('Restart=always\n');
+    expect(setting(text, 'ExecReload')).toEqual(['/bin/kill -HUP $MAINPID']);
     expect(text).not.toContain('User=');
   });
 
@@ -107,6 +108,7 @@ describe('systemd units for teal up, agent and edge', () => {
       }),
     );
     expect(await verifyUnit(agent.file)).toEqual([]);
+    expect(setting(agent.text, 'ExecReload')).toEqual([]);
     expect(execWords(setting(agent.text, 'ExecStart')[0]!).slice(2)).toEqual([
       'agent',
       '--id',

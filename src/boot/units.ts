@@ -108,6 +108,8 @@ export function renderUnit(spec: UnitSpec): string {
     '[Service]',
     'Type=exec',
     `ExecStart=${command}`,
+    // `systemctl reload` re-reads teal.yml (docs/configuration.md); agent and edge have no SIGHUP reload.
+    ...(spec.verb === 'up' ? ['ExecReload=/bin/kill -HUP $MAINPID'] : []),
     `WorkingDirectory=${lineValue(spec.workingDirectory, 'the working directory')}`,
     ...(system && spec.user ? [`User=${lineValue(spec.user, 'the user')}`] : []),
     `Environment=${listWord(`PATH=${unitPath.join(':')}`, 'PATH')}`,

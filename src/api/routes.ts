@@ -13,6 +13,7 @@ import { isTerminal } from '../core/state.js';
 import { serviceHistory, serviceStatus, summarize } from '../core/status.js';
 import { supervisionMetrics } from '../core/supervision-metrics.js';
 import { pipelineMetrics } from '../pipeline/metrics.js';
+import type { DataPlaneStatus } from '../proxy/builtin/watchdog.js';
 import { renderPrometheus, slotTraffic } from '../proxy/metrics.js';
 import type { TrafficSwitch } from '../proxy/switch.js';
 import type { Runtime } from '../runtimes/runtime.js';
@@ -33,6 +34,8 @@ export interface ApiContext {
   closing: AbortSignal;
   /** teal.yml as a reload would apply it now (daemon/config-source.ts), for --dry-run. */
   previewConfig?: () => LoadedConfig;
+  /** The builtin data plane's watchdog: up, restarts, why it is down (absent for nginx and haproxy). */
+  dataPlane?: () => DataPlaneStatus;
 }
 
 function waitOf(value: unknown): number | undefined {
@@ -82,6 +85,19 @@ function numberParam(value: string, what: string): number {
   return n;
 }
 
+function dataPlaneMetrics(s: DataPlaneStatus | undefined): string {
+  if (!s) return '';
+  return [
+    '# HELP teal_dataplane_restarts_total Builtin data planes the control plane started because the one before had died.',
+    '# TYPE teal_dataplane_restarts_total counter',
+    `teal_dataplane_restarts_total ${s.restarts}`,
+    '# HELP teal_dataplane_running 1 while the watched builtin data plane runs, 0 while it is being started again.',
+    '# TYPE teal_dataplane_running gauge',
+    `teal_dataplane_running ${s.state === 'up' ? 1 : 0}`,
+    '',
+  ].join('\n');
+}
+
 export function apiRoutes(ctx: ApiContext): Router {
   const { engine, store, runtime } = ctx;
   const router = new Router();
@@ -105,9 +121,14 @@ export function apiRoutes(ctx: ApiContext): Router {
     } catch {
       proxy = '';
     }
-    const text = `${proxy || 'teal_proxy_up 0\n'}${await deploymentMetrics(store, Object.keys(engine.serviceConfigs()))}${await supervisionMetrics(store, Object.keys(engine.serviceConfigs()))}${await pipelineMetrics(store)}`;
+    const text = `${proxy || 'teal_proxy_up 0\n'}${dataPlaneMetrics(ctx.dataPlane?.())}${await deploymentMetrics(store, Object.keys(engine.serviceConfigs()))}${await supervisionMetrics(store, Object.keys(engine.serviceConfigs()))}${await pipelineMetrics(store)}`;
     res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4', 'cache-control': 'no-store' });
     res.end(text);
+  });
+
+  // What runs the public port: the builtin data plane's watchdog, or only the kind teal drives.
+  router.add('GET', '/v1/dataplane', async (_req, res) => {
+    sendJson(res, 200, ctx.dataPlane?.() ?? { kind: ctx.traffic.kind });
   });
 
   router.add('GET', '/v1/services', async (_req, res) => {

@@ -32,6 +32,17 @@ Example:
           `teal up is still running (pid ${info.pid}); stop it first (Ctrl-C, or kill ${info.pid})`,
         );
       }
+      // A control plane the data plane would respawn is dead by now: tell it not to (and to stop one
+      // it is starting), before the check below, so none appears between the check and the stop.
+      const { forgetControlPlane } = await import('../proxy/builtin/launcher.js');
+      await forgetControlPlane(paths.proxySocket);
+      const again = readDaemonInfo(paths);
+      if (again && pidAlive(again.pid)) {
+        throw new TealError(
+          'TEAL_DAEMON_RUNNING',
+          `teal up is running (pid ${again.pid}); stop it first (Ctrl-C, or kill ${again.pid})`,
+        );
+      }
       const { teardown } = await import('../daemon/teardown.js');
       await teardown(paths);
       process.stderr.write('stopped the data plane and every instance\n');

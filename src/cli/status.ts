@@ -3,6 +3,7 @@ import { toTealError } from '../core/errors.js';
 import { SLOTS } from '../core/model.js';
 import type { ServiceStatus } from '../core/status.js';
 import type { ConfigState } from '../daemon/config-source.js';
+import type { DataPlaneStatus } from '../proxy/builtin/watchdog.js';
 import { type ConfigOption, withConfig } from './options.js';
 import { ago, outcome, paint, printJson, table } from './output.js';
 
@@ -45,6 +46,10 @@ Examples:
         return;
       }
       const c = paint(process.stdout);
+      const plane = await client
+        .request<DataPlaneStatus | { kind: string }>('GET', '/v1/dataplane')
+        .catch(() => undefined);
+      if (plane && 'state' in plane) process.stdout.write(`${dataPlaneLine(c, plane)}\n\n`);
       for (const s of statuses) {
         process.stdout.write(`${c.bold(s.service)}  live: ${s.live ? c.green(s.live) : c.yellow('none')}\n`);
         const rows = [['', 'slot', 'state', 'version', 'release', 'instances', 'since']];
@@ -127,4 +132,16 @@ export function driftText(config: ConfigState, c: ReturnType<typeof paint>): str
       ),
     );
   return lines.length > 0 ? `${lines.join('\n')}\n` : '';
+}
+
+/** "data plane: up (pid 4242), restarted 2 times, last 12s ago after 640 ms down" or why it is down. */
+function dataPlaneLine(c: ReturnType<typeof paint>, p: DataPlaneStatus): string {
+  const restarts =
+    p.restarts === 0
+      ? 'never restarted'
+      : `restarted ${p.restarts} time${p.restarts === 1 ? '' : 's'}${p.lastRestart ? `, last ${ago(p.lastRestart.at)} after ${p.lastRestart.downMs} ms down` : ''}`;
+  if (p.state === 'up') return `data plane: ${c.green('up')} (pid ${p.pid}), ${restarts}`;
+  const why = p.lastError ? `: ${p.lastError.message.split('\n')[0]}` : '';
+  const next = p.nextAttemptAt ? `; next attempt ${p.nextAttemptAt.slice(11, 19)}` : '';
+  return `data plane: ${c.red(p.state)} since ${ago(p.since)}${why}${next}; ${restarts}`;
 }

@@ -10,7 +10,11 @@ export function upCommand(program: Command): void {
     program
       .command('up')
       .description('start the control plane: the data plane (proxy), the API, and the deploy engine')
-      .option('--log-format <format>', 'json or pretty (default: pretty on a terminal, else json)'),
+      .option('--log-format <format>', 'json or pretty (default: pretty on a terminal, else json)')
+      .option(
+        '--no-respawn',
+        'the data plane does not start teal up again if it dies (automatic under systemd: INVOCATION_ID)',
+      ),
   )
     .addHelpText(
       'after',
@@ -19,13 +23,16 @@ teal up runs in the foreground; stop it with Ctrl-C or SIGTERM. The data plane a
 instances keep serving while it is stopped, and it re-attaches to them when started again.
 SIGHUP (or \`teal reload\`) makes it re-read teal.yml and apply it without a restart; each deploy
 re-reads it too.
+teal up restarts a builtin data plane that dies; the data plane starts teal up again if it dies
+without being stopped (SIGKILL, a crash), its output then in <state dir>/daemon.log, unless
+--no-respawn or a supervisor runs it (systemd: INVOCATION_ID is set).
 
 Examples:
   teal up
   teal up -c examples/hello/teal.yml
   teal up --log-format json >> teal.log 2>&1 &`,
     )
-    .action(async (opts: ConfigOption & { logFormat?: string }) => {
+    .action(async (opts: ConfigOption & { logFormat?: string; respawn: boolean }) => {
       if (opts.logFormat !== undefined && opts.logFormat !== 'json' && opts.logFormat !== 'pretty') {
         throw new TealError(
           'TEAL_USAGE',
@@ -48,7 +55,15 @@ Examples:
       };
       process.on('SIGHUP', reload);
       const { startDaemon } = await import('../daemon/daemon.js');
-      daemon = await startDaemon({ configFile: path.resolve(opts.config), log });
+      const { underSupervisor } = await import('../daemon/respawn-registration.js');
+      const supervisor = underSupervisor();
+      if (supervisor && opts.respawn)
+        log.info(`run by ${supervisor}: the data plane will not respawn teal up`);
+      daemon = await startDaemon({
+        configFile: path.resolve(opts.config),
+        log,
+        respawn: opts.respawn && supervisor === undefined,
+      });
       if (hupWhileStarting) reload();
       if (pretty) {
         process.stdout.write(

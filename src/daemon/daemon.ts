@@ -16,6 +16,7 @@ import { CoordinatorWatch } from '../core/takeover.js';
 import { WarmReaper } from '../core/warm.js';
 import { HttpProbe } from '../health/http.js';
 import { PipelineRunner } from '../pipeline/runner.js';
+import { DataPlaneWatchdog } from '../proxy/builtin/watchdog.js';
 import { openTrafficSwitch } from '../proxy/open.js';
 import { openStore } from '../stores/open.js';
 import type { Store } from '../stores/store.js';
@@ -32,6 +33,8 @@ import {
   statePaths,
   writeDaemonInfo,
 } from './files.js';
+import { holdStateDirLock } from './lock.js';
+import { RespawnRegistration } from './respawn-registration.js';
 import { openRuntime } from './runtime.js';
 
 export interface Daemon {
@@ -55,7 +58,15 @@ export interface Daemon {
  * `teal up`: wires store, runtime, data plane, engine and API, reconciles what it finds with the
  * store, then serves. Everything it starts outside itself (the data plane, app instances) outlives it.
  */
-export async function startDaemon(options: { configFile: string; log: Logger }): Promise<Daemon> {
+export async function startDaemon(options: {
+  configFile: string;
+  log: Logger;
+  /**
+   * Whether the builtin data plane starts this control plane again if it dies (proxy/builtin/
+   * respawn.ts): `teal up` says yes unless a supervisor runs it or --no-respawn; embedders, no.
+   */
+  respawn?: boolean;
+}): Promise<Daemon> {
   const { log } = options;
   // The file as it is now; SIGHUP, `teal reload` and each deploy read it again (config-source.ts).
   const source = new ConfigSource(options.configFile, { log, check: assertRunUsers });
@@ -63,12 +74,14 @@ export async function startDaemon(options: { configFile: string; log: Logger }):
   const { config } = loaded;
   const paths = statePaths(loaded.stateDir);
   ensureStateDir(paths);
+  // Held until the process ends: never two control planes on one state dir (daemon/lock.ts).
+  const lock = await holdStateDirLock(paths);
   assertNotRunning(paths);
   const token = ensureToken(paths);
 
   const store = openStore(config.store, paths.dir, loaded.dir);
   const runtime = openRuntime(config, paths.dir, store);
-  const closers: (() => Promise<void>)[] = [() => store.close(), () => runtime.close()];
+  const closers: (() => Promise<void>)[] = [() => lock.release(), () => store.close(), () => runtime.close()];
   const unwind = async () => {
     for (const close of closers.reverse()) await close().catch(() => undefined);
   };
@@ -79,6 +92,7 @@ export async function startDaemon(options: { configFile: string; log: Logger }):
       url: proxyUrl,
       previewUrl,
       reconfigure,
+      builtin,
     } = await openTrafficSwitch(config.proxy, { ...paths, configDir: loaded.dir }, log);
     closers.push(() => traffic.close());
 
@@ -137,6 +151,33 @@ export async function startDaemon(options: { configFile: string; log: Logger }):
     reaper.start();
     closers.push(() => reaper.stop());
 
+    // The builtin data plane is watched from here on and started again if it dies; it, in turn,
+    // watches this process once registered below (docs/ARCHITECTURE.md, "What restarts what").
+    let up = false;
+    const respawn = builtin
+      ? new RespawnRegistration({
+          adminSocket: paths.proxySocket,
+          lock: lock.name,
+          logFile: paths.daemonLog,
+          respawn: options.respawn ?? false,
+          log,
+        })
+      : undefined;
+    const watchdog = builtin
+      ? new DataPlaneWatchdog({
+          launch: builtin.launch,
+          pid: builtin.pid,
+          log,
+          attached: async (_plane, restarted) => {
+            if (up) await respawn?.register();
+            // The saved table is what the dead one last applied; the store may say more since.
+            if (restarted) await engine.tables.sync();
+          },
+        })
+      : undefined;
+    watchdog?.start();
+    closers.push(async () => watchdog?.stop());
+
     const closing = new AbortController();
     const version = packageVersion();
     const server = createApiServer({
@@ -151,6 +192,7 @@ export async function startDaemon(options: { configFile: string; log: Logger }):
             proxyUrl,
             closing: closing.signal,
             previewConfig: () => source.preview(),
+            ...(watchdog ? { dataPlane: () => watchdog.status() } : {}),
           }),
           {
             runner: pipelines,
@@ -191,6 +233,12 @@ export async function startDaemon(options: { configFile: string; log: Logger }):
       config: loaded.file,
     });
     closers.unshift(async () => removeDaemonInfo(paths));
+    // Stopped on purpose (SIGTERM, close()): the data plane is told first, so it does not respawn this.
+    if (respawn) closers.push(() => respawn.forget());
+    // Registered once the API answers, before the restore (which waits for apps to start): a start
+    // that fails earlier is the operator's to see, not a respawn loop's.
+    up = true;
+    await respawn?.register();
 
     // After a reboot nothing of the apps runs: the live slots (and warm ones within their window)
     // are started again before teal says it is up. The API answers meanwhile, so `teal status`
@@ -210,6 +258,7 @@ export async function startDaemon(options: { configFile: string; log: Logger }):
       proxy: proxyUrl,
       preview: previewUrl,
       services: Object.keys(config.services).join(', '),
+      ...(process.env.TEAL_RESPAWNED_BY ? { respawnedBy: Number(process.env.TEAL_RESPAWNED_BY) } : {}),
     };
     // Still serving the rest: exiting would take the API and every other service down with it
     // (and a supervisor restarting teal would only loop). Supervision keeps retrying these.

@@ -3,6 +3,7 @@ import type { TealConfig } from '../core/config/schema.js';
 import type { Logger } from '../core/deps.js';
 import { endpointText } from '../core/model.js';
 import { packageVersion } from '../version.js';
+import type { EnsureDataPlaneOptions } from './builtin/launcher.js';
 
 /** The URL a user on this host reaches a listen address at (a wildcard means loopback). */
 function localUrl(listen: string): string {
@@ -43,6 +44,8 @@ export interface OpenedSwitch {
    * absent where the switch cannot (nginx and haproxy were set up from them at start).
    */
   reconfigure?: (config: TealConfig['proxy']) => Promise<void>;
+  /** The builtin data plane's pid and how to start it again (proxy/builtin/watchdog.ts); absent for nginx and haproxy. */
+  builtin?: { pid: number; launch: EnsureDataPlaneOptions };
 }
 
 type BuiltinConfig = Extract<TealConfig['proxy'], { kind: 'builtin' }>;
@@ -61,6 +64,18 @@ export function builtinSettings(config: BuiltinConfig) {
   };
 }
 
+/** How `teal up` starts the builtin data plane: the addresses, files and settings teal.yml gives it. */
+function builtinLaunch(config: BuiltinConfig, paths: SwitchPaths): EnsureDataPlaneOptions {
+  return {
+    listen: endpointText(config.listen),
+    previewListen: previewAddress(config),
+    adminSocket: paths.proxySocket,
+    stateFile: paths.proxyState,
+    logFile: paths.proxyLog,
+    settings: builtinSettings(config),
+  };
+}
+
 /**
  * The traffic switch a config names, ready to apply tables. For the builtin data plane that means
  * starting `teal proxy` or re-attaching to the one running. Each kind is loaded only when used.
@@ -74,14 +89,8 @@ export async function openTrafficSwitch(
     case 'builtin': {
       const { dataPlaneInfo, ensureDataPlane, restartDataPlane } = await import('./builtin/launcher.js');
       const { BuiltinSwitch } = await import('./builtin/switch.js');
-      const plane = await ensureDataPlane({
-        listen: endpointText(config.listen),
-        previewListen: previewAddress(config),
-        adminSocket: paths.proxySocket,
-        stateFile: paths.proxyState,
-        logFile: paths.proxyLog,
-        settings: builtinSettings(config),
-      });
+      const launch = builtinLaunch(config, paths);
+      const plane = await ensureDataPlane(launch);
       log.info(plane.started ? 'started the data plane' : 're-attached to the running data plane', {
         pid: plane.pid,
         listen: plane.listen,
@@ -97,8 +106,14 @@ export async function openTrafficSwitch(
             to: packageVersion(),
             pid: moved.to,
           });
+          plane.pid = moved.to;
         }
       }
+      const restart: EnsureDataPlaneOptions = {
+        ...launch,
+        listen: plane.listen,
+        ...(plane.preview === null ? {} : { previewListen: plane.preview }),
+      };
       return {
         traffic: new BuiltinSwitch({ adminSocket: paths.proxySocket }),
         url: localUrl(plane.listen),
@@ -108,8 +123,13 @@ export async function openTrafficSwitch(
         reconfigure: async (next) => {
           if (next.kind !== 'builtin') throw new Error('the builtin data plane takes only builtin settings');
           const moved = await restartDataPlane(paths.proxySocket, builtinSettings(next));
+          // One started again after a crash takes them too.
+          restart.settings = builtinSettings(next);
           log.info('the data plane took the new proxy settings', { from: moved.from, to: moved.to });
         },
+        // A data plane started again after a crash binds what this one bound: with port 0 in
+        // teal.yml, the port users were given, not another free one.
+        builtin: { pid: plane.pid, launch: restart },
       };
     }
     case 'nginx': {

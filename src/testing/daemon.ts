@@ -16,7 +16,8 @@ import { ApiClient } from '../cli/client.js';
 import { type DaemonInfo, readDaemonInfo, type StatePaths, statePaths } from '../daemon/files.js';
 import { teardown } from '../daemon/teardown.js';
 import { cliEntry } from '../paths.js';
-import { pidAlive } from '../proc.js';
+import { pidAlive, procArgv } from '../proc.js';
+import { forgetControlPlane } from '../proxy/builtin/launcher.js';
 import { HELLO_DIR } from './paths.js';
 
 /**
@@ -127,6 +128,11 @@ export async function startTestDaemon(options: {
   dir?: string;
   /** Extra environment for the daemon's first launch, e.g. `{ TEAL_FAILPOINT: 'verifying' }`. */
   env?: Record<string, string>;
+  /**
+   * Whether the data plane respawns a control plane that dies. Off by default: the test is the
+   * supervisor (it kills and restarts the daemon itself, as systemd would).
+   */
+  respawn?: boolean;
 }): Promise<TestDaemon> {
   const dir = options.dir ?? mkdtempSync(path.join(tmpdir(), 'teal-it-'));
   // teal runs as root here, so apps, stages, run steps and hooks run as nobody: the folder holding
@@ -166,8 +172,16 @@ export async function startTestDaemon(options: {
       await launch(again.env);
     },
     async cleanup() {
+      // First the data plane stops respawning, then whatever control plane runs (the test's own, or
+      // one the data plane respawned) is killed.
+      await forgetControlPlane(paths.proxySocket).catch(() => undefined);
       if (daemon.child && daemon.child.exitCode === null && daemon.child.signalCode === null)
         await signalAndWait(daemon.child, 'SIGKILL');
+      const running = readDaemonInfo(paths);
+      if (running && pidAlive(running.pid) && procArgv(running.pid)?.includes(configFile)) {
+        process.kill(running.pid, 'SIGKILL');
+        while (pidAlive(running.pid)) await new Promise((r) => setTimeout(r, 20));
+      }
       await teardown(paths, { stopTimeoutMs: 2_000 }).catch(() => undefined);
       rmSync(dir, { recursive: true, force: true });
     },
@@ -175,7 +189,9 @@ export async function startTestDaemon(options: {
 
   async function launch(env: Record<string, string> = {}): Promise<void> {
     const out = openSync(logFile, 'a');
-    const child = spawn(process.execPath, [cliEntry(), 'up', '-c', configFile, '--log-format', 'json'], {
+    const args = [cliEntry(), 'up', '-c', configFile, '--log-format', 'json'];
+    if (!options.respawn) args.push('--no-respawn');
+    const child = spawn(process.execPath, args, {
       cwd: dir,
       env: { ...process.env, ...env, TEAL_TOKEN: token },
       stdio: ['ignore', out, out],

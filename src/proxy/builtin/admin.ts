@@ -3,6 +3,7 @@ import { TealError, toTealError } from '../../core/errors.js';
 import { renderPrometheus } from '../metrics.js';
 import type { DrainResult, RoutingTable, TrafficStats } from '../switch.js';
 import type { EventLog } from './log.js';
+import type { ControlPlaneKeeper } from './respawn.js';
 import { type DataPlaneSettings, parseSettings } from './settings.js';
 import { parseDrainRequest, parseTable } from './table-shape.js';
 
@@ -31,6 +32,8 @@ export interface AdminTarget {
   drain(pool: string, timeoutMs: number, signal: AbortSignal): Promise<DrainResult>;
   /** Starts a fresh data plane process on the same sockets (with these settings, else the same) and retires this one. */
   handoff(settings?: Partial<DataPlaneSettings>): Promise<{ from: number; to: number }>;
+  /** Watches the control plane and starts it again if it dies (respawn.ts); absent in tests of the data plane alone. */
+  readonly keeper?: ControlPlaneKeeper;
 }
 
 const MAX_BODY = 16 * 1024 * 1024;
@@ -78,6 +81,9 @@ function send(res: http.ServerResponse, status: number, body: unknown): void {
  *   POST /v1/handoff [{settings}] -> {from, to}: a fresh process took over the sockets (with
  *                    these settings, else this one's); this one retires
  *   POST /v1/drain   {pool, timeoutMs} -> DrainResult, answered when the drain ends (long poll)
+ *   GET    /v1/control-plane          -> ControlPlaneStatus
+ *   PUT    /v1/control-plane          ControlPlaneRegistration -> ControlPlaneStatus (watch it, respawn it)
+ *   DELETE /v1/control-plane?pid=<n>  -> {forgot, stopped}: it stopped on purpose, do not respawn it
  *
  * Errors are `{error: {code, message}}` with the catalogue's HTTP status.
  */
@@ -91,6 +97,11 @@ export function createAdminServer(target: AdminTarget, log: EventLog): http.Serv
       else res.destroy();
     });
   });
+}
+
+function keeperOf(target: AdminTarget): ControlPlaneKeeper {
+  if (!target.keeper) throw new TealError('TEAL_NOT_FOUND', 'this data plane does not watch a control plane');
+  return target.keeper;
 }
 
 async function handle(
@@ -140,6 +151,14 @@ async function handle(
         }
       }
       return send(res, 200, await target.handoff(settings));
+    }
+    case 'GET /v1/control-plane':
+      return send(res, 200, keeperOf(target).status());
+    case 'PUT /v1/control-plane':
+      return send(res, 200, keeperOf(target).register(await readJson(req)));
+    case 'DELETE /v1/control-plane': {
+      const pid = new URL(req.url ?? '/', 'http://admin').searchParams.get('pid');
+      return send(res, 200, await keeperOf(target).forget(pid === null ? undefined : Number(pid)));
     }
     default:
       throw new TealError('TEAL_NOT_FOUND', `no admin endpoint ${route}`);

@@ -16,6 +16,7 @@ import { selfCheck } from './http1.js';
 import { type EventLog, limited, UPSTREAM_ERRORS_PER_SECOND } from './log.js';
 import type { PoolRuntime } from './pool.js';
 import { PoolSet } from './pool-set.js';
+import type { ControlPlaneKeeper } from './respawn.js';
 import { type CompiledTable, compileTable, type Listener, type Refusal, selectPool } from './select.js';
 import { connectionCap, type DataPlaneSettings, DEFAULT_SETTINGS, sweepInterval } from './settings.js';
 import { loadTable, saveTable } from './state-file.js';
@@ -39,6 +40,8 @@ export interface DataPlaneOptions {
    * settings, the successor runs with them instead of this one's (how a reload of teal.yml applies them).
    */
   handoff?: (settings?: Partial<DataPlaneSettings>) => Promise<HandoffResult>;
+  /** Watches the control plane that registers and respawns it (respawn.ts); `teal proxy` has one. */
+  keeper?: ControlPlaneKeeper;
 }
 
 export interface HandoffResult {
@@ -148,6 +151,7 @@ export class DataPlane implements AdminTarget, PlaneContext {
   private readonly pools = new PoolSet();
   readonly connections = new Set<ClientConnection>();
   readonly settings: DataPlaneSettings;
+  readonly keeper: ControlPlaneKeeper | undefined;
   readonly trustedProxies: TrustedProxies;
   readonly upstreamErrors: EventLog;
   private readonly server: net.Server;
@@ -168,6 +172,7 @@ export class DataPlane implements AdminTarget, PlaneContext {
 
   private constructor(opts: DataPlaneOptions, inherited?: net.Server, inheritedPreview?: net.Server | null) {
     this.opts = opts;
+    this.keeper = opts.keeper;
     const settings = { ...DEFAULT_SETTINGS, ...opts.settings };
     const cap = connectionCap(settings.maxConnections);
     if (cap < settings.maxConnections) {

@@ -248,3 +248,21 @@ export async function restartDataPlane(
     ...(settings ? { body: { settings } } : {}),
   });
 }
+
+/**
+ * Tells the data plane on `adminSocket` that the control plane is stopped on purpose: it respawns
+ * nothing from now on, and stops a control plane it had just started. Nothing to do when no data
+ * plane answers; an older one without the endpoint never respawns anyway.
+ */
+export async function forgetControlPlane(adminSocket: string): Promise<void> {
+  if (!existsSync(path.dirname(adminSocket))) return;
+  ensurePrivateDir(path.dirname(adminSocket));
+  const info = await dataPlaneInfo(adminSocket);
+  if (!info) return;
+  assertOurDataPlane(info.pid, adminSocket);
+  try {
+    await adminCall(adminSocket, 'DELETE', '/v1/control-plane', { timeoutMs: 15_000 });
+  } catch (err) {
+    if (!isTealError(err, 'TEAL_PROXY_FAILED')) throw err;
+  }
+}

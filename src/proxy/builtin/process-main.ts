@@ -42,7 +42,9 @@ export async function runDataPlaneProcess(options: DataPlaneProcessOptions): Pro
       settings: { ...plane.settings, ...settings },
       log,
     });
-    // Answer the admin request first, then retire and exit.
+    // Answer the admin request first, then retire and exit. The successor watches the control
+    // plane from here on (teal up follows the handoff and registers there).
+    keeper.close();
     setImmediate(async () => {
       log('retiring', { successor: result.to, graceMs: RETIRE_GRACE_MS });
       await plane.retire(RETIRE_GRACE_MS);
@@ -51,7 +53,9 @@ export async function runDataPlaneProcess(options: DataPlaneProcessOptions): Pro
     });
     return result;
   };
-  const opts = { ...options, log, handoff };
+  const { ControlPlaneKeeper } = await import('./respawn.js');
+  const keeper = new ControlPlaneKeeper(log);
+  const opts = { ...options, log, handoff, keeper };
   try {
     plane = options.handoff
       ? await takeOver((listeners, table) => DataPlane.adopt(opts, listeners, table))
@@ -82,6 +86,8 @@ export async function runDataPlaneProcess(options: DataPlaneProcessOptions): Pro
     process.once('SIGINT', () => resolve('SIGINT'));
   });
   log('stopping', { signal, graceMs: STOP_GRACE_MS });
+  // Stopped on purpose (teal down, a supervisor): nothing to respawn past this point.
+  keeper.close();
   await plane.close(STOP_GRACE_MS);
   log('stop', { signal });
   // Anything left (a socket mid-close) must not keep a stopped data plane alive.

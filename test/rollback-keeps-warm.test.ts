@@ -1,4 +1,7 @@
+import { chmodSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { type AddressInfo, createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Failpoint } from '../src/core/failpoints.js';
 import type { DeploymentRecord } from '../src/core/records.js';
@@ -30,9 +33,11 @@ afterEach(async () => {
  * minutes) and bad-verify* answer with another version than the one deployed (health passes, the
  * verify step's body check fails). {{version}} is filled by teal in the command.
  */
-function service(overrides: Record<string, string> = {}): string {
-  const script =
-    'case "{{version}}" in bad-health*) export START_DELAY_MS=600000;; bad-verify*) export APP_VERSION=broken;; esac; exec "$0" "$1"';
+function service(overrides: Record<string, string> = {}, markers?: string): string {
+  // With `markers`, a file <markers>/fail-<version> makes that version fail health from then on:
+  // a release that served once can fail when started again (a rollback that starts it).
+  const marked = markers ? `[ -e ${markers}/fail-{{version}} ] && export START_DELAY_MS=600000; ` : '';
+  const script = `${marked}case "{{version}}" in bad-health*) export START_DELAY_MS=600000;; bad-verify*) export APP_VERSION=broken;; esac; exec "$0" "$1"`;
   return `  hello:\n${helloService({
     command: JSON.stringify(['/bin/sh', '-c', script, process.execPath, HELLO]),
     health: '{ interval: 50ms, healthyThreshold: 2, deadline: 3s }',
@@ -262,4 +267,46 @@ describe('fixed ports: the warm release is replaced, and the plan says so first'
     expect(report.failures, JSON.stringify(report.failures.slice(0, 5))).toEqual([]);
     expect(report.sent).toBeGreaterThan(100);
   }, 60_000);
+});
+
+describe('a rollback that starts a release keeps the warm one until it is proven', () => {
+  it('rollback --to an older release that fails health leaves the warm release as it was; rollback flips to it', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'teal-it-'));
+    chmodSync(dir, 0o755);
+    daemon = await startTestDaemon({ dir, services: service({}, dir) });
+    for (const v of ['v1', 'v2', 'v3']) {
+      const d = await deployAndWait(daemon.client, 'hello', v);
+      expect(d.state, d.error?.message).toBe('done');
+    }
+    // v3 went to blue beside the warm v1, which went after the switch: live blue v3, warm green v2.
+    const before = await status(daemon);
+    expect(before.live).toBe('blue');
+    const warm = before.slots.green;
+    expect(warm).toMatchObject({ state: 'warm', version: 'v2', release: 2 });
+    const load = backgroundLoad(`${daemon.info.proxy}/`, 16);
+
+    writeFileSync(path.join(dir, 'fail-v1'), '');
+    const cold = await daemon.cli(['rollback', 'hello', '--to', '1', '--json']);
+    expect(cold.code).toBe(1);
+    const failed = JSON.parse(cold.stdout) as DeploymentRecord;
+    expect(failed).toMatchObject({ kind: 'rollback', mode: 'start', release: 1, state: 'failed' });
+    expect(failed.error?.code).toBe('TEAL_HEALTH_FAILED');
+    const after = await status(daemon);
+    expect(after.slots.green).toEqual(warm);
+    expect(after.candidate).toBeUndefined();
+    expect(pids(warm).every((pid) => pidAlive(pid))).toBe(true);
+
+    const rolled = await daemon.cli(['rollback', 'hello', '--json']);
+    expect(rolled.code, rolled.stderr).toBe(0);
+    const back = JSON.parse(rolled.stdout) as DeploymentRecord;
+    expect(back).toMatchObject({ state: 'done', mode: 'flip', release: 2, targetSlot: 'green' });
+    expect((await status(daemon)).slots.green.instances.map((i) => i.pid)).toEqual(pids(warm));
+
+    await new Promise((r) => setTimeout(r, 200));
+    const { report, samples } = await load.stop();
+    expect(report.failures, JSON.stringify(report.failures.slice(0, 5))).toEqual([]);
+    expect(report.sent).toBeGreaterThan(100);
+    expect(samples.some((s) => s.version === 'v1')).toBe(false);
+    expect(staleAfterSwitch(samples, [back])).toEqual([]);
+  }, 90_000);
 });

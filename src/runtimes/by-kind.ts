@@ -19,6 +19,8 @@ import type {
   InstanceSpec,
   InstanceStatus,
   ListedInstance,
+  LogLine,
+  LogOptions,
   Runtime,
 } from './runtime.js';
 
@@ -83,10 +85,7 @@ export class RuntimeByKind implements Runtime {
     return this.#of(instance).logTail(instance, lines);
   }
 
-  logs(
-    instance: Instance,
-    options: { follow: boolean; signal: AbortSignal; tail?: number },
-  ): AsyncIterable<string> {
+  logs(instance: Instance, options: LogOptions): AsyncIterable<LogLine> {
     return this.#of(instance).logs(instance, options);
   }
 

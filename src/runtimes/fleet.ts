@@ -22,7 +22,16 @@ import {
   REPORTS_PREFIX,
 } from '../core/fleet.js';
 import type { Store } from '../stores/store.js';
-import type { ExitInfo, Instance, InstanceSpec, InstanceStatus, ListedInstance, Runtime } from './runtime.js';
+import type {
+  ExitInfo,
+  Instance,
+  InstanceSpec,
+  InstanceStatus,
+  ListedInstance,
+  LogLine,
+  LogOptions,
+  Runtime,
+} from './runtime.js';
 
 export interface FleetRuntimeOptions {
   store: Store;
@@ -190,24 +199,31 @@ export class FleetRuntime implements Runtime {
 
   /** The tail the agent last published (at each state change, and while running when it grew). */
   async logTail(instance: Instance, lines: number): Promise<string[]> {
-    const hostId = instance.hostId ?? (await this.#hostOf(instance.id));
-    const report = hostId ? await this.#report(hostId, instance.id) : undefined;
-    return (report?.log ?? []).slice(-lines);
+    return (await this.#published(instance)).log.slice(-lines);
   }
 
   /**
    * The published tail only: agents do not stream logs through the store (it is the cluster's
-   * brain, not a log pipe). With follow, a last line says so instead of hanging.
+   * brain, not a log pipe). Its lines carry no time of their own: each gets the moment the report
+   * was written, marked approximate. With follow, a last line says so instead of hanging.
    */
-  async *logs(
-    instance: Instance,
-    options: { follow: boolean; signal: AbortSignal; tail?: number },
-  ): AsyncIterable<string> {
-    const lines = await this.logTail(instance, options.tail ?? 200);
-    yield* lines;
-    if (options.follow) {
-      yield `(teal: following is not available for instances on fleet hosts; this is the tail host ${instance.hostId ?? '?'} last published)`;
+  async *logs(instance: Instance, options: LogOptions): AsyncIterable<LogLine> {
+    const { log, at } = await this.#published(instance);
+    for (const line of log.slice(-(options.tail ?? 200))) {
+      if (options.since === undefined || at >= options.since) yield { line, time: at, approx: true };
     }
+    if (options.follow) {
+      yield {
+        line: `(teal: following is not available for instances on fleet hosts; this is the tail host ${instance.hostId ?? '?'} last published)`,
+        time: Date.now(),
+      };
+    }
+  }
+
+  async #published(instance: Instance): Promise<{ log: string[]; at: number }> {
+    const hostId = instance.hostId ?? (await this.#hostOf(instance.id));
+    const report = hostId ? await this.#report(hostId, instance.id) : undefined;
+    return { log: report?.log ?? [], at: report ? Date.parse(report.at) : Date.now() };
   }
 
   async close(): Promise<void> {}

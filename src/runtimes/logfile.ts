@@ -13,6 +13,7 @@
 import { copyFile, rename, rm, stat, truncate } from 'node:fs/promises';
 import path from 'node:path';
 import { isErrno } from './liveness.js';
+import { timesPath, timesSize } from './log-times.js';
 
 /** <stateDir>/logs/<service>/<instance id>.log */
 export function logPath(stateDir: string, service: string, id: string): string {
@@ -25,10 +26,17 @@ export function rotatedPath(file: string, n: number): string {
 }
 
 /**
- * When `file` is larger than `maxBytes`, shifts `.1`..`.keep-1` up by one (dropping the oldest),
- * copies the file to `.1` and truncates it. Returns whether it rotated; a missing file is not an error.
+ * When `file` is larger than `maxBytes` (or its time index, log-times.ts, larger than
+ * `maxTimesBytes`), shifts `.1`..`.keep-1` up by one (dropping the oldest), copies the file to `.1`
+ * and truncates it; each copy's index moves with it. Returns whether it rotated; a missing file is
+ * not an error.
  */
-export async function rotateIfLarge(file: string, maxBytes: number, keep: number): Promise<boolean> {
+export async function rotateIfLarge(
+  file: string,
+  maxBytes: number,
+  keep: number,
+  maxTimesBytes = Number.POSITIVE_INFINITY,
+): Promise<boolean> {
   let size: number;
   try {
     size = (await stat(file)).size;
@@ -36,16 +44,25 @@ export async function rotateIfLarge(file: string, maxBytes: number, keep: number
     if (isErrno(err, 'ENOENT')) return false;
     throw err;
   }
-  if (size <= maxBytes) return false;
+  if (size <= maxBytes && (await timesSize(file)) <= maxTimesBytes) return false;
   if (keep > 0) {
     await rm(rotatedPath(file, keep), { force: true });
+    await rm(timesPath(rotatedPath(file, keep)), { force: true });
     for (let n = keep - 1; n >= 1; n--) {
-      await rename(rotatedPath(file, n), rotatedPath(file, n + 1)).catch((err: unknown) => {
-        if (!isErrno(err, 'ENOENT')) throw err;
-      });
+      await renameIfThere(rotatedPath(file, n), rotatedPath(file, n + 1));
+      await renameIfThere(timesPath(rotatedPath(file, n)), timesPath(rotatedPath(file, n + 1)));
     }
     await copyFile(file, rotatedPath(file, 1));
+    await renameIfThere(timesPath(file), timesPath(rotatedPath(file, 1)));
+  } else {
+    await rm(timesPath(file), { force: true });
   }
   await truncate(file, 0);
   return true;
+}
+
+async function renameIfThere(from: string, to: string): Promise<void> {
+  await rename(from, to).catch((err: unknown) => {
+    if (!isErrno(err, 'ENOENT')) throw err;
+  });
 }

@@ -12,7 +12,7 @@ import { leaderState, procStat } from './liveness.js';
 import { ProcessRuntime } from './process.js';
 import { type InstanceRecord, RecordStore } from './records.js';
 import { answers, get, runtimeContract, testLabels, waitFor } from './runtime.contract.js';
-import type { Instance, InstanceSpec } from './runtime.js';
+import type { Instance, InstanceSpec, LogLine } from './runtime.js';
 
 const hello = path.join(HELLO_DIR, 'server.js');
 
@@ -314,6 +314,37 @@ setInterval(() => {}, 60000);
     await reader.close();
   });
 
+  it('times log lines by their index; lines written while no runtime watched are marked approximate once adopted', async () => {
+    const stateDir = tempDir();
+    const runtime = new ProcessRuntime({ stateDir, rotateEveryMs: 100 });
+    const script = `console.log('first');
+setTimeout(() => console.log('unwatched'), 1000);
+setTimeout(() => console.log('watched'), 2500);
+setInterval(() => {}, 60_000);`;
+    const instance = await runtime.start(scriptSpec(script), { signal: AbortSignal.timeout(30_000) });
+    const log = path.join(stateDir, 'logs', 'web', `${instance.id}.log`);
+    await waitFor(() => existsSync(`${log}.times`), 'the first line to be timed');
+    await runtime.close(); // the control plane goes away; the app keeps writing
+    await waitFor(() => readFileSync(log, 'utf8').includes('unwatched'), 'the line written meanwhile');
+    const adopter = new ProcessRuntime({ stateDir, rotateEveryMs: 100 });
+    expect((await adopter.list()).map((i) => i.id)).toEqual([instance.id]);
+    await waitFor(() => readFileSync(log, 'utf8').includes('\nwatched\n'), 'the line written after adoption');
+    await new Promise((r) => setTimeout(r, 300)); // a tick of the adopter's clock
+    const lines: LogLine[] = [];
+    for await (const l of adopter.logs(instance, { follow: false, signal: AbortSignal.timeout(10_000) }))
+      lines.push(l);
+    expect(lines.map((l) => [l.line, l.approx === true])).toEqual([
+      ['first', false],
+      ['unwatched', true],
+      ['watched', false],
+    ]);
+    // Upper bounds, in order: a mark's time is the file's mtime when it was seen.
+    expect(lines[1]!.time - lines[0]!.time).toBeGreaterThanOrEqual(900);
+    expect(lines[2]!.time - lines[1]!.time).toBeGreaterThan(0);
+    await adopter.stop(instance, { timeoutMs: 3_000 });
+    await adopter.close();
+  });
+
   it('follows the log across copy-truncate rotations, in order', async () => {
     const stateDir = tempDir();
     const runtime = new ProcessRuntime({ stateDir, logMaxBytes: 4_000, logKeep: 1, rotateEveryMs: 100 });
@@ -323,7 +354,7 @@ setInterval(() => {}, 60000);
     const controller = new AbortController();
     const followed: number[] = [];
     const done = (async () => {
-      for await (const line of runtime.logs(instance, { follow: true, signal: controller.signal })) {
+      for await (const { line } of runtime.logs(instance, { follow: true, signal: controller.signal })) {
         followed.push(...numbers(line));
       }
     })();

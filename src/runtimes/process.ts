@@ -19,10 +19,20 @@ import { homeOf, resolveRunUser } from '../users.js';
 import { launch } from './launch.js';
 import { groupGone, leaderState, signalGroup } from './liveness.js';
 import { readLines, tailLines } from './log-reader.js';
+import { LogClock } from './log-times.js';
 import { logPath, rotateIfLarge } from './logfile.js';
 import { assertPortFree, freePort } from './ports.js';
 import { type InstanceRecord, isSafeName, RecordStore } from './records.js';
-import type { ExitInfo, Instance, InstanceSpec, InstanceStatus, ListedInstance, Runtime } from './runtime.js';
+import type {
+  ExitInfo,
+  Instance,
+  InstanceSpec,
+  InstanceStatus,
+  ListedInstance,
+  LogLine,
+  LogOptions,
+  Runtime,
+} from './runtime.js';
 
 export interface ProcessRuntimeOptions {
   /** Records go to <stateDir>/instances, output to <stateDir>/logs/<service>/<id>.log. */
@@ -31,8 +41,10 @@ export interface ProcessRuntimeOptions {
   logMaxBytes?: number;
   /** Rotated copies kept per log file (default 3). */
   logKeep?: number;
-  /** How often log sizes are checked (default 2 s). */
+  /** How often log sizes are checked, and growth timed (log-times.ts; default 1 s). */
   rotateEveryMs?: number;
+  /** A log whose time index is larger than this is rotated too (default a 16th of logMaxBytes, at least 64 KiB). */
+  logTimesMaxBytes?: number;
 }
 
 interface Child {
@@ -53,6 +65,9 @@ export class ProcessRuntime implements Runtime {
   private readonly logMaxBytes: number;
   private readonly logKeep: number;
   private readonly rotateEveryMs: number;
+  private readonly logTimesMaxBytes: number;
+  /** Keeps each watched log's time index (log-times.ts). */
+  private readonly clock = new LogClock();
   /** Instances we started and are still the parent of. */
   private readonly children = new Map<string, Child>();
   /** Log files kept rotated: of instances this object started or listed. */
@@ -66,7 +81,9 @@ export class ProcessRuntime implements Runtime {
     this.records = new RecordStore(path.join(this.stateDir, 'instances'));
     this.logMaxBytes = options.logMaxBytes ?? 10 * 1024 * 1024;
     this.logKeep = options.logKeep ?? 3;
-    this.rotateEveryMs = options.rotateEveryMs ?? 2_000;
+    this.rotateEveryMs = options.rotateEveryMs ?? 1_000;
+    this.logTimesMaxBytes =
+      options.logTimesMaxBytes ?? Math.max(64 * 1024, Math.floor(this.logMaxBytes / 16));
   }
 
   async start(spec: InstanceSpec, options: { signal: AbortSignal }): Promise<Instance> {
@@ -136,7 +153,7 @@ export class ProcessRuntime implements Runtime {
       this.children.delete(id);
       throw err;
     }
-    this.watchLog(id, logFile);
+    this.watchLog(id, logFile, true);
     this.rotateLogs();
     return toInstance(record);
   }
@@ -148,6 +165,8 @@ export class ProcessRuntime implements Runtime {
       await this.records.remove(record.id);
     }
     this.children.delete(instance.id);
+    const file = this.logFiles.get(instance.id);
+    if (file) this.clock.forget(file);
     this.logFiles.delete(instance.id);
   }
 
@@ -158,9 +177,11 @@ export class ProcessRuntime implements Runtime {
     const listed: ListedInstance[] = [];
     for (const record of records) {
       // Listing is how a restarted control plane adopts instances: keep their logs rotated too.
-      this.watchLog(record.id, record.logFile);
+      this.watchLog(record.id, record.logFile, false);
       listed.push({ ...toInstance(record), status: await this.statusOf(record) });
     }
+    // Time what the adopted logs gained while nobody watched them now, not a tick later.
+    if (records.length > 0) this.rotateLogs();
     return listed.sort((a, b) => a.startedAt - b.startedAt);
   }
 
@@ -185,10 +206,7 @@ export class ProcessRuntime implements Runtime {
     return file ? tailLines(file, lines) : [];
   }
 
-  logs(
-    instance: Instance,
-    options: { follow: boolean; signal: AbortSignal; tail?: number },
-  ): AsyncIterable<string> {
+  logs(instance: Instance, options: LogOptions): AsyncIterable<LogLine> {
     const file = this.logFileOf(instance);
     return file ? readLines(file, options) : (async function* () {})();
   }
@@ -239,8 +257,10 @@ export class ProcessRuntime implements Runtime {
     return logPath(this.stateDir, instance.labels.service, instance.id);
   }
 
-  private watchLog(id: string, file: string): void {
+  /** `fresh`: an instance we just started, so its log is timed from its first byte (log-times.ts). */
+  private watchLog(id: string, file: string, fresh: boolean): void {
     this.logFiles.set(id, file);
+    this.clock.watch(file, fresh);
     if (this.rotation) return;
     this.rotation = setInterval(() => this.rotateLogs(), this.rotateEveryMs);
     this.rotation.unref();
@@ -250,10 +270,15 @@ export class ProcessRuntime implements Runtime {
     if (this.rotating) return;
     this.rotating = (async () => {
       for (const file of [...this.logFiles.values()]) {
-        await rotateIfLarge(file, this.logMaxBytes, this.logKeep).catch((err: unknown) => {
+        try {
+          // Time first, so the bytes a rotation copies away carry their time with them.
+          await this.clock.tick(file);
+          if (await rotateIfLarge(file, this.logMaxBytes, this.logKeep, this.logTimesMaxBytes))
+            this.clock.rotated(file);
+        } catch (err) {
           // Nobody awaits a timer: say it where operators look, and try again next round.
           process.emitWarning(`cannot rotate ${file}: ${(err as Error).message}`, 'TealLogRotation');
-        });
+        }
       }
     })().finally(() => {
       this.rotating = undefined;

@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { isTealError } from '../core/errors.js';
-import type { ExitInfo, Instance, InstanceLabels, InstanceSpec, Runtime } from './runtime.js';
+import type { ExitInfo, Instance, InstanceLabels, InstanceSpec, LogLine, Runtime } from './runtime.js';
 
 export interface RuntimeUnderTest {
   /** A runtime keeping its state in `stateDir`; called again on the same dir, it plays a restarted daemon. */
@@ -77,7 +77,7 @@ function gather(runtime: Runtime, instance: Instance, options: { tail?: number }
       signal: controller.signal,
       ...options,
     })) {
-      lines.push(line);
+      lines.push(line.line);
     }
   })();
   return {
@@ -360,7 +360,7 @@ setInterval(() => {}, 60_000);`;
       await waitFor(async () => (await runtime.logTail(instance, 5)).length === 3, 'three lines of output');
       const all: string[] = [];
       const signal = AbortSignal.timeout(10_000);
-      for await (const line of runtime.logs(instance, { follow: false, signal })) all.push(line);
+      for await (const { line } of runtime.logs(instance, { follow: false, signal })) all.push(line);
       if (allowance.ordersAcrossStreams === false) {
         expect([...all].sort()).toEqual(['one', 'three', 'two']);
         expect(all.filter((line) => line !== 'two')).toEqual(['one', 'three']);
@@ -368,10 +368,33 @@ setInterval(() => {}, 60_000);`;
         expect(all).toEqual(['one', 'two', 'three']);
       }
       const last: string[] = [];
-      for await (const line of runtime.logs(instance, { follow: false, signal, tail: 2 })) last.push(line);
+      for await (const { line } of runtime.logs(instance, { follow: false, signal, tail: 2 }))
+        last.push(line);
       expect(last).toEqual(all.slice(-2));
       expect(await runtime.logTail(instance, 2)).toEqual(all.slice(-2));
       expect(await runtime.logTail(instance, 0)).toEqual([]);
+    });
+
+    it('logs give each line the time it was written, and since keeps only the later ones', async () => {
+      const runtime = await runtimeOn();
+      const script = `console.log('early'); setTimeout(() => console.log('late'), 1500); setInterval(() => {}, 60_000);`;
+      const before = Date.now();
+      const instance = await runtime.start(impl.scriptSpec(script), { signal: AbortSignal.timeout(30_000) });
+      await waitFor(async () => (await runtime.logTail(instance, 5)).includes('late'), 'the late line');
+      const signal = AbortSignal.timeout(10_000);
+      const lines: LogLine[] = [];
+      for await (const line of runtime.logs(instance, { follow: false, signal })) lines.push(line);
+      const early = lines.find((l) => l.line === 'early')!;
+      const late = lines.find((l) => l.line === 'late')!;
+      expect(early.time).toBeGreaterThanOrEqual(before - 1000);
+      expect(late.time).toBeLessThanOrEqual(Date.now());
+      // 1.5 s apart when written; a time may be late by one tick of the runtime's clock (1 s).
+      expect(late.time - early.time).toBeGreaterThanOrEqual(400);
+      expect(late.time - early.time).toBeLessThan(3_000);
+      const since: string[] = [];
+      for await (const { line } of runtime.logs(instance, { follow: false, signal, since: early.time + 1 }))
+        since.push(line);
+      expect(since).toEqual(['late']);
     });
 
     it('says unknown for the status of an instance it has no record of', async () => {

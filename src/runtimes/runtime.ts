@@ -136,6 +136,29 @@ export interface ListedInstance extends Instance {
   status: InstanceStatus;
 }
 
+export interface LogOptions {
+  follow: boolean;
+  signal: AbortSignal;
+  /** Only the last `tail` lines of what is there already. */
+  tail?: number;
+  /** Only lines written at or after this epoch ms. */
+  since?: number;
+}
+
+export interface LogLine {
+  line: string;
+  /** Epoch ms it was written. */
+  time: number;
+  /**
+   * The time is only an upper bound, possibly far off: the line was written while nothing was
+   * timing it (a process instance's log while no control plane ran), or it comes from a
+   * published tail (fleet hosts).
+   */
+  approx?: boolean;
+  /** Absent when the runtime cannot tell (a process instance writes both into one file). */
+  stream?: 'stdout' | 'stderr';
+}
+
 export interface Runtime {
   readonly kind: string;
   /**
@@ -152,11 +175,12 @@ export interface Runtime {
   exited(instance: Instance, options: { signal: AbortSignal }): Promise<ExitInfo>;
   /** The last `lines` lines of its output (stdout and stderr interleaved). */
   logTail(instance: Instance, lines: number): Promise<string[]>;
-  /** Its output line by line; with follow, waits for new lines until the signal aborts. */
-  logs(
-    instance: Instance,
-    options: { follow: boolean; signal: AbortSignal; tail?: number },
-  ): AsyncIterable<string>;
+  /**
+   * Its output line by line, each with the time it was written (as well as the runtime can tell:
+   * see LogLine): the lines there now (the last `tail` of them, only those from `since` on when
+   * given), then, with follow, each new one until the signal aborts.
+   */
+  logs(instance: Instance, options: LogOptions): AsyncIterable<LogLine>;
   /**
    * Optional (runtimes that keep artefacts per release, like images): removes what `drop` names
    * unless `keep` names it too or something still uses it. Returns what it removed.

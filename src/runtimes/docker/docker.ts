@@ -27,6 +27,8 @@ import type {
   InstanceSpec,
   InstanceStatus,
   ListedInstance,
+  LogLine,
+  LogOptions,
   Runtime,
 } from '../runtime.js';
 import { Engine, type EngineError, isEngineError } from './engine.js';
@@ -38,7 +40,7 @@ import {
   LABEL,
   published,
 } from './labels.js';
-import { demuxLines } from './logs.js';
+import { demuxLines, timedLine } from './logs.js';
 import { pinnedImage, resolveImage, untagImage } from './pull.js';
 
 export interface DockerRuntimeOptions {
@@ -206,20 +208,25 @@ export class DockerRuntime implements Runtime {
     if (lines <= 0) return [];
     const tail: string[] = [];
     const signal = AbortSignal.timeout(30_000);
-    for await (const line of this.logs(instance, { follow: false, signal, tail: lines })) tail.push(line);
+    for await (const { line } of this.logs(instance, { follow: false, signal, tail: lines })) tail.push(line);
     return tail;
   }
 
-  async *logs(
-    instance: Instance,
-    options: { follow: boolean; signal: AbortSignal; tail?: number },
-  ): AsyncGenerator<string> {
-    const { follow, signal, tail } = options;
+  async *logs(instance: Instance, options: LogOptions): AsyncGenerator<LogLine> {
+    const { follow, signal, tail, since } = options;
     if (signal.aborted || !isSafeName(instance.id)) return;
     let res: IncomingMessage;
     try {
       res = await this.engine.open('GET', `/containers/${containerName(instance.id)}/logs`, {
-        query: { stdout: true, stderr: true, follow, tail: tail === undefined ? 'all' : Math.max(0, tail) },
+        query: {
+          stdout: true,
+          stderr: true,
+          follow,
+          timestamps: true,
+          tail: tail === undefined ? 'all' : Math.max(0, tail),
+          // Whole seconds for the engine; the exact cut is ours, below.
+          ...(since === undefined ? {} : { since: Math.floor(since / 1000) }),
+        },
         signal,
         timeoutMs: follow ? 0 : undefined,
       });
@@ -227,7 +234,10 @@ export class DockerRuntime implements Runtime {
       if (signal.aborted || isEngineError(err, 404)) return;
       throw err;
     }
-    yield* demuxLines(res, signal);
+    for await (const raw of demuxLines(res, signal)) {
+      const line = timedLine(raw);
+      if (since === undefined || line.time >= since) yield line;
+    }
   }
 
   async forgetImages(drop: InstanceImage[], keep: InstanceImage[]): Promise<string[]> {

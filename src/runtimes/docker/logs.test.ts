@@ -1,6 +1,6 @@
 import { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import { demuxLines, FrameReader } from './logs.js';
+import { demuxLines, FrameReader, timedLine } from './logs.js';
 
 function frame(stream: number, text: string): Buffer {
   const payload = Buffer.from(text);
@@ -12,7 +12,7 @@ function frame(stream: number, text: string): Buffer {
 
 async function linesOf(chunks: Buffer[], signal = new AbortController().signal): Promise<string[]> {
   const lines: string[] = [];
-  for await (const line of demuxLines(Readable.from(chunks), signal)) lines.push(line);
+  for await (const { line } of demuxLines(Readable.from(chunks), signal)) lines.push(line);
   return lines;
 }
 
@@ -47,5 +47,26 @@ describe('container log frames', () => {
       return Buffer.concat([header, part]);
     });
     expect(await linesOf(chunks)).toEqual(['café ☕']);
+  });
+
+  it('takes the engine’s timestamp off each line and names its stream', async () => {
+    const chunks = [
+      frame(1, '2026-12-04T18:12:22.123456789Z hello v1 listening\n'),
+      frame(2, '2026-12-04T18:12:23.5Z oops\n'),
+    ];
+    const lines: ReturnType<typeof timedLine>[] = [];
+    for await (const l of demuxLines(Readable.from(chunks), new AbortController().signal))
+      lines.push(timedLine(l));
+    expect(lines).toEqual([
+      { line: 'hello v1 listening', time: Date.parse('2026-12-04T18:12:22.123Z'), stream: 'stdout' },
+      { line: 'oops', time: Date.parse('2026-12-04T18:12:23.500Z'), stream: 'stderr' },
+    ]);
+    // A line without the engine's stamp keeps its text and gets the time it was read, marked so.
+    expect(timedLine({ stream: 1, line: 'plain' }, 42)).toEqual({
+      line: 'plain',
+      time: 42,
+      approx: true,
+      stream: 'stdout',
+    });
   });
 });

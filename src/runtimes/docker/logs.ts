@@ -3,10 +3,12 @@
  * never asks for one) multiplexed: each frame is an 8-byte header (stream type: 1 stdout,
  * 2 stderr; three zero bytes; the payload length, big-endian uint32) and then the payload. A frame
  * is a write, not a line, so each stream keeps its own unfinished line: a partial stdout line is
- * never glued to a stderr one.
+ * never glued to a stderr one. Asked with `timestamps`, the engine starts every line with the time
+ * its logging driver received it (RFC 3339, nanoseconds, UTC), which `timedLine` takes off.
  */
 import type { Readable } from 'node:stream';
 import { LineSplitter } from '../log-reader.js';
+import type { LogLine } from '../runtime.js';
 
 const HEADER = 8;
 
@@ -33,11 +35,17 @@ export class FrameReader {
   }
 }
 
+export interface StreamLine {
+  /** 1 stdout, 2 stderr. */
+  stream: number;
+  line: string;
+}
+
 /**
  * The lines of a multiplexed logs response, in the order the engine sends them. Ends quietly when
  * `signal` aborts; an unfinished last line of each stream comes out when the response ends.
  */
-export async function* demuxLines(res: Readable, signal: AbortSignal): AsyncGenerator<string> {
+export async function* demuxLines(res: Readable, signal: AbortSignal): AsyncGenerator<StreamLine> {
   const frames = new FrameReader();
   const streams = new Map<number, LineSplitter>();
   const linesOf = (stream: number) => {
@@ -50,7 +58,9 @@ export async function* demuxLines(res: Readable, signal: AbortSignal): AsyncGene
   };
   try {
     for await (const chunk of res) {
-      for (const frame of frames.push(chunk as Buffer)) yield* linesOf(frame.stream).push(frame.payload);
+      for (const frame of frames.push(chunk as Buffer)) {
+        for (const line of linesOf(frame.stream).push(frame.payload)) yield { stream: frame.stream, line };
+      }
     }
   } catch (err) {
     if (signal.aborted) return;
@@ -58,5 +68,23 @@ export async function* demuxLines(res: Readable, signal: AbortSignal): AsyncGene
   } finally {
     res.destroy();
   }
-  for (const lines of streams.values()) yield* lines.end();
+  for (const [stream, lines] of streams) for (const line of lines.end()) yield { stream, line };
+}
+
+const STAMP = /^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d)) /;
+
+/** A line of a `timestamps` response as a LogLine: the engine's time taken off its start. */
+export function timedLine({ stream, line }: StreamLine, now = Date.now()): LogLine {
+  const out: LogLine = { line, time: now };
+  const stamp = STAMP.exec(line);
+  const time = stamp ? Date.parse(stamp[1]!) : Number.NaN;
+  if (stamp && Number.isFinite(time)) {
+    out.line = line.slice(stamp[0].length);
+    out.time = time;
+  } else {
+    out.approx = true; // no stamp of the engine's: the time we read it
+  }
+  if (stream === 1) out.stream = 'stdout';
+  else if (stream === 2) out.stream = 'stderr';
+  return out;
 }

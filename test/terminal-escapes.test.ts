@@ -79,7 +79,8 @@ describe('what the CLI prints for people', () => {
     expectHarmless(logs.stdout + logs.stderr, 'teal logs');
     expect(logs.stdout).toContain(`app says ${SHOWN}`);
     // Lines stay lines: the newline the app wrote is still one.
-    expect(logs.stdout.split('\n').some((line) => line.startsWith('app says'))).toBe(true);
+    // Each line is "<time> <instance> <line>".
+    expect(logs.stdout.split('\n').some((line) => /^\S+Z \S+ app says/.test(line))).toBe(true);
 
     // An error message that quotes what the user (or a script) passed.
     const unknown = await daemon.cli(['deploy', `x${PAYLOAD}`, '--version', 'v2']);

@@ -5,13 +5,15 @@ import type { LoadedConfig } from '../core/config/load.js';
 import { deploymentMetrics } from '../core/deploy-metrics.js';
 import type { Engine } from '../core/engine.js';
 import { TealError } from '../core/errors.js';
+import { entryJson, entryText, type LogEntry, serviceLogs } from '../core/log-follow.js';
 import type { Slot } from '../core/model.js';
 import { PREVIEW_LINK_PATH } from '../core/previews.js';
-import { type DeploymentRecord, keys, readDeployment, readServiceState } from '../core/records.js';
-import { slotInstances } from '../core/slots.js';
+import { type DeploymentRecord, keys, readDeployment } from '../core/records.js';
+import { parseSince } from '../core/since.js';
 import { isTerminal } from '../core/state.js';
 import { serviceHistory, serviceStatus, summarize } from '../core/status.js';
 import { supervisionMetrics } from '../core/supervision-metrics.js';
+import { jsonText } from '../core/visible.js';
 import { pipelineMetrics } from '../pipeline/metrics.js';
 import type { DataPlaneStatus } from '../proxy/builtin/watchdog.js';
 import { renderPrometheus, slotTraffic } from '../proxy/metrics.js';
@@ -367,6 +369,12 @@ async function streamDeployment(
   });
 }
 
+/**
+ * GET /v1/services/:svc/logs: core/log-follow.ts over HTTP. `slot`, `instance` (id or index),
+ * `tail` (lines per instance, default 100), `since` (a duration back or a time), `follow`, and
+ * `format`: `text` (default: one line each, "<time> <instance> <line>", markers between ──) or
+ * `json` (one object per line). Lines reach only authenticated clients (the router's auth).
+ */
 async function streamLogs(
   req: IncomingMessage,
   res: ServerResponse,
@@ -374,49 +382,87 @@ async function streamLogs(
   svc: string,
   url: URL,
 ): Promise<void> {
-  const state = await readServiceState(ctx.store, svc);
-  const asked = url.searchParams.get('slot');
+  const params = url.searchParams;
+  const asked = params.get('slot');
   if (asked !== null && asked !== 'blue' && asked !== 'green') {
     throw new TealError('TEAL_BAD_REQUEST', `slot: expected blue or green, got ${JSON.stringify(asked)}`);
   }
-  const slot: Slot | null =
-    (asked as Slot | null) ??
-    state.live ??
-    (state.slots.blue.instances.length ? 'blue' : state.slots.green.instances.length ? 'green' : null);
-  const instances = slot ? slotInstances(svc, state.slots[slot]) : [];
-  if (instances.length === 0) {
+  const instance = params.get('instance');
+  if (instance !== null && !/^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$/.test(instance)) {
     throw new TealError(
-      'TEAL_NOT_FOUND',
-      `${svc} has no instances${slot ? ` in ${slot}` : ''} to show logs of`,
+      'TEAL_BAD_REQUEST',
+      `instance: expected an instance id or index, got ${JSON.stringify(instance)}`,
     );
   }
-  const follow = url.searchParams.get('follow') === '1' || url.searchParams.get('follow') === 'true';
-  const tail = Number(url.searchParams.get('tail') ?? 100);
+  const tailText = params.get('tail') ?? '100';
+  const tail = tailText === 'all' ? undefined : Number(tailText);
+  if (tail !== undefined && (!Number.isInteger(tail) || tail < 0)) {
+    throw new TealError(
+      'TEAL_BAD_REQUEST',
+      `tail: expected a number of lines (0 or more) or "all", got ${JSON.stringify(tailText)}`,
+    );
+  }
+  const sinceText = params.get('since');
+  let since: number | undefined;
+  if (sinceText !== null) {
+    try {
+      since = parseSince(sinceText);
+    } catch (err) {
+      throw new TealError('TEAL_BAD_REQUEST', `since: ${(err as Error).message}`);
+    }
+  }
+  const format = params.get('format') ?? 'text';
+  if (format !== 'text' && format !== 'json') {
+    throw new TealError('TEAL_BAD_REQUEST', `format: expected text or json, got ${JSON.stringify(format)}`);
+  }
+  const follow = params.get('follow') === '1' || params.get('follow') === 'true';
   const stop = new AbortController();
   const onClose = () => stop.abort();
   req.on('close', onClose);
   ctx.closing.addEventListener('abort', onClose, { once: true });
-  res.writeHead(200, {
-    'content-type': 'text/plain; charset=utf-8',
-    'cache-control': 'no-store',
-    'x-teal-slot': slot!,
-  });
-  const prefix = instances.length > 1;
+  let entries: AsyncIterable<LogEntry>;
   try {
-    await Promise.all(
-      instances.map(async (instance) => {
-        for await (const line of ctx.runtime.logs(instance, {
-          follow,
-          signal: stop.signal,
-          tail: Number.isInteger(tail) ? tail : 100,
-        })) {
-          res.write(prefix ? `[${instance.id}] ${line}\n` : `${line}\n`);
-        }
-      }),
+    // Before any header: a selection that names nothing is an error answer (404), not an empty 200.
+    entries = await serviceLogs(
+      ctx.store,
+      ctx.runtime,
+      svc,
+      { ...(asked ? { slot: asked as Slot } : {}), ...(instance === null ? {} : { instance }) },
+      {
+        follow,
+        signal: stop.signal,
+        ...(tail === undefined ? {} : { tail }),
+        ...(since === undefined ? {} : { since }),
+      },
     );
+  } catch (err) {
+    req.off('close', onClose);
+    ctx.closing.removeEventListener('abort', onClose);
+    throw err;
+  }
+  try {
+    res.writeHead(200, {
+      'content-type': format === 'json' ? 'application/x-ndjson; charset=utf-8' : 'text/plain; charset=utf-8',
+      'cache-control': 'no-store',
+      'x-accel-buffering': 'no',
+    });
+    res.flushHeaders();
+    const write = (entry: LogEntry) =>
+      res.write(format === 'json' ? `${jsonText(entryJson(entry))}\n` : `${entryText(entryJson(entry))}\n`);
+    for await (const entry of entries) write(entry);
+    if (follow && ctx.closing.aborted) {
+      write({
+        kind: 'marker',
+        marker: 'end',
+        time: Date.now(),
+        service: svc,
+        line: 'teal up is stopping: this stream ends',
+      });
+    }
   } finally {
     req.off('close', onClose);
     ctx.closing.removeEventListener('abort', onClose);
+    stop.abort();
     res.end();
   }
 }

@@ -55,6 +55,19 @@ export class ApiClient {
     for await (const chunk of this.#chunks(path, signal)) yield this.#shown(chunk);
   }
 
+  /** A streaming response of one JSON value per line (logs with format=json), parsed. */
+  async *jsonLines(path: string, signal?: AbortSignal): AsyncIterable<unknown> {
+    let buffer = '';
+    for await (const chunk of this.#chunks(path, signal)) {
+      buffer += chunk;
+      for (let end = buffer.indexOf('\n'); end !== -1; end = buffer.indexOf('\n')) {
+        const line = buffer.slice(0, end);
+        buffer = buffer.slice(end + 1);
+        if (line.trim() !== '') yield this.#shown(JSON.parse(line) as unknown);
+      }
+    }
+  }
+
   /** Server-sent events, parsed. */
   async *events(path: string, signal?: AbortSignal): AsyncIterable<SseEvent> {
     let buffer = '';

@@ -5,18 +5,8 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LogEntryJson } from '../src/core/log-follow.js';
-import {
-  type DeploymentRecord,
-  keys,
-  readRelease,
-  readServiceState,
-  type SlotRecord,
-} from '../src/core/records.js';
-import { forInstance } from '../src/core/release.js';
-import { refOf } from '../src/core/slots.js';
+import type { DeploymentRecord } from '../src/core/records.js';
 import type { ServiceStatus } from '../src/core/status.js';
-import { ProcessRuntime } from '../src/runtimes/process.js';
-import { sqliteStore } from '../src/stores/sqlite.js';
 import { HELLO, helloService, startTestDaemon, type TestDaemon } from '../src/testing/daemon.js';
 import { cliEntry } from '../src/testing/paths.js';
 import { backgroundLoad, deployAndWait, waitEnded } from './helpers.js';
@@ -25,7 +15,7 @@ import { backgroundLoad, deployAndWait, waitEnded } from './helpers.js';
  * `teal logs` against a real `teal up`, under keep-alive load: `-f` follows whatever is live across
  * a deploy and a rollback (a marker at each switch, then the new release's lines), every line with
  * its time and instance; `--slot`, `--instance`, `--since` narrow; a replaced instance (what the
- * supervisor does after a crash: a new instance written into the slot record) is followed too.
+ * supervisor does after a crash: a new instance swapped into the slot record) is followed too.
  */
 
 // examples/hello, plus a line every 100 ms naming its version: something to follow.
@@ -252,72 +242,37 @@ describe('teal logs', () => {
     expect((await fetch(`${daemon.info.api}/v1/services/hello/logs`)).status).toBe(401);
   }, 120_000);
 
-  it('-f notices an instance replaced in the slot record (a crash healed) and follows the new one from its start', async () => {
-    const store = sqliteStore(path.join(daemon.paths.dir, 'store.db'));
-    const runtime = new ProcessRuntime({ stateDir: daemon.paths.dir });
-    try {
-      const json = follow(['-f', '--json']);
-      await until('live ticks', () => json.out.text.includes('"tick v1'));
-      const state = await readServiceState(store, 'hello');
-      const live = state.slots.blue;
-      const victim = live.instances.find((i) => i.index === 0)!;
-      // The crash.
-      process.kill(victim.pid!, 'SIGKILL');
-      // The replacement, started and recorded the way the supervisor does: start, then a
-      // compare-and-swap of the slot record with the new instance in the old one's place.
-      const release = (await readRelease(store, 'hello', live.release!))!;
-      const { command, env } = forInstance(release, 'blue');
-      const started = await runtime.start(
-        {
-          labels: {
-            service: 'hello',
-            slot: 'blue',
-            release: live.release!,
-            deployment: live.deployment!,
-            version: live.version!,
-          },
-          index: 0,
-          command,
-          cwd: release.cwd,
-          env,
-          host: victim.host,
-        },
-        { signal: AbortSignal.timeout(30_000) },
-      );
-      let replacement = started.id;
-      const { revision, ...record } = (await readServiceState(store, 'hello')).slots.blue;
-      const already = record.instances.find((i) => i.index === 0 && i.id !== victim.id);
-      if (already) {
-        // The supervisor (issue 14's heal work) was quicker: follow its replacement instead.
-        replacement = already.id;
-        await runtime.stop(started, { timeoutMs: 3_000 });
-      } else {
-        const next: SlotRecord = {
-          ...record,
-          instances: record.instances.map((i) => (i.id === victim.id ? refOf(started) : i)),
-        };
-        await store.put(keys.slot('hello', 'blue'), next as never, { ifRevision: revision });
-      }
-      await until(
-        'the replacement marker and its lines',
-        () =>
-          json.out.text.includes(`${replacement} replaces ${victim.id} in blue`) &&
-          json.json().some((e) => e.instance === replacement && e.line.startsWith('tick v1')),
-        20_000,
-        () => json.out.text.slice(-2_000),
-      );
-      json.stop();
-      const entries = json.json();
-      const at = entries.findIndex((e) => e.marker === 'instance');
-      const after = entries.slice(at + 1).filter((e) => !e.marker);
-      // The new one from its first line (its start-up), and nothing more of the dead one.
-      expect(after.find((e) => e.instance === replacement)?.line).toMatch(
-        /^(tick v1 0|hello v1 listening on)/,
-      );
-      expect(after.some((e) => e.instance === victim.id)).toBe(false);
-    } finally {
-      await runtime.close();
-      await store.close();
-    }
+  it('-f notices an instance replaced in the slot record (a crash healed by the supervisor) and follows the new one from its start', async () => {
+    const json = follow(['-f', '--json']);
+    await until('live ticks', () => json.out.text.includes('"tick v1'));
+    const before = await daemon.client.request<ServiceStatus>('GET', '/v1/services/hello');
+    const victim = before.slots.blue.instances.find((i) => /^hello-blue-r\d+-0-/.test(i.id))!;
+    // The crash; the supervisor starts a replacement and swaps it into the slot record.
+    process.kill(victim.pid!, 'SIGKILL');
+    let replacement: string | undefined;
+    await until(
+      'the supervisor to record a replacement',
+      () => {
+        const marker = json
+          .json()
+          .find((e) => e.marker === 'instance' && e.line.endsWith(`replaces ${victim.id} in blue`));
+        replacement = marker?.line.split(' ')[0];
+        return (
+          replacement !== undefined &&
+          json.json().some((e) => e.instance === replacement && e.line.startsWith('tick v1'))
+        );
+      },
+      30_000,
+      () => json.out.text.slice(-2_000),
+    );
+    json.stop();
+    const after = await daemon.client.request<ServiceStatus>('GET', '/v1/services/hello');
+    expect(after.slots.blue.instances.map((i) => i.id)).toContain(replacement);
+    const entries = json.json();
+    const at = entries.findIndex((e) => e.marker === 'instance');
+    const lines = entries.slice(at + 1).filter((e) => !e.marker);
+    // The new one from its first line (its start-up), and nothing more of the dead one.
+    expect(lines.find((e) => e.instance === replacement)?.line).toMatch(/^(tick v1 0|hello v1 listening on)/);
+    expect(lines.some((e) => e.instance === victim.id)).toBe(false);
   }, 120_000);
 });

@@ -8,12 +8,23 @@ import { pidAlive } from '../src/proc.js';
 import { dataPlaneInfo } from '../src/proxy/builtin/launcher.js';
 import { helloService, startTestDaemon, type TestDaemon } from '../src/testing/daemon.js';
 import { backgroundLoad, deployAndWait } from './helpers.js';
+import {
+  endedRun,
+  makeRepo,
+  pipelineConfig,
+  pipelineServices,
+  type TestRepo,
+  waitRun,
+} from './pipeline-helpers.js';
 
 let daemon: TestDaemon | undefined;
+let repo: TestRepo | undefined;
 
 afterEach(async () => {
   await daemon?.cleanup();
   daemon = undefined;
+  repo?.remove();
+  repo = undefined;
 });
 
 async function until<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 20_000): Promise<T> {
@@ -244,4 +255,54 @@ describe('teal up applies route and proxy changes without a restart', () => {
     expect(main.report.sent).toBeGreaterThan(300);
     expect(apis.samples.every((s) => s.version === 'api1')).toBe(true);
   }, 120_000);
+});
+
+describe('a pipeline run uses teal.yml as it is when it starts', () => {
+  it('an edited stage runs in the next run without a reload; a broken file fails the run before checkout; under load with 0 failed requests', async () => {
+    repo = makeRepo();
+    const first = repo.commit('first');
+    daemon = await startTestDaemon({
+      services: pipelineServices(),
+      extraConfig: pipelineConfig(repo.bare),
+      env: { TEAL_GITHUB_SECRET: 'it-is-a-secret-0123' },
+    });
+    const d = daemon;
+    const run = async (commit: string) => {
+      const started = await d.client.request<{ n: number }>('POST', '/v1/pipelines/web/runs', { commit });
+      return waitRun(d, started.n, endedRun);
+    };
+    const run1 = await run(first);
+    expect(run1.state, JSON.stringify(run1.error)).toBe('done');
+    const load = backgroundLoad(`${d.info.proxy}/`, 8);
+
+    // The test stage changes in the file; teal up is not told.
+    const original = readFileSync(d.configFile, 'utf8');
+    writeFileSync(
+      d.configFile,
+      original.replace(
+        '{ name: test, run: "sh test.sh" }',
+        '{ name: test, run: "sh test.sh && echo edited-stage" }',
+      ),
+    );
+    const second = repo.commit('second');
+    const run2 = await run(second);
+    expect(run2.state, JSON.stringify(run2.error)).toBe('done');
+    expect(run2.steps.find((s) => s.name === 'test')?.tail).toContain('edited-stage');
+    expect((await d.client.request<ConfigState>('GET', '/v1/config')).differs).toBe(false);
+
+    // A file that does not validate: the run fails with its problems, nothing is checked out or deployed.
+    writeFileSync(d.configFile, original.replace('source: { repo:', 'source: { branch: main, repo:'));
+    const third = repo.commit('third');
+    const run3 = await run(third);
+    expect(run3.state).toBe('failed');
+    expect(run3.error?.code).toBe('TEAL_CONFIG_INVALID');
+    expect(run3.error?.message).toContain('pipelines.web.source.branch');
+    expect(run3.steps).toEqual([]);
+    expect(await body(`${d.info.proxy}/`)).toBe(`hello ${run2.version}`);
+
+    await new Promise((r) => setTimeout(r, 200));
+    const { report } = await load.stop();
+    expect(report.failures).toEqual([]);
+    expect(report.sent).toBeGreaterThan(200);
+  }, 180_000);
 });

@@ -141,6 +141,7 @@ export async function startDaemon(options: {
       store,
       engine,
       config: () => source.current(),
+      refreshConfig: (reason: string) => source.reload(reason),
       stateDir: paths.dir,
       log,
     });

@@ -44,6 +44,11 @@ export interface RunnerDeps {
   store: Store;
   engine: Engine;
   config: () => LoadedConfig;
+  /**
+   * Re-reads teal.yml and applies it when a run starts (daemon/config-source.ts), so the run's
+   * stages are the file's as it is then; throws when the file cannot be applied. Absent: `config()`.
+   */
+  refreshConfig?: (reason: string) => Promise<unknown>;
   stateDir: string;
   log: Logger;
 }
@@ -353,6 +358,24 @@ export class PipelineRunner {
 
   async #execute(rec: RunRecorder, signal: AbortSignal): Promise<void> {
     const { pipeline, n } = rec.record;
+    // The file as it is when the run starts, as each deploy reads it; a file that cannot be
+    // applied (or no longer names the pipeline) fails the run before anything is checked out.
+    let refused: TealError | undefined;
+    try {
+      await this.#deps.refreshConfig?.(`pipeline ${pipeline} run #${n}`);
+      this.pipeline(pipeline);
+    } catch (err) {
+      refused = toTealError(err);
+    }
+    if (refused) {
+      await rec.update({ state: 'failed', endedAt: new Date().toISOString(), error: refused.toJSON() });
+      this.#deps.log.warn('pipeline run refused: teal.yml cannot be applied', {
+        pipeline,
+        run: n,
+        error: refused.message,
+      });
+      return;
+    }
     const config = this.pipeline(pipeline);
     const loaded = this.#deps.config();
     // Out of the state dir (LoadedConfig.workDir): a stage's `..` leads nowhere near the token.

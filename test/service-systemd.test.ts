@@ -94,12 +94,30 @@ describe('teal up under the systemd unit teal service install writes', () => {
     for (const pid of others) expect(pidAlive(pid)).toBe(true);
     expect((await deployAndWait(client, 'hello', 'v3')).state).toBe('done');
 
-    // A crash: Restart=always starts it again after RestartSec=, and nothing else is touched.
+    // systemctl reload teal: the edited teal.yml is applied; one that does not validate is refused.
+    const configFile = path.join(dir, 'teal.yml');
+    const good = readFileSync(configFile, 'utf8');
+    writeFileSync(configFile, `${good}    routes: [{ path: / }]\n`);
+    const reloaded = await unit.reload();
+    expect(reloaded.output).toContain('applied');
+    expect(reloaded.code).toBe(0);
+    writeFileSync(configFile, `${good}    ports: 3\n`);
+    const refused = await unit.reload();
+    expect(refused.code).toBe(2);
+    expect(refused.output).toContain('services.hello.ports');
+    expect(unit.mainPid()).toBe(second);
+
+    // A crash while teal.yml is broken: Restart=always keeps trying (each start refuses the file),
+    // users are still served, and once the file is fixed teal up is back by itself.
     const before = unit.procs().filter((p) => p !== second);
     unit.crash();
-    const third = await unit.nextMain(second, 20_000);
-    expect(unit.restarts()).toBe(1);
+    for (let i = 0; i < 300 && unit.restarts() < 2; i++) await new Promise((r) => setTimeout(r, 50));
+    expect(unit.restarts()).toBeGreaterThanOrEqual(2);
+    expect(unit.log()).toContain('services.hello.ports');
+    writeFileSync(configFile, `${good}    routes: [{ path: / }]\n`);
     client = await clientNow();
+    const third = unit.mainPid()!;
+    expect(third).not.toBe(second);
     for (const pid of before) expect(pidAlive(pid)).toBe(true);
     expect((await deployAndWait(client, 'hello', 'v4')).state).toBe('done');
 

@@ -110,6 +110,7 @@ export function planService(req: ServiceRequest): ServicePlan {
     node: req.node,
     entry: req.entry,
     args: facts.args,
+    ...(facts.reloadArgs ? { reloadArgs: facts.reloadArgs } : {}),
     workingDirectory: facts.workingDirectory,
     ...(user ? { user } : {}),
     envFile,
@@ -124,6 +125,7 @@ export function planService(req: ServiceRequest): ServicePlan {
 
 interface Facts {
   args: string[];
+  reloadArgs?: string[];
   workingDirectory: string;
   stateDir: string;
   mounts: string[];
@@ -148,6 +150,7 @@ function configFacts(req: ServiceRequest, args: string[]): Facts {
   const needs = needsOf(loaded.config);
   return {
     args: ['-c', loaded.file, ...args],
+    ...(req.verb === 'up' ? { reloadArgs: ['-c', loaded.file] } : {}),
     workingDirectory: loaded.dir,
     stateDir,
     mounts: [loaded.dir, stateDir],

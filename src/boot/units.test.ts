@@ -70,10 +70,10 @@ describe('systemd units for teal up, agent and edge', () => {
     const { file: unit, text } = written(request({ config: file, node }));
     expect(await verifyUnit(unit)).toEqual([]);
     expect(execWords(setting(text, 'ExecStart')[0]!)).toEqual([node, cliEntry(), 'up', '-c', file]);
+    expect(execWords(setting(text, 'ExecReload')[0]!)).toEqual([node, cliEntry(), 'reload', '-c', file]);
     expect(setting(text, 'WorkingDirectory')).toEqual([path.dirname(file).replaceAll('%', '%%')]);
     expect(text).toContain('KillMode=process\n');
     expect(text).toContain('Restart=always\n');
-    expect(setting(text, 'ExecReload')).toEqual(['/bin/kill -HUP $MAINPID']);
     expect(text).not.toContain('User=');
   });
 

@@ -31,6 +31,8 @@ export interface UnitSpec {
   entry: string;
   /** The verb's arguments, every path in them absolute. */
   args: string[];
+  /** ExecReload='s `teal reload` arguments (teal up only: it re-reads teal.yml on reload). */
+  reloadArgs?: string[];
   workingDirectory: string;
   /** User= (system units only; absent runs as root). */
   user?: string;
@@ -108,8 +110,18 @@ export function renderUnit(spec: UnitSpec): string {
     '[Service]',
     'Type=exec',
     `ExecStart=${command}`,
-    // `systemctl reload` re-reads teal.yml (docs/configuration.md); agent and edge have no SIGHUP reload.
-    ...(spec.verb === 'up' ? ['ExecReload=/bin/kill -HUP $MAINPID'] : []),
+    // `teal reload` rather than a bare SIGHUP: systemctl reload then fails, with the problems in
+    // the journal, when the edited teal.yml does not validate (caddy's unit does the same).
+    ...(spec.reloadArgs
+      ? [
+          `ExecReload=${execLine([
+            { value: spec.node, what: 'the node binary' },
+            { value: spec.entry, what: "teal's entry" },
+            { value: 'reload', what: 'the verb' },
+            ...spec.reloadArgs.map((value) => ({ value, what: 'the argument' })),
+          ])}`,
+        ]
+      : []),
     `WorkingDirectory=${lineValue(spec.workingDirectory, 'the working directory')}`,
     ...(system && spec.user ? [`User=${lineValue(spec.user, 'the user')}`] : []),
     `Environment=${listWord(`PATH=${unitPath.join(':')}`, 'PATH')}`,
@@ -119,9 +131,9 @@ export function renderUnit(spec: UnitSpec): string {
     // `teal down` stops the rest.
     'KillMode=process',
     'Restart=always',
+    // Also after exit 2 (teal.yml does not validate): the data plane keeps serving meanwhile, and
+    // the control plane comes back by itself once the file is fixed, its problems in the journal.
     'RestartSec=1s',
-    // Exit 2 is a config or usage error: retrying cannot fix it, so the unit fails and says why.
-    'RestartPreventExitStatus=2',
     `LimitNOFILE=${openFileLimit(spec.maxConnections)}`,
     '',
     '[Install]',

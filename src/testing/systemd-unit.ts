@@ -1,4 +1,4 @@
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmdirSync } from 'node:fs';
@@ -28,6 +28,8 @@ export interface RunningUnit {
   stop(): Promise<void>;
   /** `systemctl restart`: stop, then start. */
   restart(): Promise<void>;
+  /** `systemctl reload`: ExecReload= with the unit's environment; its exit code and output. */
+  reload(): Promise<{ code: number; output: string }>;
   /** SIGKILL to the main process, as a crash: Restart= decides what follows. */
   crash(): void;
   /** Waits until a main process other than `than` runs. */
@@ -41,6 +43,7 @@ export interface RunningUnit {
 const EMULATED = new Set([
   'Type',
   'ExecStart',
+  'ExecReload',
   'WorkingDirectory',
   'Environment',
   'EnvironmentFile',
@@ -53,6 +56,7 @@ const EMULATED = new Set([
 
 interface Service {
   argv: string[];
+  reload?: string[];
   cwd: string;
   env: Record<string, string>;
   killMode: 'control-group' | 'mixed' | 'process';
@@ -117,6 +121,7 @@ export function parseService(text: string): Service {
   if (!exec) throw new Error('no ExecStart=');
   return {
     argv: execWords(exec),
+    ...(one('ExecReload') ? { reload: execWords(one('ExecReload')!) } : {}),
     cwd: pathValue(one('WorkingDirectory') ?? '/'),
     env,
     killMode,
@@ -237,6 +242,16 @@ export async function startUnit(file: string, options: { logFile: string }): Pro
     async restart() {
       await stop();
       launch();
+    },
+    reload() {
+      const [cmd, ...args] = svc.reload ?? [];
+      if (!cmd) throw new Error('the unit has no ExecReload=');
+      return new Promise((resolve) => {
+        execFile(cmd, args, { cwd: svc.cwd, env: svc.env, timeout: 60_000 }, (err, stdout, stderr) => {
+          const code = err ? (typeof err.code === 'number' ? err.code : 1) : 0;
+          resolve({ code, output: `${stdout}${stderr}` });
+        });
+      });
     },
     crash() {
       main?.kill('SIGKILL');

@@ -8,6 +8,7 @@ import type { DeploymentRecord } from '../src/core/records.js';
 import type { ServiceStatus } from '../src/core/status.js';
 import { cliEntry } from '../src/paths.js';
 import { DockerRuntime } from '../src/runtimes/docker/docker.js';
+import { containerName } from '../src/runtimes/docker/labels.js';
 import { freePort as freeLoopbackPort } from '../src/runtimes/ports.js';
 import { startTestDaemon, type TestDaemon } from '../src/testing/daemon.js';
 import { buildNodeImage, dockerdAvailable, startDockerd, type TestDockerd } from '../src/testing/docker.js';
@@ -221,6 +222,34 @@ describe.runIf(available)('runtime docker through the real daemon', () => {
     expect(back.state, back.error?.message).toBe('done');
     expect(await (await fetch(`${daemon.info.proxy}/`)).text()).toContain('hello v6');
   }, 90_000);
+
+  it("a live container killed: teal's supervision replaces it from the image it ran, health-checked, and serves again (restart policy stays no)", async () => {
+    daemon = await startDaemon();
+    const first = await deployAndWait(daemon.client, 'hello', 'v1');
+    expect(first.state, first.error?.message).toBe('done');
+    const status = () => daemon!.client.request<ServiceStatus>('GET', '/v1/services/hello');
+    const before = (await status()).slots.blue.instances[0]!;
+    await dockerd.engine.json('POST', `/containers/${containerName(before.id)}/kill`);
+    const deadline = Date.now() + 60_000;
+    let after = before;
+    while (after.id === before.id || after.status !== 'running') {
+      if (Date.now() > deadline) throw new Error(`not replaced:\n${daemon.log().slice(-2_000)}`);
+      await new Promise((r) => setTimeout(r, 100));
+      after = (await status()).slots.blue.instances[0] ?? before;
+    }
+    expect(after.image?.id).toBe(before.image?.id);
+    const res = await fetch(`${daemon.info.proxy}/`);
+    expect(await res.text()).toContain('hello v1');
+    const inspect = await dockerd.engine.json<{ HostConfig: { RestartPolicy: { Name: string } } }>(
+      'GET',
+      `/containers/${containerName(after.id)}/json`,
+    );
+    expect(inspect.HostConfig.RestartPolicy.Name).toBe('no');
+    expect((await status()).slots.blue.supervision).toMatchObject({
+      restarts: 1,
+      last: { reason: 'exited' },
+    });
+  }, 120_000);
 
   it('rollback --to starts a retained release from the image it ran, without pulling, and untags images past retain', async () => {
     daemon = await startDaemon({ retain: '3', keepWarm: '0s' });

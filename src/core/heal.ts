@@ -230,7 +230,15 @@ export class Supervisor {
           detail: signal ? `was killed by ${signal}` : code === null ? 'exited' : `exited with code ${code}`,
         });
       },
-      () => undefined,
+      () => {
+        if (w.ac.signal.aborted) return;
+        // The runtime could not say (a Docker engine out of reach): watch it afresh a moment later,
+        // rather than never learn that it exited.
+        w.ac.abort();
+        setTimeout(() => {
+          if (this.#watches.get(ref.id) === w) this.#watches.delete(ref.id);
+        }, 1_000).unref();
+      },
     );
     if (config.health.liveness.enabled) void this.#probe(w, instance, config);
   }

@@ -118,13 +118,20 @@ describe('the control plane restarts a dead builtin data plane', () => {
     const before = (await dataPlaneInfo(daemon.paths.proxySocket))!;
     const port = Number(new URL(daemon.info.proxy).port);
 
-    await killPid(before.pid);
-    // Taken by another program between the death and the restart (the watchdog looks every 250 ms).
+    // Taken by another program between the death and the restart. The control plane is paused
+    // meanwhile: on a loaded machine its watchdog (every 250 ms) could restart the data plane before
+    // the squatter binds, and the squatter would find the port taken instead.
+    process.kill(daemon.info.pid, 'SIGSTOP');
     const squatter = net.createServer((s) => s.destroy());
-    await new Promise<void>((resolve, reject) => {
-      squatter.once('error', reject);
-      squatter.listen(port, '127.0.0.1', () => resolve());
-    });
+    try {
+      await killPid(before.pid);
+      await new Promise<void>((resolve, reject) => {
+        squatter.once('error', reject);
+        squatter.listen(port, '127.0.0.1', () => resolve());
+      });
+    } finally {
+      process.kill(daemon.info.pid, 'SIGCONT');
+    }
     try {
       const down = await until('status to say the port is taken', async () => {
         const s = await dataPlane(daemon!);

@@ -82,8 +82,8 @@ describe('the manual gate', () => {
     expect(samples.some((s) => s.version === 'v3')).toBe(false);
     const status = JSON.parse((await daemon.cli(['status', 'hello', '--json'])).stdout);
     expect(status).toMatchObject({ live: 'green', slots: { green: { version: 'v2', state: 'live' } } });
-    // v3 went into blue (clearing v1, kept warm there) and was stopped by the abort.
-    expect(status.slots.blue.state).toBe('empty');
+    // v3 started in blue beside the warm v1 and was stopped by the abort: v1 is still the rollback.
+    expect(status.slots.blue).toMatchObject({ state: 'warm', version: 'v1' });
 
     // Nothing waits now: promote says so.
     const none = await daemon.cli(['promote', 'hello']);

@@ -11,6 +11,7 @@ import {
   type RestartHistory,
   type RestartPolicy,
 } from '../core/supervisor.js';
+import { pause } from '../pause.js';
 import type { Instance, InstanceLabels, InstanceSpec, ListedInstance, Runtime } from '../runtimes/runtime.js';
 import type { Lease, Store } from '../stores/store.js';
 
@@ -374,18 +375,4 @@ export async function runAgent(o: AgentOptions): Promise<void> {
 /** An instance is one (service, slot, release, deployment, index): how a restarted agent matches its own. */
 function labelKey(labels: InstanceLabels, index: number): string {
   return `${labels.service}/${labels.slot}/${labels.release}/${labels.deployment}/${index}`;
-}
-
-/** Waits `ms`, or less if the signal aborts (then the caller sees it aborted). */
-function pause(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const timer = setTimeout(done, ms);
-    function done() {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', done);
-      resolve();
-    }
-    signal.addEventListener('abort', done, { once: true });
-  });
 }

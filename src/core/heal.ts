@@ -1,3 +1,4 @@
+import { pause as sleep } from '../pause.js';
 import type { Instance, InstanceSpec } from '../runtimes/runtime.js';
 import type { TxnOp } from '../stores/store.js';
 import { recordAudit } from './audit.js';
@@ -591,17 +592,4 @@ function codeOf(err: unknown): number | null {
 function logOf(err: unknown): string[] {
   const lines = (toTealError(err).details as { log?: unknown } | undefined)?.log;
   return Array.isArray(lines) ? lines.filter((l): l is string => typeof l === 'string') : [];
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const timer = setTimeout(done, ms);
-    function done() {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', done);
-      resolve();
-    }
-    signal.addEventListener('abort', done, { once: true });
-  });
 }
